@@ -1,0 +1,534 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+/*
+ * tcptrail's kernel side.
+ *
+ * Every TCP state change goes through the sock:inet_sock_set_state
+ * tracepoint. It is attached as tp_btf (BTF-typed raw tracepoint): that needs
+ * no tracefs and allows bpf_get_socket_cookie(), which gives every socket an
+ * identity that survives address reuse and the hand-over to a timewait socket.
+ *
+ * Transitions often run in a task that does not own the socket (on loopback
+ * the server's accepted socket changes state inside the client's connect()),
+ * so the syscalls that cause transitions are traced too: sys_enter remembers,
+ * per thread, which socket a connect/accept/bind/listen/close/shutdown is
+ * working on, the transition handler checks whether it runs inside that very
+ * call on that very socket, and sys_exit reports the calls that matter but
+ * changed no state (accept, a close that only dropped one reference, failed
+ * binds and connects). Process fork and exit complete the ownership picture.
+ *
+ * Filtering happens here, before anything is reserved in the ring buffer.
+ */
+
+#include "kernel_types.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "tcptrail.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
+#define SOCK_STREAM 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define PF_EXITING 0x00000004
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+/* x86_64 syscall numbers of the calls tcptrail correlates. */
+#define NR_close 3
+#define NR_connect 42
+#define NR_accept 43
+#define NR_shutdown 48
+#define NR_bind 49
+#define NR_listen 50
+#define NR_accept4 288
+
+/* Settings, written by the loader before the programs are loaded. */
+const volatile bool filter_ports = false;
+/* Bit p is set when port p is wanted, as a local or as a remote port. */
+const volatile __u64 port_bits[1024] = {};
+/* Only sockets owned by this process (0: every process). */
+const volatile __u32 filter_tgid = 0;
+/* Wake the reader only once this much is pending; the reader also polls on a
+ * short deadline, so sparse events are not held back. 0 wakes on every event. */
+const volatile __u64 wakeup_bytes = 0;
+
+/* Counters read by user space (the .bss map). Every loss has a counter. */
+__u64 ringbuf_full = 0;      /* events dropped: no room in the ring buffer */
+__u64 inflight_full = 0;     /* syscalls not correlated: inflight map full */
+
+/*
+ * events: every record for user space, struct event. Written by all programs,
+ * consumed by the Go reader.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by the loader */
+	__type(value, struct event);
+} events SEC(".maps");
+
+/* What a thread's current syscall is working on. */
+struct inflight {
+	__u64 sk;        /* the socket behind fd (0: not a traced socket yet) */
+	__u64 uaddr;     /* bind/connect: the user's sockaddr */
+	__s32 fd;
+	__u32 arg;       /* shutdown: how */
+	__u8 call;       /* enum tt_call */
+	__u8 changed;    /* a transition ran inside the call on this socket */
+	__u8 mptcp;      /* fd's socket is an MPTCP socket: its TCP subflow changes state */
+	__u8 _pad[5];
+};
+
+/*
+ * inflight: pid_tgid -> the socket syscall that thread is in. Inserted at
+ * sys_enter of connect/accept/bind/listen/close/shutdown on a TCP socket,
+ * deleted at its sys_exit. A thread is in at most one syscall, so the map
+ * holds at most one entry per thread that is inside such a call right now.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+/*
+ * owned_socks: socket address -> 1, for the sockets of the --pid process.
+ * Inserted when that process's syscall works on a socket, deleted when the
+ * socket reaches CLOSE. Used only when filter_tgid is set. LRU: a socket the
+ * process leaked forever must not block new ones.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} owned_socks SEC(".maps");
+
+/*
+ * owned_ports: local port -> 1, for the ports the --pid process listens on,
+ * so that its incoming connections are traced from their first transition,
+ * before accept() hands them to the process. Inserted at CLOSE->LISTEN inside
+ * its listen(); never deleted (a handful of ports per process).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} owned_ports SEC(".maps");
+
+static __always_inline bool port_wanted(__u16 port)
+{
+	return port_bits[port >> 6] & (1ULL << (port & 63));
+}
+
+static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
+{
+	if (!filter_ports)
+		return true;
+	return port_wanted(sport) || port_wanted(dport);
+}
+
+static __always_inline bool is_tcp(const struct sock *sk)
+{
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+
+	return proto == IPPROTO_TCP || proto == IPPROTO_MPTCP;
+}
+
+static __always_inline bool owned_by_target(__u64 sk, __u16 sport)
+{
+	if (bpf_map_lookup_elem(&owned_socks, &sk))
+		return true;
+	return bpf_map_lookup_elem(&owned_ports, &sport) != NULL;
+}
+
+static __always_inline void mark_owned(__u64 sk)
+{
+	__u8 one = 1;
+
+	bpf_map_update_elem(&owned_socks, &sk, &one, BPF_ANY);
+}
+
+static __always_inline void submit(struct event *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+static __always_inline struct event *reserve(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e)
+		__sync_fetch_and_add(&ringbuf_full, 1);
+	return e;
+}
+
+static __always_inline void fill_task(struct event *e, __u64 pid_tgid)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->flags = (task->flags & PF_EXITING) ? TT_FLAG_EXITING : 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* Addresses, family and ports of sk. The local port comes from inet_sport:
+ * skc_num is already 0 when a socket that never called bind() reaches CLOSE. */
+static __always_inline void fill_sock(struct event *e, const struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	if (e->family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 proto = sk->sk_protocol;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 skaddr = (__u64)sk;
+	struct inflight *in;
+	struct event *e;
+	__u16 sport, dport;
+	__u8 call = 0;
+	__s32 fd = -1;
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	/* MPTCP sockets change state through their TCP subflows, which are
+	 * what ss and the peer see; the MPTCP-level socket's own updates would
+	 * only duplicate them. */
+	if (proto != IPPROTO_TCP)
+		return 0;
+
+	sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (!ports_wanted(sport, dport))
+		return 0;
+
+	/* Did this transition run inside a syscall of this thread on this very
+	 * socket? Softirq work for other sockets also runs with a syscall in
+	 * progress, so the syscall being open is not enough: the socket must
+	 * match. An MPTCP fd changes state through its TCP subflow, a different
+	 * sock, so for those the call alone has to do. */
+	in = bpf_map_lookup_elem(&inflight, &pid_tgid);
+	if (in && (in->sk == skaddr || in->mptcp)) {
+		call = in->call;
+		fd = in->fd;
+		in->changed = 1;
+	}
+
+	if (filter_tgid) {
+		bool mine = (pid_tgid >> 32) == filter_tgid && call;
+
+		if (mine) {
+			mark_owned(skaddr);
+			if (newstate == TCP_LISTEN) {
+				__u8 one = 1;
+
+				bpf_map_update_elem(&owned_ports, &sport, &one, BPF_ANY);
+			}
+		} else if (!owned_by_target(skaddr, sport)) {
+			return 0;
+		}
+		if (newstate == TCP_CLOSE)
+			bpf_map_delete_elem(&owned_socks, &skaddr);
+	}
+
+	e = reserve();
+	if (!e)
+		return 0;
+	fill_task(e, pid_tgid);
+	fill_sock(e, sk);
+	e->kind = TT_EVENT_STATE;
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->call = call;
+	e->fd = fd;
+	e->ret = 0;
+	e->arg = in && call ? in->arg : 0;
+	submit(e);
+	return 0;
+}
+
+/* The struct sock behind fd in the current task, or NULL when fd is not a
+ * TCP socket. Follows task->files->fdt->fd[fd]->file->private_data->sk. */
+static __always_inline struct sock *fd_to_tcp_sock(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 mode;
+
+	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || !is_tcp(sk))
+		return NULL;
+	return sk;
+}
+
+static __always_inline __u8 call_of(long nr)
+{
+	switch (nr) {
+	case NR_connect: return TT_CALL_CONNECT;
+	case NR_accept:
+	case NR_accept4: return TT_CALL_ACCEPT;
+	case NR_bind: return TT_CALL_BIND;
+	case NR_listen: return TT_CALL_LISTEN;
+	case NR_close: return TT_CALL_CLOSE;
+	case NR_shutdown: return TT_CALL_SHUTDOWN;
+	}
+	return 0;
+}
+
+/* Port of a user sockaddr_in/sockaddr_in6 (both keep it at offset 2). */
+static __always_inline __u16 user_sockaddr_port(__u64 uaddr)
+{
+	__be16 port = 0;
+
+	bpf_probe_read_user(&port, sizeof(port), (void *)(uaddr + 2));
+	return bpf_ntohs(port);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
+{
+	struct inflight in = {};
+	__u64 pid_tgid;
+	struct sock *sk;
+	__u8 call;
+
+	/* This runs for every syscall on the host: the id test comes first. */
+	call = call_of(id);
+	if (!call)
+		return 0;
+
+	in.call = call;
+	in.fd = (int)BPF_CORE_READ(regs, di);
+	pid_tgid = bpf_get_current_pid_tgid();
+	if (filter_tgid && (pid_tgid >> 32) != filter_tgid && call != TT_CALL_CLOSE &&
+	    call != TT_CALL_SHUTDOWN)
+		return 0;
+
+	if (call != TT_CALL_ACCEPT) {
+		sk = fd_to_tcp_sock(in.fd);
+		if (!sk)
+			return 0;
+		in.sk = (__u64)sk;
+		in.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
+	}
+	if (call == TT_CALL_BIND || call == TT_CALL_CONNECT)
+		in.uaddr = BPF_CORE_READ(regs, si);
+	if (call == TT_CALL_SHUTDOWN)
+		in.arg = (__u32)BPF_CORE_READ(regs, si);
+
+	if (bpf_map_update_elem(&inflight, &pid_tgid, &in, BPF_ANY))
+		__sync_fetch_and_add(&inflight_full, 1);
+	return 0;
+}
+
+/* Report a syscall that matters but changed no state by itself. */
+static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s32 fd,
+				      long ret, __u64 pid_tgid)
+{
+	struct event *e;
+	__u16 sport, dport;
+
+	if (sk) {
+		sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+		dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		/* A failed bind/connect names its port only in the sockaddr. */
+		if (in->uaddr && ret < 0) {
+			__u16 want = user_sockaddr_port(in->uaddr);
+
+			if (in->call == TT_CALL_BIND)
+				sport = want;
+			else
+				dport = want;
+		}
+		if (!ports_wanted(sport, dport))
+			return;
+		if (filter_tgid) {
+			if ((pid_tgid >> 32) == filter_tgid)
+				mark_owned((__u64)sk);
+			else if (!owned_by_target((__u64)sk, sport))
+				return;
+		}
+	}
+
+	e = reserve();
+	if (!e)
+		return;
+	fill_task(e, pid_tgid);
+	e->kind = TT_EVENT_CALL;
+	e->call = in->call;
+	e->fd = fd;
+	e->ret = ret;
+	e->arg = in->arg;
+	e->oldstate = 0;
+	e->newstate = 0;
+	e->cookie = 0;
+	e->family = 0;
+	if (sk) {
+		fill_sock(e, sk);
+		e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (in->uaddr && ret < 0) {
+			/* The address the failed call asked for, as the user gave it. */
+			__u16 fam = 0;
+
+			bpf_probe_read_user(&fam, sizeof(fam), (void *)in->uaddr);
+			if (fam == AF_INET || fam == AF_INET6) {
+				__u8 *dst = in->call == TT_CALL_BIND ? e->saddr : e->daddr;
+
+				__builtin_memset(dst, 0, 16);
+				if (fam == AF_INET)
+					bpf_probe_read_user(dst, 4, (void *)(in->uaddr + 4));
+				else
+					bpf_probe_read_user(dst, 16, (void *)(in->uaddr + 8));
+				if (in->call == TT_CALL_BIND)
+					e->sport = user_sockaddr_port(in->uaddr);
+				else
+					e->dport = user_sockaddr_port(in->uaddr);
+				e->family = fam;
+			}
+		}
+	}
+	submit(e);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
+{
+	__u64 pid_tgid;
+	struct inflight *in;
+	struct sock *sk;
+	long id;
+
+	id = BPF_CORE_READ(regs, orig_ax);
+	if (!call_of(id))
+		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	in = bpf_map_lookup_elem(&inflight, &pid_tgid);
+	if (!in)
+		return 0;
+
+	switch (in->call) {
+	case TT_CALL_ACCEPT:
+		/* The new fd is the owner's handle on the accepted socket. */
+		if (ret >= 0) {
+			sk = fd_to_tcp_sock(ret);
+			if (sk)
+				emit_call(in, sk, ret, 0, pid_tgid);
+		}
+		break;
+	case TT_CALL_CLOSE:
+	case TT_CALL_SHUTDOWN:
+		/* A close that changed nothing: another fd or process still holds
+		 * the socket. The fd is gone by now, so the sock is the one saved
+		 * at entry; it stays alive because someone else holds it. */
+		if (!in->changed && ret == 0)
+			emit_call(in, (struct sock *)in->sk, in->fd, ret, pid_tgid);
+		break;
+	case TT_CALL_BIND:
+	case TT_CALL_CONNECT:
+	case TT_CALL_LISTEN:
+		/* Successful connects and listens show up as their transition;
+		 * bind has none, so report it: it makes the process an owner. */
+		if (ret < 0 || in->call == TT_CALL_BIND) {
+			/* EINPROGRESS is how a non-blocking connect succeeds. */
+			if (!(in->call == TT_CALL_CONNECT && ret == -115))
+				emit_call(in, (struct sock *)in->sk, in->fd, ret, pid_tgid);
+		}
+		break;
+	}
+	bpf_map_delete_elem(&inflight, &pid_tgid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct event *e;
+
+	/* One record per process, when its last thread exits: its fds are
+	 * closed right after this, and those closes run with no close() call. */
+	if (!group_dead)
+		return 0;
+	if (filter_tgid && (pid_tgid >> 32) != filter_tgid)
+		return 0;
+	e = reserve();
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_task(e, pid_tgid);
+	e->kind = TT_EVENT_EXIT;
+	e->fd = -1;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct event *e;
+
+	/* Threads share the fd table: only a new process can become a new owner
+	 * of the parent's sockets. */
+	if (child->files == parent->files)
+		return 0;
+	if (filter_tgid && parent->tgid != filter_tgid)
+		return 0;
+	e = reserve();
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_task(e, bpf_get_current_pid_tgid());
+	e->kind = TT_EVENT_FORK;
+	e->arg = child->tgid;
+	e->fd = -1;
+	submit(e);
+	return 0;
+}

@@ -1,0 +1,203 @@
+// Package event turns the kernel's raw records into typed events. It is pure
+// Go: no BPF, no privileges, no allocation per event.
+package event
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+)
+
+// Kind says what a record reports.
+type Kind uint8
+
+const (
+	KindState Kind = 1 // a socket changed TCP state
+	KindCall  Kind = 2 // a socket syscall that matters but changed no state itself
+	KindExit  Kind = 3 // the last thread of a process exited
+	KindFork  Kind = 4 // a process forked: the child holds the parent's fds
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindState:
+		return "transition"
+	case KindCall:
+		return "call"
+	case KindExit:
+		return "exit"
+	case KindFork:
+		return "fork"
+	}
+	return "unknown"
+}
+
+// Call is the socket syscall a record belongs to or, for a transition, the
+// call it ran inside of (on that very socket).
+type Call uint8
+
+const (
+	CallNone     Call = 0
+	CallConnect  Call = 1
+	CallAccept   Call = 2
+	CallBind     Call = 3
+	CallListen   Call = 4
+	CallClose    Call = 5
+	CallShutdown Call = 6
+)
+
+var callNames = [...]string{"", "connect", "accept", "bind", "listen", "close", "shutdown"}
+
+func (c Call) String() string {
+	if int(c) < len(callNames) {
+		return callNames[c]
+	}
+	return "unknown"
+}
+
+// ParseCall is the inverse of Call.String.
+func ParseCall(s string) (Call, bool) {
+	for i, n := range callNames {
+		if n == s {
+			return Call(i), true
+		}
+	}
+	return CallNone, false
+}
+
+// Flags qualify the context of a record.
+const (
+	FlagExiting uint8 = 1 // the current task was exiting
+)
+
+// Address families, as the kernel numbers them.
+const (
+	AFInet  = 2
+	AFInet6 = 10
+)
+
+// Event is one decoded kernel record.
+type Event struct {
+	Kind     Kind
+	Call     Call
+	Flags    uint8
+	Old, New State  // transitions; for call events Old is the socket's state
+	MonoNs   uint64 // CLOCK_MONOTONIC
+	Cookie   uint64 // socket identity; 0 when unknown
+	Family   uint16
+	Protocol uint16
+	Local    netip.AddrPort
+	Remote   netip.AddrPort
+	PID, TID uint32 // the task current when it happened: context, not owner
+	FD       int32  // the call's fd; -1 when none
+	Ret      int32  // call events: the syscall's return value (-errno on failure)
+	SkErr    int32  // the socket's pending error
+	Arg      uint32 // shutdown: how; fork: the child's pid
+	Comm     [16]byte
+}
+
+// CommString returns the task name. It allocates: keep it off the hot path.
+func (e *Event) CommString() string {
+	return string(e.CommBytes())
+}
+
+// CommBytes returns the task name without its NUL padding.
+func (e *Event) CommBytes() []byte {
+	for i, c := range e.Comm {
+		if c == 0 {
+			return e.Comm[:i]
+		}
+	}
+	return e.Comm[:]
+}
+
+// Exiting reports whether the current task was exiting when this happened.
+func (e *Event) Exiting() bool { return e.Flags&FlagExiting != 0 }
+
+// Errno returns the positive errno of a failed call, or 0.
+func (e *Event) Errno() int32 {
+	if e.Ret < 0 {
+		return -e.Ret
+	}
+	return 0
+}
+
+// Layout of struct event in bpf/tcptrail.h. The kernel package's tests check
+// these offsets against the bpf2go-generated type.
+const (
+	offTs       = 0
+	offCookie   = 8
+	offSaddr    = 16
+	offDaddr    = 32
+	offPid      = 48
+	offTid      = 52
+	offFd       = 56
+	offRet      = 60
+	offSkErr    = 64
+	offArg      = 68
+	offSport    = 72
+	offDport    = 74
+	offFamily   = 76
+	offProtocol = 78
+	offKind     = 80
+	offOld      = 81
+	offNew      = 82
+	offCall     = 83
+	offFlags    = 84
+	offComm     = 88
+	// Size is the size of struct event.
+	Size = 104
+)
+
+// ErrShort is returned for a record smaller than struct event.
+var ErrShort = errors.New("event record too short")
+
+var ne = binary.NativeEndian
+
+// Decode fills e from a raw record. It does not allocate.
+func Decode(b []byte, e *Event) error {
+	if len(b) < Size {
+		return ErrShort
+	}
+	e.MonoNs = ne.Uint64(b[offTs:])
+	e.Cookie = ne.Uint64(b[offCookie:])
+	e.PID = ne.Uint32(b[offPid:])
+	e.TID = ne.Uint32(b[offTid:])
+	e.FD = int32(ne.Uint32(b[offFd:]))
+	e.Ret = int32(ne.Uint32(b[offRet:]))
+	e.SkErr = int32(ne.Uint32(b[offSkErr:]))
+	e.Arg = ne.Uint32(b[offArg:])
+	sport := ne.Uint16(b[offSport:])
+	dport := ne.Uint16(b[offDport:])
+	e.Family = ne.Uint16(b[offFamily:])
+	e.Protocol = ne.Uint16(b[offProtocol:])
+	e.Kind = Kind(b[offKind])
+	e.Old = State(b[offOld])
+	e.New = State(b[offNew])
+	e.Call = Call(b[offCall])
+	e.Flags = b[offFlags]
+	copy(e.Comm[:], b[offComm:offComm+16])
+	switch e.Family {
+	case AFInet:
+		e.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offSaddr:offSaddr+4])), sport)
+		e.Remote = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offDaddr:offDaddr+4])), dport)
+	case AFInet6:
+		e.Local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offSaddr:offSaddr+16])).Unmap(), sport)
+		e.Remote = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offDaddr:offDaddr+16])).Unmap(), dport)
+	default:
+		e.Local = netip.AddrPort{}
+		e.Remote = netip.AddrPort{}
+	}
+	return nil
+}
+
+// FamilyName names an address family the way the JSON schema does.
+func FamilyName(f uint16) string {
+	switch f {
+	case AFInet:
+		return "ipv4"
+	case AFInet6:
+		return "ipv6"
+	}
+	return ""
+}

@@ -1,0 +1,224 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Config selects what the kernel side reports.
+type Config struct {
+	// Ports to trace, matched as local or remote port. Empty: every port.
+	Ports []uint16
+	// PID limits tracing to the sockets of one process. 0: every process.
+	PID uint32
+	// RingBytes is the ring buffer's size: a power of two, at least a page.
+	RingBytes int
+	// WakeupBytes: the kernel wakes the reader once this much is pending.
+	// The reader polls on a deadline as well, so small values only cost CPU.
+	WakeupBytes uint64
+}
+
+// DefaultRingBytes holds about 80k events: a quarter second at 300k/s.
+const DefaultRingBytes = 8 << 20
+
+// DefaultWakeupBytes batches wakeups: waking the reader on every event
+// makes the kernel skip more tracepoint invocations under load.
+const DefaultWakeupBytes = 256 << 10
+
+// ErrPrivileges is returned when the process may not load BPF programs.
+var ErrPrivileges = errors.New("tcptrail needs CAP_BPF and CAP_PERFMON (or root): run it with sudo")
+
+// ErrNoBTF is returned when the kernel exposes no BTF.
+var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: tcptrail needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")
+
+// Counters are the kernel side's loss counters, since load.
+type Counters struct {
+	RingbufFull     uint64 // events dropped: ring buffer full
+	RecursionMisses uint64 // invocations the kernel skipped: program already running on that CPU
+	InflightFull    uint64 // syscalls left uncorrelated: per-thread map full
+}
+
+// Probe is the loaded and attached kernel side.
+type Probe struct {
+	objs   tcptrailObjects
+	progs  []*ebpf.Program
+	links  []link.Link
+	reader *ringbuf.Reader
+	closed bool
+}
+
+// Preflight checks privileges and BTF and returns an error that tells the
+// user what to do.
+func Preflight() error {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return ErrNoBTF
+	}
+	if !hasCaps() {
+		return ErrPrivileges
+	}
+	return nil
+}
+
+func hasCaps() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return os.Geteuid() == 0
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(unix.CAP_SYS_ADMIN) {
+		return true
+	}
+	return has(unix.CAP_BPF) && has(unix.CAP_PERFMON)
+}
+
+// Load loads the programs with cfg's filters and attaches them. Attachment
+// uses BTF-typed tracepoints only: no tracefs, debugfs or bpffs is needed.
+func Load(cfg Config) (*Probe, error) {
+	if err := Preflight(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
+	}
+	spec, err := loadTcptrail()
+	if err != nil {
+		return nil, err
+	}
+	if err := configure(spec, cfg); err != nil {
+		return nil, err
+	}
+
+	p := &Probe{}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load BPF programs (verifier): %+v", verr)
+		}
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("%w (%v)", ErrPrivileges, err)
+		}
+		return nil, fmt.Errorf("load BPF programs: %w", err)
+	}
+	p.progs = []*ebpf.Program{p.objs.HandleSetState, p.objs.HandleSysEnter,
+		p.objs.HandleSysExit, p.objs.HandleExit, p.objs.HandleFork}
+	for _, prog := range p.progs {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("attach %s: %w", prog, err)
+		}
+		p.links = append(p.links, l)
+	}
+	p.reader, err = ringbuf.NewReader(p.objs.Events)
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return p, nil
+}
+
+func configure(spec *ebpf.CollectionSpec, cfg Config) error {
+	ring := cfg.RingBytes
+	if ring == 0 {
+		ring = DefaultRingBytes
+	}
+	if ring < os.Getpagesize() || ring&(ring-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d", ring, os.Getpagesize())
+	}
+	spec.Maps[tcptrailMapEvents].MaxEntries = uint32(ring)
+
+	var bits [1024]uint64
+	for _, port := range cfg.Ports {
+		bits[port>>6] |= 1 << (port & 63)
+	}
+	wakeup := cfg.WakeupBytes
+	if wakeup >= uint64(ring) {
+		wakeup = uint64(ring) / 2
+	}
+	sets := []struct {
+		name  string
+		value any
+	}{
+		{tcptrailVarFilterPorts, len(cfg.Ports) > 0},
+		{tcptrailVarPortBits, bits},
+		{tcptrailVarFilterTgid, cfg.PID},
+		{tcptrailVarWakeupBytes, wakeup},
+	}
+	for _, s := range sets {
+		if err := spec.Variables[s.name].Set(s.value); err != nil {
+			return fmt.Errorf("set %s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// Reader is the ring buffer the programs write to. Closing the probe closes
+// it, which makes a blocked read return ringbuf.ErrClosed.
+func (p *Probe) Reader() *ringbuf.Reader { return p.reader }
+
+// Counters reads the loss counters.
+func (p *Probe) Counters() (Counters, error) {
+	var c Counters
+	if err := p.objs.RingbufFull.Get(&c.RingbufFull); err != nil {
+		return c, fmt.Errorf("read ringbuf_full: %w", err)
+	}
+	if err := p.objs.InflightFull.Get(&c.InflightFull); err != nil {
+		return c, fmt.Errorf("read inflight_full: %w", err)
+	}
+	for _, prog := range p.progs {
+		st, err := prog.Stats()
+		if err != nil {
+			return c, fmt.Errorf("read stats of %s: %w", prog, err)
+		}
+		c.RecursionMisses += st.RecursionMisses
+	}
+	return c, nil
+}
+
+// ProgramIDs returns the kernel IDs of the loaded programs (for tests that
+// check nothing stays behind).
+func (p *Probe) ProgramIDs() []ebpf.ProgramID {
+	var ids []ebpf.ProgramID
+	for _, prog := range p.progs {
+		if info, err := prog.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// Detach stops new events: the links go, the ring buffer stays readable so
+// that what is already in it can be drained.
+func (p *Probe) Detach() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	return errors.Join(errs...)
+}
+
+// Close detaches and releases everything. It is safe to call more than once.
+func (p *Probe) Close() error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	errs := []error{p.Detach()}
+	if p.reader != nil {
+		errs = append(errs, p.reader.Close())
+	}
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
