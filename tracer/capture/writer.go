@@ -1,0 +1,207 @@
+package capture
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// flushAt is how much the writer buffers before it writes. Records are
+// written whole: a crash leaves complete lines and at most a cut last one.
+const flushAt = 64 << 10
+
+// Writer writes records as JSON Lines. Transitions, the hot path, are
+// formatted by hand into a reused buffer; the rare records go through
+// encoding/json.
+type Writer struct {
+	w    io.Writer
+	file *os.File // set when writing a file: Sync on Close
+	buf  []byte
+	err  error
+}
+
+// NewWriter writes to w.
+func NewWriter(w io.Writer) *Writer {
+	cw := &Writer{w: w, buf: make([]byte, 0, flushAt+4096)}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			cw.file = f
+		}
+	}
+	return cw
+}
+
+// Create opens path for a capture: created or truncated, readable by its
+// owner only, since it names processes and addresses.
+func Create(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cannot write capture file: %w", err)
+	}
+	// An existing file keeps its mode on O_TRUNC: tighten it.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cannot write capture file: %w", err)
+	}
+	return f, nil
+}
+
+// Write appends any record that encoding/json can marshal.
+func (w *Writer) Write(rec any) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", rec, err)
+	}
+	w.buf = append(w.buf, b...)
+	w.buf = append(w.buf, '\n')
+	return w.maybeFlush()
+}
+
+// WriteTransition appends a transition record. wallNs is its wall-clock
+// time. It does not allocate.
+func (w *Writer) WriteTransition(t *timeline.Transition, wallNs int64) error {
+	w.buf = AppendTransition(w.buf, t, wallNs)
+	return w.maybeFlush()
+}
+
+func (w *Writer) maybeFlush() error {
+	if len(w.buf) >= flushAt {
+		return w.Flush()
+	}
+	return w.err
+}
+
+// Flush writes out what is buffered.
+func (w *Writer) Flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) > 0 {
+		_, w.err = w.w.Write(w.buf)
+		w.buf = w.buf[:0]
+	}
+	return w.err
+}
+
+// Close flushes and, for a file, syncs it to disk. It does not close w's
+// underlying writer.
+func (w *Writer) Close() error {
+	err := w.Flush()
+	if w.file != nil {
+		err = errors.Join(err, w.file.Sync())
+	}
+	return err
+}
+
+// AppendTransition appends t as one JSON line.
+func AppendTransition(b []byte, t *timeline.Transition, wallNs int64) []byte {
+	e := t.Event
+	b = append(b, `{"type":"transition","time":"`...)
+	b = time.Unix(0, wallNs).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","mono_ns":`...)
+	b = strconv.AppendUint(b, e.MonoNs, 10)
+	b = appendSocket(b, e.Cookie, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
+	b = append(b, `,"old":"`...)
+	b = append(b, e.Old.String()...)
+	b = append(b, `","new":"`...)
+	b = append(b, e.New.String()...)
+	b = append(b, `","prev_state_ns":`...)
+	if t.PrevStateNs < 0 {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendInt(b, t.PrevStateNs, 10)
+	}
+	if t.Gap {
+		b = append(b, `,"gap":true,"expected_old":"`...)
+		b = append(b, t.ExpectedOld.String()...)
+		b = append(b, '"')
+	}
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendUint(b, uint64(e.PID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, e.CommBytes())
+	b = append(b, `,"cause":"`...)
+	b = t.Cause.AppendText(b)
+	b = append(b, `","cause_kind":"`...)
+	b = append(b, t.Cause.Kind.String()...)
+	b = append(b, `","owners":`...)
+	b = AppendOwners(b, t.Owners)
+	if name := ErrnoName(e.SkErr); name != "" && e.New == event.Close {
+		b = append(b, `,"sk_err":"`...)
+		b = append(b, name...)
+		b = append(b, '"')
+	}
+	return append(b, "}\n"...)
+}
+
+func appendSocket(b []byte, cookie uint64, family uint16, laddr netipAddr, lport uint16, raddr netipAddr, rport uint16) []byte {
+	b = append(b, `,"cookie":`...)
+	b = strconv.AppendUint(b, cookie, 10)
+	b = append(b, `,"family":"`...)
+	b = append(b, event.FamilyName(family)...)
+	b = append(b, `","laddr":"`...)
+	b = laddr.AppendTo(b)
+	b = append(b, `","lport":`...)
+	b = strconv.AppendUint(b, uint64(lport), 10)
+	b = append(b, `,"raddr":"`...)
+	b = raddr.AppendTo(b)
+	b = append(b, `","rport":`...)
+	b = strconv.AppendUint(b, uint64(rport), 10)
+	return b
+}
+
+// AppendOwners appends owners as a JSON array.
+func AppendOwners(b []byte, owners []timeline.Owner) []byte {
+	b = append(b, '[')
+	for i := range owners {
+		o := &owners[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"pid":`...)
+		b = strconv.AppendUint(b, uint64(o.PID), 10)
+		b = append(b, `,"comm":`...)
+		b = appendJSONString(b, trimComm(o.Comm[:]))
+		b = append(b, `,"fd":`...)
+		b = strconv.AppendInt(b, int64(o.FD), 10)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+func trimComm(c []byte) []byte {
+	for i, x := range c {
+		if x == 0 {
+			return c[:i]
+		}
+	}
+	return c
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s quoted for JSON. Process names are chosen by
+// processes: escape everything that needs it.
+func appendJSONString(b []byte, s []byte) []byte {
+	b = append(b, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c >= 0x7f:
+			// Bytes outside printable ASCII become \u00XX: the output stays
+			// valid UTF-8 whatever the name holds.
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}

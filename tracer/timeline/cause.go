@@ -1,0 +1,205 @@
+package timeline
+
+import (
+	"strconv"
+
+	"github.com/tcptrail/tcptrail/tracer/event"
+)
+
+// CauseKind classifies why a socket changed state. Its String is the JSON
+// "cause_kind".
+type CauseKind uint8
+
+const (
+	CauseUnknown     CauseKind = iota
+	CauseConnect               // inside connect(fd) on this socket
+	CauseListen                // inside listen(fd)
+	CauseClose                 // inside close(fd) on this socket
+	CauseShutdown              // inside shutdown(fd, how)
+	CauseExit                  // the owner's fds were closed by its exit
+	CauseSynReceived           // a SYN arrived at a listener
+	CauseHandshake             // the handshake completed
+	CausePeerFIN               // the peer closed its side
+	CausePeerACK               // the peer acknowledged our FIN
+	CauseTimewait              // handed to a timewait socket
+	CauseRSTReceived           // the peer reset the connection
+	CauseRSTSent               // we reset it: close with SO_LINGER 0 or unread data
+	CauseRefused               // connect refused (RST in reply to SYN)
+	CauseTimeout               // retransmissions timed out
+)
+
+var causeNames = [...]string{
+	"unknown", "connect", "listen", "close", "shutdown", "exit", "syn_received",
+	"handshake", "peer_fin", "peer_ack", "timewait", "rst_received", "rst_sent",
+	"refused", "timeout",
+}
+
+func (k CauseKind) String() string {
+	if int(k) < len(causeNames) {
+		return causeNames[k]
+	}
+	return "unknown"
+}
+
+// Cause says why a transition happened.
+type Cause struct {
+	Kind CauseKind
+	Call event.Call // the call it ran inside, if any
+	FD   int32      // that call's fd
+	PID  uint32     // the process of that call, or the one that exited
+	How  uint32     // shutdown's how
+}
+
+// Errno values the kernel leaves in sk_err.
+const (
+	errnoEPIPE        = 32
+	errnoECONNRESET   = 104
+	errnoETIMEDOUT    = 110
+	errnoECONNREFUSED = 111
+	errnoEHOSTUNREACH = 113
+)
+
+// classify derives the cause of transition e on a socket whose known owners
+// are owners. exitedBy is the pid of an owner that exited while holding it.
+func classify(e *event.Event, exitedBy uint32) Cause {
+	c := Cause{FD: -1}
+	if e.Call != event.CallNone {
+		c.Call, c.FD, c.PID = e.Call, e.FD, e.PID
+	}
+	old, nw := e.Old, e.New
+	switch {
+	case old == event.Close && nw == event.SynSent:
+		c.Kind = CauseConnect
+		return c
+	case nw == event.Listen:
+		c.Kind = CauseListen
+		return c
+	case old == event.Listen && nw == event.SynRecv:
+		c.Kind = CauseSynReceived
+		return c
+	case (old == event.SynSent || old == event.SynRecv) && nw == event.Established:
+		c.Kind = CauseHandshake
+		return c
+	case old == event.Established && nw == event.CloseWait,
+		old == event.FinWait1 && nw == event.Closing:
+		c.Kind = CausePeerFIN
+		return c
+	case old == event.FinWait1 && nw == event.FinWait2,
+		old == event.LastAck && nw == event.Close:
+		c.Kind = CausePeerACK
+		return c
+	}
+
+	// The owner's own doing: a close, a shutdown, or its exit.
+	active := nw == event.FinWait1 || nw == event.LastAck ||
+		(nw == event.Close && (old == event.Established || old == event.CloseWait ||
+			old == event.Listen || old == event.SynSent || old == event.SynRecv) && e.SkErr == 0)
+	if active {
+		switch {
+		case e.Call == event.CallClose:
+			c.Kind = CauseClose
+		case e.Call == event.CallShutdown:
+			c.Kind = CauseShutdown
+			c.How = e.Arg
+		case e.Exiting() && e.Call == event.CallNone:
+			c.Kind, c.PID = CauseExit, e.PID
+		case exitedBy != 0:
+			c.Kind, c.PID = CauseExit, exitedBy
+		}
+		if c.Kind != CauseUnknown {
+			if nw == event.Close && (old == event.Established || old == event.CloseWait) {
+				// Going straight to CLOSE from a connected state means an RST
+				// was sent: SO_LINGER 0, or unread data at close.
+				c.Kind = CauseRSTSent
+			}
+			return c
+		}
+	}
+
+	if nw == event.Close {
+		switch e.SkErr {
+		case errnoECONNREFUSED:
+			c.Kind = CauseRefused
+		case errnoETIMEDOUT, errnoEHOSTUNREACH:
+			c.Kind = CauseTimeout
+		case errnoECONNRESET, errnoEPIPE:
+			c.Kind = CauseRSTReceived
+		default:
+			if old == event.FinWait2 || old == event.Closing || old == event.FinWait1 {
+				c.Kind = CauseTimewait
+			}
+		}
+	}
+	return c
+}
+
+// AppendText appends the cause as a short phrase, e.g. "close(fd 6)".
+func (c *Cause) AppendText(b []byte) []byte {
+	switch c.Kind {
+	case CauseConnect:
+		return appendCall(b, "connect", c.FD)
+	case CauseListen:
+		return appendCall(b, "listen", c.FD)
+	case CauseClose:
+		return appendCall(b, "close", c.FD)
+	case CauseShutdown:
+		b = append(b, "shutdown(fd "...)
+		b = strconv.AppendInt(b, int64(c.FD), 10)
+		b = append(b, ", "...)
+		b = append(b, shutHow(c.How)...)
+		return append(b, ')')
+	case CauseExit:
+		b = append(b, "exit of pid "...)
+		return strconv.AppendUint(b, uint64(c.PID), 10)
+	case CauseSynReceived:
+		return append(b, "SYN received"...)
+	case CauseHandshake:
+		if c.Call == event.CallConnect {
+			b = append(b, "handshake done in "...)
+			return appendCall(b, "connect", c.FD)
+		}
+		return append(b, "handshake done"...)
+	case CausePeerFIN:
+		return append(b, "peer closed (FIN)"...)
+	case CausePeerACK:
+		return append(b, "peer ACKed our FIN"...)
+	case CauseTimewait:
+		return append(b, "handed to timewait"...)
+	case CauseRSTReceived:
+		return append(b, "RST received"...)
+	case CauseRSTSent:
+		b = append(b, "RST sent by "...)
+		if c.Call == event.CallClose {
+			return appendCall(b, "close", c.FD)
+		}
+		if c.Call == event.CallShutdown {
+			return appendCall(b, "shutdown", c.FD)
+		}
+		b = append(b, "exit of pid "...)
+		return strconv.AppendUint(b, uint64(c.PID), 10)
+	case CauseRefused:
+		return append(b, "connection refused"...)
+	case CauseTimeout:
+		return append(b, "timed out"...)
+	}
+	return append(b, '?')
+}
+
+func appendCall(b []byte, name string, fd int32) []byte {
+	b = append(b, name...)
+	b = append(b, "(fd "...)
+	b = strconv.AppendInt(b, int64(fd), 10)
+	return append(b, ')')
+}
+
+func shutHow(how uint32) string {
+	switch how {
+	case 0:
+		return "SHUT_RD"
+	case 1:
+		return "SHUT_WR"
+	case 2:
+		return "SHUT_RDWR"
+	}
+	return "?"
+}

@@ -1,0 +1,295 @@
+// Package timeline turns the stream of kernel events into per-socket
+// timelines: how long each state lasted, why each transition happened, who
+// owns each socket, and where the timeline has gaps. It is pure Go and runs
+// without privileges, on live events or on hand-built ones.
+package timeline
+
+import (
+	"net/netip"
+
+	"github.com/tcptrail/tcptrail/tracer/event"
+)
+
+// Owner is a process holding a socket through one of its fds.
+type Owner struct {
+	PID  uint32
+	FD   int32
+	Comm [16]byte
+}
+
+// CommString returns the owner's process name.
+func (o *Owner) CommString() string {
+	for i, c := range o.Comm {
+		if c == 0 {
+			return string(o.Comm[:i])
+		}
+	}
+	return string(o.Comm[:])
+}
+
+// Socket is what the tracker knows about one live socket.
+type Socket struct {
+	Cookie  uint64
+	Family  uint16
+	Local   netip.AddrPort
+	Remote  netip.AddrPort
+	State   event.State
+	SinceNs uint64 // when it entered State (monotonic); 0: not seen
+	Owners  []Owner
+	// ExitedBy is an owner that exited while holding the socket: the
+	// transitions its exit causes arrive after the exit record.
+	ExitedBy uint32
+	// LeakReported: its current CLOSE_WAIT was reported as a leak.
+	LeakReported bool
+}
+
+// Transition is one state change, annotated. The tracker reuses it: sinks
+// must copy what they keep.
+type Transition struct {
+	Event *event.Event
+	// PrevStateNs is the time spent in Event.Old; -1 when unknown.
+	PrevStateNs int64
+	// Gap: Event.Old is not the state the previous transition entered.
+	Gap         bool
+	ExpectedOld event.State
+	Cause       Cause
+	// Owners at the time of the transition (before a close removes one).
+	Owners []Owner
+	// Socket is the tracker's socket; nil after it closed.
+	Socket *Socket
+}
+
+// Tracker keeps the live sockets by cookie.
+type Tracker struct {
+	socks map[uint64]*Socket
+	// owning counts the sockets each process owns, so that process exits
+	// and forks of processes that own nothing cost a map lookup.
+	owning map[uint32]int
+	comms  map[uint32][16]byte
+	free   []*Socket
+	tr     Transition
+	owners []Owner
+
+	Transitions uint64
+	Gaps        uint64
+	SocketsSeen uint64
+}
+
+// New returns an empty tracker.
+func New() *Tracker {
+	return &Tracker{
+		socks:  make(map[uint64]*Socket),
+		owning: make(map[uint32]int),
+		comms:  make(map[uint32][16]byte),
+	}
+}
+
+// Socket returns the live socket with this cookie, or nil.
+func (t *Tracker) Socket(cookie uint64) *Socket { return t.socks[cookie] }
+
+// Sockets calls fn for every live socket.
+func (t *Tracker) Sockets(fn func(*Socket)) {
+	for _, s := range t.socks {
+		fn(s)
+	}
+}
+
+func (t *Tracker) get(e *event.Event) *Socket {
+	s := t.socks[e.Cookie]
+	if s != nil {
+		return s
+	}
+	if n := len(t.free); n > 0 {
+		s = t.free[n-1]
+		t.free = t.free[:n-1]
+		owners := s.Owners[:0]
+		*s = Socket{Owners: owners}
+	} else {
+		s = &Socket{}
+	}
+	s.Cookie = e.Cookie
+	t.socks[e.Cookie] = s
+	t.SocketsSeen++
+	return s
+}
+
+// Add registers a socket seen outside the event stream, e.g. in the
+// kernel's socket table when tracing starts. It does nothing if the socket
+// is already known.
+func (t *Tracker) Add(s Socket) *Socket {
+	if cur := t.socks[s.Cookie]; cur != nil {
+		return cur
+	}
+	n := &Socket{}
+	*n = s
+	n.Owners = append([]Owner(nil), s.Owners...)
+	for _, o := range n.Owners {
+		t.owning[o.PID]++
+	}
+	t.socks[s.Cookie] = n
+	t.SocketsSeen++
+	return n
+}
+
+// Transition applies a state change and returns it annotated.
+func (t *Tracker) Transition(e *event.Event) *Transition {
+	t.Transitions++
+	s := t.get(e)
+	s.Family = e.Family
+	// Keep the last non-zero addresses: a connecting socket's first
+	// transition has no local port yet, a timewait hand-over clears skc_num.
+	if e.Local.Port() != 0 || !s.Local.IsValid() {
+		s.Local = e.Local
+	}
+	if e.Remote.Port() != 0 || !s.Remote.IsValid() {
+		s.Remote = e.Remote
+	}
+
+	tr := &t.tr
+	*tr = Transition{Event: e, PrevStateNs: -1, Socket: s}
+	if s.SinceNs != 0 {
+		if s.State != e.Old {
+			tr.Gap = true
+			tr.ExpectedOld = s.State
+			t.Gaps++
+		} else if e.MonoNs >= s.SinceNs {
+			tr.PrevStateNs = int64(e.MonoNs - s.SinceNs)
+		}
+	}
+
+	if e.Call != event.CallNone && e.FD >= 0 {
+		t.comms[e.PID] = e.Comm
+		if e.Call == event.CallConnect || e.Call == event.CallListen {
+			t.addOwner(s, Owner{PID: e.PID, FD: e.FD, Comm: e.Comm})
+		}
+	}
+	tr.Cause = classify(e, s.ExitedBy)
+	t.owners = append(t.owners[:0], s.Owners...)
+	tr.Owners = t.owners
+
+	// A transition inside close(fd) means that fd is gone.
+	if e.Call == event.CallClose && e.FD >= 0 {
+		t.removeOwner(s, e.PID, e.FD)
+	}
+
+	s.State = e.New
+	s.SinceNs = e.MonoNs
+	if e.New != event.CloseWait {
+		s.LeakReported = false
+	}
+	if e.New == event.Close {
+		// Closed for good, or handed to a timewait socket (same cookie),
+		// which the timewait watcher follows from here.
+		t.release(s)
+		tr.Socket = nil
+	}
+	return tr
+}
+
+// release forgets a closed socket and recycles it.
+func (t *Tracker) release(s *Socket) {
+	delete(t.socks, s.Cookie)
+	for _, o := range s.Owners {
+		t.dropOwning(o.PID)
+	}
+	t.free = append(t.free, s)
+}
+
+func (t *Tracker) addOwner(s *Socket, o Owner) {
+	for i := range s.Owners {
+		if s.Owners[i].PID == o.PID && s.Owners[i].FD == o.FD {
+			s.Owners[i].Comm = o.Comm
+			return
+		}
+	}
+	s.Owners = append(s.Owners, o)
+	t.owning[o.PID]++
+}
+
+func (t *Tracker) removeOwner(s *Socket, pid uint32, fd int32) bool {
+	for i := range s.Owners {
+		if s.Owners[i].PID == pid && s.Owners[i].FD == fd {
+			s.Owners = append(s.Owners[:i], s.Owners[i+1:]...)
+			t.dropOwning(pid)
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tracker) dropOwning(pid uint32) {
+	if n := t.owning[pid]; n <= 1 {
+		delete(t.owning, pid)
+	} else {
+		t.owning[pid] = n - 1
+	}
+}
+
+// Call applies a call event (accept, bind, a close that changed nothing, a
+// failed call). It returns the socket concerned, if known.
+func (t *Tracker) Call(e *event.Event) *Socket {
+	t.comms[e.PID] = e.Comm
+	s := t.socks[e.Cookie]
+	if e.Cookie == 0 {
+		s = nil
+	}
+	switch e.Call {
+	case event.CallAccept:
+		if s != nil {
+			t.addOwner(s, Owner{PID: e.PID, FD: e.FD, Comm: e.Comm})
+		}
+	case event.CallBind, event.CallListen, event.CallConnect:
+		if s != nil && e.Ret == 0 {
+			t.addOwner(s, Owner{PID: e.PID, FD: e.FD, Comm: e.Comm})
+		}
+	case event.CallClose:
+		if s != nil {
+			t.removeOwner(s, e.PID, e.FD)
+		}
+	}
+	return s
+}
+
+// Exit applies a process exit: its sockets lose it as an owner, and the
+// transitions its exit causes are attributed to it.
+func (t *Tracker) Exit(e *event.Event) {
+	pid := e.PID
+	delete(t.comms, pid)
+	if t.owning[pid] == 0 {
+		return
+	}
+	for _, s := range t.socks {
+		for i := 0; i < len(s.Owners); {
+			if s.Owners[i].PID == pid {
+				s.Owners = append(s.Owners[:i], s.Owners[i+1:]...)
+				if len(s.Owners) == 0 {
+					s.ExitedBy = pid
+				}
+				continue
+			}
+			i++
+		}
+	}
+	delete(t.owning, pid)
+}
+
+// Fork applies a fork: the child holds the same fds as the parent.
+func (t *Tracker) Fork(e *event.Event) {
+	parent, child := e.PID, e.Arg
+	if t.owning[parent] == 0 {
+		return
+	}
+	for _, s := range t.socks {
+		for _, o := range s.Owners {
+			if o.PID == parent {
+				t.addOwner(s, Owner{PID: child, FD: o.FD, Comm: o.Comm})
+			}
+		}
+	}
+}
+
+// Comm returns the last name seen for pid.
+func (t *Tracker) Comm(pid uint32) ([16]byte, bool) {
+	c, ok := t.comms[pid]
+	return c, ok
+}
