@@ -34,7 +34,7 @@ type Socket struct {
 	Local   netip.AddrPort
 	Remote  netip.AddrPort
 	State   event.State
-	SinceNs uint64 // when it entered State (monotonic); 0: not seen
+	SinceNs uint64 // when it entered State (monotonic); 0: before the trace
 	Owners  []Owner
 	// ExitedBy is an owner that exited while holding the socket: the
 	// transitions its exit causes arrive after the exit record.
@@ -147,12 +147,12 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 
 	tr := &t.tr
 	*tr = Transition{Event: e, PrevStateNs: -1, Socket: s}
-	if s.SinceNs != 0 {
+	if s.State != 0 {
 		if s.State != e.Old {
 			tr.Gap = true
 			tr.ExpectedOld = s.State
 			t.Gaps++
-		} else if e.MonoNs >= s.SinceNs {
+		} else if s.SinceNs != 0 && e.MonoNs >= s.SinceNs {
 			tr.PrevStateNs = int64(e.MonoNs - s.SinceNs)
 		}
 	}
@@ -287,6 +287,9 @@ func (t *Tracker) Fork(e *event.Event) {
 		}
 	}
 }
+
+// Owns reports whether pid holds any known socket.
+func (t *Tracker) Owns(pid uint32) bool { return t.owning[pid] > 0 }
 
 // Comm returns the last name seen for pid.
 func (t *Tracker) Comm(pid uint32) ([16]byte, bool) {

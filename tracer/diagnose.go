@@ -1,0 +1,536 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// DefaultLeakAfter: a healthy program closes a socket within milliseconds
+// of reading EOF. Half a second in CLOSE_WAIT is already a forgotten close,
+// and catches the story's client before its retry one second later.
+const DefaultLeakAfter = 500 * time.Millisecond
+
+// twPollInterval: how often watched timewait sockets are looked up, so that
+// their phase changes are timed within 100 ms.
+const twPollInterval = 50 * time.Millisecond
+
+// maxTimewaitWatch bounds the timewait sockets followed individually: at
+// high churn there are tens of thousands, and each costs a netlink query.
+const maxTimewaitWatch = 256
+
+// Diagnoser correlates the events into diagnoses: CLOSE_WAIT leaks, failed
+// binds with their holders, failed connects, closes that changed nothing,
+// and the timewait phases no tracepoint reports.
+type Diagnoser struct {
+	tracker   *timeline.Tracker
+	clock     Clock
+	leakAfter time.Duration
+	emit      func(any)
+	ports     map[uint16]bool
+	pid       uint32
+
+	closeWaits []closeWait           // in order of entry
+	stuck      map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
+	leaks      []capture.Leak        // every leak's last record
+
+	timewait    map[uint64]*twWatch
+	lastTWPoll  uint64
+	twUnwatched uint64
+}
+
+type stuckLeak struct {
+	rec   capture.Leak
+	since uint64 // entered CLOSE_WAIT (monotonic); 0: before the trace
+}
+
+type closeWait struct {
+	cookie uint64
+	since  uint64
+}
+
+type twWatch struct {
+	local, remote netip.AddrPort
+	family        uint16
+	state         uint8 // last phase seen; 0: not looked up yet
+	since         uint64
+	timerMs       int64
+}
+
+// NewDiagnoser returns a diagnoser that reports through emit.
+func NewDiagnoser(tr *timeline.Tracker, clock Clock, leakAfter time.Duration, emit func(any)) *Diagnoser {
+	if leakAfter <= 0 {
+		leakAfter = DefaultLeakAfter
+	}
+	return &Diagnoser{
+		tracker:   tr,
+		clock:     clock,
+		leakAfter: leakAfter,
+		emit:      emit,
+		stuck:     make(map[uint64]*stuckLeak),
+		timewait:  make(map[uint64]*twWatch),
+	}
+}
+
+func (d *Diagnoser) wall(mono uint64) time.Time { return d.clock.Time(mono).UTC() }
+
+func (d *Diagnoser) wanted(s *socktable.Entry) bool {
+	if len(d.ports) == 0 {
+		return true
+	}
+	return d.ports[s.Local.Port()] || d.ports[s.Remote.Port()]
+}
+
+// Start records the sockets that exist already, with their owners, so that
+// a leak or a port holder older than the trace is still found.
+func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
+	d.ports = make(map[uint16]bool, len(ports))
+	for _, p := range ports {
+		d.ports[p] = true
+	}
+	d.pid = pid
+	entries, err := dumpAll()
+	if err != nil {
+		return fmt.Errorf("list existing sockets: %w", err)
+	}
+	inodes := make(map[uint32]bool)
+	var mine []socktable.Entry
+	for _, e := range entries {
+		if !d.wanted(&e) {
+			continue
+		}
+		mine = append(mine, e)
+		if e.Inode != 0 {
+			inodes[e.Inode] = true
+		}
+	}
+	owners := socktable.OwnersOf(inodes)
+	now := MonoNow()
+	for _, e := range mine {
+		own := toOwners(owners[e.Inode])
+		if pid != 0 && !ownedBy(own, pid) {
+			continue
+		}
+		rec := &capture.Snapshot{
+			Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "start",
+			Socket: capture.SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+			State:  event.State(e.State).String(), Owners: capture.Owners(own),
+		}
+		if e.Inode == 0 {
+			// A timewait socket: the kernel holds it, no process does.
+			rec.TimerMs = int64(e.Expires)
+			d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires))
+		} else {
+			s := d.tracker.Add(timeline.Socket{
+				Cookie: e.Cookie, Family: e.Family, Local: e.Local, Remote: e.Remote,
+				State: event.State(e.State), Owners: own,
+			})
+			if s.State == event.CloseWait {
+				d.closeWaits = append(d.closeWaits, closeWait{e.Cookie, 0})
+			}
+		}
+		d.emit(rec)
+	}
+	return nil
+}
+
+func dumpAll() ([]socktable.Entry, error) {
+	v4, err := socktable.Dump(unix.AF_INET, socktable.AllStates)
+	if err != nil {
+		return nil, err
+	}
+	v6, err := socktable.Dump(unix.AF_INET6, socktable.AllStates)
+	if err != nil {
+		return nil, err
+	}
+	return append(v4, v6...), nil
+}
+
+func toOwners(in []socktable.FDOwner) []timeline.Owner {
+	out := make([]timeline.Owner, 0, len(in))
+	for _, o := range in {
+		var comm [16]byte
+		copy(comm[:], o.Comm)
+		out = append(out, timeline.Owner{PID: o.PID, FD: o.FD, Comm: comm})
+	}
+	return out
+}
+
+func ownedBy(owners []timeline.Owner, pid uint32) bool {
+	for _, o := range owners {
+		if o.PID == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// Transition follows leaks, timewait hand-overs and failed connects.
+func (d *Diagnoser) Transition(tr *timeline.Transition) {
+	e := tr.Event
+	if e.New == event.CloseWait {
+		d.closeWaits = append(d.closeWaits, closeWait{e.Cookie, e.MonoNs})
+	}
+	if e.Old == event.CloseWait {
+		if leak := d.stuck[e.Cookie]; leak != nil {
+			d.endLeak(leak, tr)
+		}
+	}
+	switch tr.Cause.Kind {
+	case timeline.CauseTimewait:
+		d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, 0, e.MonoNs, 0)
+	case timeline.CauseRefused, timeline.CauseTimeout:
+		if e.Old == event.SynSent {
+			d.connectFailed(e, capture.ErrnoName(e.SkErr), tr.Owners)
+		}
+	}
+}
+
+func (d *Diagnoser) endLeak(leak *stuckLeak, tr *timeline.Transition) {
+	e := tr.Event
+	delete(d.stuck, e.Cookie)
+	since := leak.since
+	if since == 0 {
+		since = d.clock.MonoNs
+	}
+	age := int64(e.MonoNs - since)
+	end := leak.rec
+	end.Time, end.MonoNs = d.wall(e.MonoNs), e.MonoNs
+	end.State = e.New.String()
+	end.AgeNs = age
+	switch tr.Cause.Kind {
+	case timeline.CauseClose, timeline.CauseShutdown, timeline.CauseRSTSent:
+		if tr.Cause.Call == event.CallClose || tr.Cause.Call == event.CallShutdown {
+			end.Phase = "closed_late"
+			end.Message = fmt.Sprintf("closed late: %s by %s[%d] after %s in CLOSE_WAIT",
+				causeText(&tr.Cause), e.CommString(), e.PID, timeline.FmtDur(time.Duration(age)))
+			break
+		}
+		fallthrough
+	case timeline.CauseExit:
+		end.Phase = "closed_by_exit"
+		end.Message = fmt.Sprintf("closed by the exit of pid %d after %s in CLOSE_WAIT: the program never called close()",
+			tr.Cause.PID, timeline.FmtDur(time.Duration(age)))
+	default:
+		end.Phase = "closed_late"
+		end.Message = fmt.Sprintf("left CLOSE_WAIT (%s) after %s", causeText(&tr.Cause), timeline.FmtDur(time.Duration(age)))
+	}
+	d.replaceLeak(end)
+	d.emit(&end)
+}
+
+func (d *Diagnoser) replaceLeak(l capture.Leak) {
+	for i := range d.leaks {
+		if d.leaks[i].Cookie == l.Cookie && d.leaks[i].Since.Equal(l.Since) {
+			d.leaks[i] = l
+			return
+		}
+	}
+	d.leaks = append(d.leaks, l)
+}
+
+func causeText(c *timeline.Cause) string { return string(c.AppendText(nil)) }
+
+func (d *Diagnoser) connectFailed(e *event.Event, errno string, owners []timeline.Owner) {
+	var why string
+	switch errno {
+	case "ECONNREFUSED":
+		why = "the peer answered with RST: nothing listens on that port"
+	case "ETIMEDOUT":
+		why = "no answer: the peer or the path dropped the packets"
+	case "ENETUNREACH", "EHOSTUNREACH":
+		why = "no route to the peer"
+	default:
+		why = "the connection could not be made"
+	}
+	who := fmt.Sprintf("%s[%d]", e.CommString(), e.PID)
+	if len(owners) > 0 {
+		who = timeline.OwnersText(owners)
+	}
+	d.emit(&capture.ConnectFail{
+		Type: capture.TypeConnectFail, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs,
+		Socket: capture.SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+		Errno:  errno, Owners: capture.Owners(owners),
+		Message: fmt.Sprintf("connect to %s failed (%s) in %s: %s", e.Remote, errno, who, why),
+	})
+}
+
+// Call handles accept, bind, failed calls and closes that changed nothing.
+func (d *Diagnoser) Call(e *event.Event) {
+	s := d.tracker.Call(e)
+	var owners []timeline.Owner
+	if s != nil {
+		owners = s.Owners
+	}
+	rec := capture.CallRecord(e, d.wall(e.MonoNs), owners)
+	if (e.Call == event.CallClose || e.Call == event.CallShutdown) && e.Ret == 0 {
+		verb := fmt.Sprintf("close(fd %d)", e.FD)
+		if e.Call == event.CallShutdown {
+			verb = fmt.Sprintf("shutdown(fd %d)", e.FD)
+		}
+		if len(owners) > 0 {
+			rec.Note = fmt.Sprintf("%s in %s[%d] changed nothing: the socket is still held by %s",
+				verb, e.CommString(), e.PID, timeline.OwnersText(owners))
+		} else {
+			rec.Note = fmt.Sprintf("%s in %s[%d] changed nothing: another fd or process still holds the socket",
+				verb, e.CommString(), e.PID)
+		}
+	}
+	d.emit(rec)
+
+	switch e.Errno() {
+	case int32(unix.EADDRINUSE), int32(unix.EADDRNOTAVAIL):
+		d.bindConflict(e)
+	case int32(unix.ECONNREFUSED), int32(unix.ETIMEDOUT), int32(unix.ENETUNREACH), int32(unix.EHOSTUNREACH):
+		if e.Call == event.CallConnect {
+			d.connectFailed(e, capture.ErrnoName(e.Errno()), owners)
+		}
+	}
+}
+
+// bindConflict explains a bind or connect that found its address taken:
+// every socket holding that local address, from the tracker, the timewait
+// watch and the kernel's socket table (for sockets older than the trace).
+func (d *Diagnoser) bindConflict(e *event.Event) {
+	want := e.Local
+	now := e.MonoNs
+	var holders []timeline.Holder
+	seen := make(map[uint64]bool)
+	d.tracker.Sockets(func(s *timeline.Socket) {
+		if !holds(s.Local, want) {
+			return
+		}
+		h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State,
+			StateNs: -1, Owners: append([]timeline.Owner(nil), s.Owners...)}
+		if s.SinceNs != 0 && now >= s.SinceNs {
+			h.StateNs = int64(now - s.SinceNs)
+		}
+		seen[s.Cookie] = true
+		holders = append(holders, h)
+	})
+	entries, _ := dumpAll()
+	var unknown []socktable.Entry
+	inodes := make(map[uint32]bool)
+	for _, t := range entries {
+		if seen[t.Cookie] || !holds(t.Local, want) {
+			continue
+		}
+		if t.Inode != 0 {
+			inodes[t.Inode] = true
+		}
+		unknown = append(unknown, t)
+	}
+	owners := socktable.OwnersOf(inodes)
+	for _, t := range unknown {
+		h := timeline.Holder{Cookie: t.Cookie, Local: t.Local, Remote: t.Remote, State: event.State(t.State),
+			StateNs: -1, Owners: toOwners(owners[t.Inode])}
+		if t.Inode == 0 {
+			h.Timewait = true
+			h.TimerMs = int64(t.Expires)
+			if w := d.timewait[t.Cookie]; w != nil && w.since != 0 && now >= w.since {
+				h.StateNs = int64(now - w.since)
+			}
+		}
+		holders = append(holders, h)
+	}
+
+	who := fmt.Sprintf("%s[%d]", e.CommString(), e.PID)
+	msg := fmt.Sprintf("%s %s failed (%s) in %s", e.Call, want, capture.ErrnoName(e.Errno()), who)
+	rec := &capture.BindConflict{
+		Type: capture.TypeBindConflict, Time: d.wall(now), MonoNs: now,
+		Call: e.Call.String(), Errno: capture.ErrnoName(e.Errno()), PID: e.PID, Comm: e.CommString(), FD: e.FD,
+		Laddr: want.Addr().String(), Lport: want.Port(), Holders: []capture.Holder{},
+	}
+	for i, h := range holders {
+		if i == 0 {
+			msg += ": held by "
+		} else {
+			msg += "; and by "
+		}
+		msg += h.Describe()
+		rec.Holders = append(rec.Holders, capture.Holder{
+			Socket: capture.SocketOf(h.Cookie, e.Family, h.Local, h.Remote),
+			State:  h.State.String(), StateNs: h.StateNs, Owners: capture.Owners(h.Owners), Why: h.Why(),
+		})
+	}
+	if len(holders) == 0 {
+		if e.Errno() == int32(unix.EADDRNOTAVAIL) {
+			msg += ": the address is not local, or no ephemeral port is free"
+		} else {
+			msg += ": no socket holding it was found (it may have gone in the meantime)"
+		}
+	}
+	rec.Message = msg
+	d.emit(rec)
+}
+
+// holds reports whether a socket bound to have blocks a bind to want: same
+// port, and same address or either one the wildcard.
+func holds(have, want netip.AddrPort) bool {
+	if have.Port() != want.Port() || have.Port() == 0 {
+		return false
+	}
+	a, b := have.Addr(), want.Addr()
+	return a == b || a.IsUnspecified() || b.IsUnspecified() || !a.IsValid() || !b.IsValid()
+}
+
+// Exit records the exit of a process that owns traced sockets.
+func (d *Diagnoser) Exit(e *event.Event) {
+	if !d.tracker.Owns(e.PID) {
+		return
+	}
+	d.emit(&capture.Exit{Type: capture.TypeExit, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, PID: e.PID, Comm: e.CommString()})
+	d.tracker.Exit(e)
+}
+
+// Fork records a fork of a process that owns traced sockets.
+func (d *Diagnoser) Fork(e *event.Event) {
+	if !d.tracker.Owns(e.PID) {
+		return
+	}
+	d.emit(&capture.Fork{Type: capture.TypeFork, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, PID: e.PID, Comm: e.CommString(), Child: e.Arg})
+	d.tracker.Fork(e)
+}
+
+// Tick reports sockets that have been stuck in CLOSE_WAIT for too long and
+// follows the timewait sockets.
+func (d *Diagnoser) Tick(now uint64) {
+	limit := uint64(d.leakAfter)
+	for len(d.closeWaits) > 0 {
+		cw := d.closeWaits[0]
+		start := cw.since
+		if start == 0 {
+			start = d.clock.MonoNs // since before the trace
+		}
+		if now < start+limit {
+			break
+		}
+		d.closeWaits = d.closeWaits[1:]
+		s := d.tracker.Socket(cw.cookie)
+		if s == nil || s.State != event.CloseWait || s.SinceNs != cw.since || s.LeakReported {
+			continue
+		}
+		s.LeakReported = true
+		d.reportStuck(s, now)
+	}
+	if len(d.timewait) > 0 && now-d.lastTWPoll >= uint64(twPollInterval) {
+		d.lastTWPoll = now
+		d.pollTimewait(now)
+	}
+}
+
+func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64) {
+	h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State, StateNs: -1, Owners: s.Owners}
+	since := d.clock.Time(s.SinceNs).UTC()
+	if s.SinceNs != 0 {
+		h.StateNs = int64(now - s.SinceNs)
+	} else {
+		since = time.Unix(0, d.clock.WallNs).UTC()
+	}
+	owner := "its owner (unknown)"
+	if len(s.Owners) > 0 {
+		owner = timeline.OwnersText(s.Owners)
+	}
+	leak := &capture.Leak{
+		Type: capture.TypeLeak, Time: d.wall(now), MonoNs: now, Phase: "stuck",
+		Socket: capture.SocketOf(s.Cookie, s.Family, s.Local, s.Remote),
+		State:  s.State.String(), Since: since, AgeNs: h.StateNs,
+		Owners: capture.Owners(s.Owners),
+		Message: fmt.Sprintf("CLOSE_WAIT leak: %s, held by %s: %s",
+			describeAge(&h), owner, h.Why()),
+	}
+	d.stuck[s.Cookie] = &stuckLeak{rec: *leak, since: s.SinceNs}
+	d.replaceLeak(*leak)
+	d.emit(leak)
+}
+
+func describeAge(h *timeline.Holder) string {
+	s := h.Local.String() + "→" + h.Remote.String() + " in CLOSE_WAIT"
+	if h.StateNs >= 0 {
+		return s + " for " + timeline.FmtDur(time.Duration(h.StateNs))
+	}
+	return s + " since before the trace"
+}
+
+func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64) {
+	if _, ok := d.timewait[cookie]; ok {
+		return
+	}
+	if len(d.timewait) >= maxTimewaitWatch {
+		d.twUnwatched++
+		return
+	}
+	d.timewait[cookie] = &twWatch{local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	d.lastTWPoll = 0 // look it up at the next tick
+}
+
+// pollTimewait looks each watched timewait socket up and reports its phase
+// changes (FIN_WAIT2 → TIME_WAIT) and its end.
+func (d *Diagnoser) pollTimewait(now uint64) {
+	for cookie, w := range d.timewait {
+		ent, err := socktable.Lookup(w.local, w.remote)
+		if err != nil {
+			continue
+		}
+		if ent == nil || ent.Cookie != cookie || ent.Inode != 0 {
+			rec := &capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				State:  event.Close.String(), Owners: []capture.Owner{},
+			}
+			delete(d.timewait, cookie)
+			d.emit(rec)
+			continue
+		}
+		if ent.State != w.state {
+			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
+			d.emit(&capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
+				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []capture.Owner{},
+			})
+		}
+	}
+}
+
+// End closes the books: leaks still stuck are reported as still open.
+func (d *Diagnoser) End(now uint64) {
+	for _, leak := range d.stuck {
+		end := leak.rec
+		end.Phase = "still_open"
+		end.Time, end.MonoNs = d.wall(now), now
+		since := leak.since
+		if since == 0 {
+			since = d.clock.MonoNs
+		}
+		end.AgeNs = int64(now - since)
+		end.Message = fmt.Sprintf("still in CLOSE_WAIT when tracing stopped, after %s: %s never called close()",
+			timeline.FmtDur(time.Duration(end.AgeNs)), timeline.OwnersText(ownersFromRecord(end.Owners)))
+		d.replaceLeak(end)
+		d.emit(&end)
+	}
+}
+
+// TimewaitUnwatched counts timewait sockets not followed (watch list full).
+func (d *Diagnoser) TimewaitUnwatched() uint64 { return d.twUnwatched }
+
+func ownersFromRecord(in []capture.Owner) []timeline.Owner {
+	out := make([]timeline.Owner, len(in))
+	for i, o := range in {
+		out[i] = timeline.Owner{PID: o.PID, FD: o.FD}
+		copy(out[i].Comm[:], o.Comm)
+	}
+	return out
+}
+
+// Leaks returns every leak's latest record.
+func (d *Diagnoser) Leaks() []capture.Leak {
+	return append([]capture.Leak{}, d.leaks...)
+}

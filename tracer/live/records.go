@@ -1,0 +1,83 @@
+package live
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// Begin prints what is traced and the column header.
+func (t *Table) Begin(h *capture.Header) error {
+	what := "all TCP ports"
+	if len(h.Filters.Ports) > 0 {
+		ports := make([]string, len(h.Filters.Ports))
+		for i, p := range h.Filters.Ports {
+			ports[i] = fmt.Sprint(p)
+		}
+		what = "TCP ports " + strings.Join(ports, ",")
+	}
+	if h.Filters.PID != 0 {
+		what += fmt.Sprintf(", sockets of pid %d", h.Filters.PID)
+	}
+	t.Printf("tracing %s (Ctrl-C to stop)\n", what)
+	t.Header()
+	return t.Flush()
+}
+
+// Record prints the records a person watching wants to see: diagnoses,
+// closes that changed nothing, sockets found at start, timewait phases and
+// process exits. Accepts, binds and forks are in the JSON only.
+func (t *Table) Record(rec any) error {
+	switch r := rec.(type) {
+	case *capture.Snapshot:
+		switch r.Reason {
+		case "start":
+			t.Line(r.Time, "EXISTING", fmt.Sprintf("#%d %s:%d -> %s:%d %s, owned by %s", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners)))
+		case "timewait":
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d now %s (timewait socket, %s left)", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, timeline.FmtDur(time.Duration(r.TimerMs)*time.Millisecond)))
+		case "timewait_gone":
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d timewait socket expired: gone", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport))
+		}
+	case *capture.Call:
+		if r.Note != "" {
+			t.Line(r.Time, "NOTE", r.Note)
+		}
+	case *capture.Exit:
+		t.Line(r.Time, "EXIT", fmt.Sprintf("%s[%d] exited: the kernel closes its fds", r.Comm, r.PID))
+	case *capture.Leak:
+		t.Line(r.Time, "LEAK", r.Message)
+	case *capture.BindConflict:
+		t.Line(r.Time, "BIND", r.Message)
+	case *capture.ConnectFail:
+		t.Line(r.Time, "CONNECT", r.Message)
+	}
+	return nil
+}
+
+func ownersText(owners []capture.Owner) string {
+	if len(owners) == 0 {
+		return "no process"
+	}
+	parts := make([]string, len(owners))
+	for i, o := range owners {
+		parts[i] = fmt.Sprintf("%s[%d] fd %d", o.Comm, o.PID, o.FD)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// End prints the summary and the leaks.
+func (t *Table) End(s *capture.Summary) error {
+	t.Summary(s)
+	if len(s.Leaks) == 0 {
+		t.Printf("no CLOSE_WAIT leaks\n")
+	} else {
+		t.Printf("%d CLOSE_WAIT leak(s):\n", len(s.Leaks))
+		for _, l := range s.Leaks {
+			t.Printf("  %s:%d -> %s:%d (%s): %s\n", l.Laddr, l.Lport, l.Raddr, l.Rport, l.Phase, l.Message)
+		}
+	}
+	return t.Flush()
+}

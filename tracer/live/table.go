@@ -1,0 +1,242 @@
+// Package live prints tcptrail's live view: one aligned line per transition,
+// plus the diagnoses as they happen.
+package live
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// Column widths. Addresses are padded to fit an IPv4 address and port;
+// longer (IPv6) ones push the line out rather than being cut.
+const (
+	wTime   = 15
+	wSocket = 8
+	wAddr   = 21
+	wStates = 25
+	wPrev   = 9
+	wCause  = 22
+	wOwner  = 20
+)
+
+// Table writes the live view to w. It buffers: call Flush when the event
+// stream goes quiet so that the screen never lags.
+type Table struct {
+	w   io.Writer
+	buf []byte
+	err error
+}
+
+// NewTable returns a table writing to w.
+func NewTable(w io.Writer) *Table {
+	return &Table{w: w, buf: make([]byte, 0, 64<<10)}
+}
+
+// Header prints the column titles.
+func (t *Table) Header() {
+	t.buf = pad(t.buf, "TIME", wTime)
+	t.buf = pad(t.buf, "SOCKET", wSocket)
+	t.buf = pad(t.buf, "LOCAL", wAddr)
+	t.buf = append(t.buf, "   "...)
+	t.buf = pad(t.buf, "REMOTE", wAddr)
+	t.buf = pad(t.buf, "OLD -> NEW", wStates)
+	t.buf = padLeft(t.buf, "PREV", wPrev)
+	t.buf = append(t.buf, "  "...)
+	t.buf = pad(t.buf, "CAUSE", wCause)
+	t.buf = pad(t.buf, "OWNER", wOwner)
+	t.buf = append(t.buf, "CONTEXT\n"...)
+}
+
+// Transition prints one transition. It does not allocate.
+func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
+	e := tr.Event
+	b := t.buf
+	start := len(b)
+	b = time.Unix(0, wallNs).AppendFormat(b, "15:04:05.000000")
+	b = fill(b, start, wTime)
+	start = len(b)
+	b = appendCookie(b, e.Cookie)
+	b = fill(b, start, wSocket)
+	start = len(b)
+	b = e.Local.AppendTo(b)
+	b = fill(b, start, wAddr)
+	b = append(b, "-> "...)
+	start = len(b)
+	b = e.Remote.AppendTo(b)
+	b = fill(b, start, wAddr)
+	start = len(b)
+	if tr.Gap {
+		// Never paper over a gap: say what was last seen.
+		b = append(b, "(gap after "...)
+		b = append(b, tr.ExpectedOld.String()...)
+		b = append(b, ") "...)
+	}
+	b = append(b, e.Old.String()...)
+	b = append(b, " -> "...)
+	b = append(b, e.New.String()...)
+	b = fill(b, start, wStates)
+	start = len(b)
+	if tr.PrevStateNs >= 0 {
+		b = AppendDuration(b, tr.PrevStateNs)
+	} else {
+		b = append(b, '-')
+	}
+	b = fillLeft(b, start, wPrev)
+	b = append(b, "  "...)
+	start = len(b)
+	b = tr.Cause.AppendText(b)
+	b = fill(b, start, wCause)
+	start = len(b)
+	b = appendOwners(b, tr.Owners)
+	b = fill(b, start, wOwner)
+	b = append(b, e.CommBytes()...)
+	b = append(b, '[')
+	b = strconv.AppendUint(b, uint64(e.PID), 10)
+	b = append(b, "]\n"...)
+	t.buf = b
+	if len(t.buf) > 32<<10 {
+		return t.Flush()
+	}
+	return t.err
+}
+
+// Line prints a free-form line (diagnoses, notices), prefixed with its time.
+func (t *Table) Line(wall time.Time, marker, text string) {
+	t.buf = wall.AppendFormat(t.buf, "15:04:05.000000")
+	t.buf = append(t.buf, ' ')
+	t.buf = append(t.buf, marker...)
+	t.buf = append(t.buf, ' ')
+	t.buf = append(t.buf, text...)
+	t.buf = append(t.buf, '\n')
+}
+
+// Printf prints a line as is.
+func (t *Table) Printf(format string, args ...any) {
+	t.buf = fmt.Appendf(t.buf, format, args...)
+}
+
+// Flush writes out what is buffered.
+func (t *Table) Flush() error {
+	if t.err == nil && len(t.buf) > 0 {
+		_, t.err = t.w.Write(t.buf)
+	}
+	t.buf = t.buf[:0]
+	return t.err
+}
+
+func appendOwners(b []byte, owners []timeline.Owner) []byte {
+	if len(owners) == 0 {
+		return append(b, '-')
+	}
+	for i := range owners {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		o := &owners[i]
+		for _, c := range o.Comm {
+			if c == 0 {
+				break
+			}
+			b = append(b, c)
+		}
+		b = append(b, '[')
+		b = strconv.AppendUint(b, uint64(o.PID), 10)
+		b = append(b, "]:"...)
+		b = strconv.AppendInt(b, int64(o.FD), 10)
+	}
+	return b
+}
+
+// appendCookie prints the low digits of the socket cookie: enough to tell
+// sockets apart on screen; JSON has the whole value.
+func appendCookie(b []byte, cookie uint64) []byte {
+	b = append(b, '#')
+	return strconv.AppendUint(b, cookie, 10)
+}
+
+// AppendDuration formats ns compactly: 850ns, 12.3µs, 4.56ms, 1.002s, 3m04s.
+func AppendDuration(b []byte, ns int64) []byte {
+	switch {
+	case ns < 1_000:
+		b = strconv.AppendInt(b, ns, 10)
+		return append(b, "ns"...)
+	case ns < 1_000_000:
+		b = strconv.AppendFloat(b, float64(ns)/1e3, 'f', 1, 64)
+		return append(b, "µs"...)
+	case ns < 1_000_000_000:
+		b = strconv.AppendFloat(b, float64(ns)/1e6, 'f', 2, 64)
+		return append(b, "ms"...)
+	case ns < 60_000_000_000:
+		b = strconv.AppendFloat(b, float64(ns)/1e9, 'f', 3, 64)
+		return append(b, 's')
+	}
+	s := ns / 1e9
+	b = strconv.AppendInt(b, s/60, 10)
+	b = append(b, 'm')
+	if s%60 < 10 {
+		b = append(b, '0')
+	}
+	b = strconv.AppendInt(b, s%60, 10)
+	return append(b, 's')
+}
+
+func pad(b []byte, s string, w int) []byte {
+	start := len(b)
+	b = append(b, s...)
+	return fill(b, start, w)
+}
+
+func padLeft(b []byte, s string, w int) []byte {
+	for i := len(s); i < w; i++ {
+		b = append(b, ' ')
+	}
+	return append(b, s...)
+}
+
+// fill pads b[start:] with spaces to width w, plus one separating space.
+func fill(b []byte, start, w int) []byte {
+	n := runeCount(b[start:])
+	for ; n < w; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, ' ')
+}
+
+// fillLeft right-aligns b[start:] in width w.
+func fillLeft(b []byte, start, w int) []byte {
+	n := runeCount(b[start:])
+	if n >= w {
+		return b
+	}
+	gap := w - n
+	for i := 0; i < gap; i++ {
+		b = append(b, ' ')
+	}
+	copy(b[start+gap:], b[start:len(b)-gap])
+	for i := 0; i < gap; i++ {
+		b[start+i] = ' '
+	}
+	return b
+}
+
+func runeCount(b []byte) int {
+	n := 0
+	for _, c := range b {
+		if c&0xc0 != 0x80 {
+			n++
+		}
+	}
+	return n
+}
+
+// Summary prints the end-of-trace summary.
+func (t *Table) Summary(s *capture.Summary) {
+	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d, queue full %d), gaps %d\n",
+		s.Events, s.Transitions, s.Sockets, time.Duration(s.DurationNs).Round(time.Millisecond),
+		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.Gaps)
+}

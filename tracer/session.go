@@ -1,0 +1,303 @@
+// Package tracer runs a tcptrail session: it loads the kernel side, reads
+// its ring buffer, decodes and tracks events, diagnoses, and hands
+// everything to the sinks (live table, JSON Lines). The flow goes one way:
+// kernel → event → timeline → sinks.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/kernel"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// Sink receives a session's output.
+type Sink interface {
+	Begin(h *capture.Header) error
+	// Transition is the hot path: t is reused after the call returns.
+	Transition(t *timeline.Transition, wallNs int64) error
+	// Record receives every other record, a pointer to a capture type.
+	Record(rec any) error
+	// Flush is called whenever the event stream goes quiet, and at least
+	// every PollInterval, so that output never lags.
+	Flush() error
+	End(s *capture.Summary) error
+}
+
+// Config is a session's configuration.
+type Config struct {
+	Kernel kernel.Config
+	// Duration stops the session after this long; 0 runs until ctx ends.
+	Duration time.Duration
+	// LeakAfter is how long a socket may sit in CLOSE_WAIT before it is
+	// reported as a leak.
+	LeakAfter time.Duration
+	// ReadyFile is created once the programs are attached.
+	ReadyFile string
+	// PollInterval bounds how long an event may wait before it is shown.
+	PollInterval time.Duration
+	// Log receives notices and warnings for the user (stderr).
+	Log io.Writer
+	// Version is recorded in the header.
+	Version string
+}
+
+// DefaultPollInterval keeps the live view within 100 ms of the kernel even
+// when the kernel batches wakeups.
+const DefaultPollInterval = 50 * time.Millisecond
+
+// Clock maps CLOCK_MONOTONIC (the kernel's event time) to wall time.
+type Clock struct {
+	WallNs int64
+	MonoNs uint64
+}
+
+// NewClock reads both clocks now.
+func NewClock() Clock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	wall := time.Now()
+	return Clock{WallNs: wall.UnixNano(), MonoNs: uint64(ts.Nano())}
+}
+
+// Wall converts a monotonic timestamp to wall-clock ns.
+func (c Clock) Wall(mono uint64) int64 { return c.WallNs + int64(mono) - int64(c.MonoNs) }
+
+// Time converts a monotonic timestamp to a time.Time.
+func (c Clock) Time(mono uint64) time.Time { return time.Unix(0, c.Wall(mono)) }
+
+// Now is the current monotonic time.
+func MonoNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// Session is one run of the tracer.
+type Session struct {
+	cfg          Config
+	probe        *kernel.Probe
+	sinks        []Sink
+	clock        Clock
+	tracker      *timeline.Tracker
+	diag         *Diagnoser
+	ev           event.Event
+	events       uint64
+	decodeErrors uint64
+	lost         capture.Losses
+	log          io.Writer
+}
+
+// Run traces until ctx ends or cfg.Duration passes, then detaches, drains
+// what the kernel already wrote, and ends every sink with a summary.
+func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, error) {
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.Kernel.WakeupBytes == 0 {
+		cfg.Kernel.WakeupBytes = kernel.DefaultWakeupBytes
+	}
+	s := &Session{cfg: cfg, sinks: sinks, tracker: timeline.New(), log: cfg.Log}
+
+	probe, err := kernel.Load(cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	s.probe = probe
+	defer probe.Close()
+	s.clock = NewClock()
+	s.diag = NewDiagnoser(s.tracker, s.clock, cfg.LeakAfter, s.emit)
+	fmt.Fprintf(s.log, "tcptrail: attached to tracepoint sock:inet_sock_set_state and the socket syscalls as BTF tracepoints (tp_btf): no tracefs, debugfs or bpffs needed\n")
+
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	if cfg.ReadyFile != "" {
+		if err := os.WriteFile(cfg.ReadyFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			return nil, fmt.Errorf("write ready file: %w", err)
+		}
+	}
+
+	var deadline <-chan time.Time
+	if cfg.Duration > 0 {
+		timer := time.NewTimer(cfg.Duration)
+		defer timer.Stop()
+		deadline = timer.C
+	}
+	loopErr := s.loop(ctx, deadline)
+	return s.finish(loopErr)
+}
+
+func (s *Session) begin() error {
+	host, _ := os.Hostname()
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	h := &capture.Header{
+		Type:        capture.TypeHeader,
+		Schema:      capture.SchemaVersion,
+		Tool:        "tcptrail",
+		Version:     s.cfg.Version,
+		Host:        host,
+		Kernel:      unix.ByteSliceToString(uts.Release[:]),
+		StartTime:   time.Unix(0, s.clock.WallNs).UTC(),
+		StartMonoNs: s.clock.MonoNs,
+		Filters:     capture.Filters{Ports: append([]uint16{}, s.cfg.Kernel.Ports...), PID: s.cfg.Kernel.PID},
+		Attach:      "tp_btf",
+	}
+	for _, sink := range s.sinks {
+		if err := sink.Begin(h); err != nil {
+			return err
+		}
+	}
+	return s.diag.Start(s.cfg.Kernel.Ports, s.cfg.Kernel.PID)
+}
+
+// loop reads the ring buffer until told to stop. The kernel wakes the
+// reader only when enough is pending, so the read also ends at a short
+// deadline: that is when output is flushed and the periodic work runs.
+func (s *Session) loop(ctx context.Context, stop <-chan time.Time) error {
+	rd := s.probe.Reader()
+	var rec ringbuf.Record
+	lastCounters := time.Now()
+	rd.SetDeadline(time.Now().Add(s.cfg.PollInterval))
+	for {
+		err := rd.ReadInto(&rec)
+		if err == nil {
+			s.handle(rec.RawSample)
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		// The ring buffer is empty: a quiet moment.
+		s.diag.Tick(MonoNow())
+		if time.Since(lastCounters) >= time.Second {
+			lastCounters = time.Now()
+			s.checkLosses(true)
+		}
+		if err := s.flush(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-stop:
+			return nil
+		default:
+		}
+		rd.SetDeadline(time.Now().Add(s.cfg.PollInterval))
+	}
+}
+
+func (s *Session) handle(raw []byte) {
+	if err := event.Decode(raw, &s.ev); err != nil {
+		s.decodeErrors++
+		return
+	}
+	s.events++
+	e := &s.ev
+	switch e.Kind {
+	case event.KindState:
+		tr := s.tracker.Transition(e)
+		wall := s.clock.Wall(e.MonoNs)
+		for _, sink := range s.sinks {
+			sink.Transition(tr, wall)
+		}
+		s.diag.Transition(tr)
+	case event.KindCall:
+		s.diag.Call(e)
+	case event.KindExit:
+		s.diag.Exit(e)
+	case event.KindFork:
+		s.diag.Fork(e)
+	}
+}
+
+// emit hands a record to every sink.
+func (s *Session) emit(rec any) {
+	for _, sink := range s.sinks {
+		sink.Record(rec)
+	}
+}
+
+func (s *Session) flush() error {
+	var errs []error
+	for _, sink := range s.sinks {
+		errs = append(errs, sink.Flush())
+	}
+	return errors.Join(errs...)
+}
+
+// checkLosses reads the kernel's loss counters and reports any growth.
+func (s *Session) checkLosses(warn bool) {
+	c, err := s.probe.Counters()
+	if err != nil {
+		fmt.Fprintf(s.log, "tcptrail: warning: %v\n", err)
+		return
+	}
+	now := capture.Losses{
+		RingbufFull:     c.RingbufFull,
+		RecursionMisses: c.RecursionMisses,
+		InflightFull:    c.InflightFull,
+		Gaps:            s.tracker.Gaps,
+	}
+	if now == s.lost {
+		return
+	}
+	if warn && now.Total() > s.lost.Total() {
+		fmt.Fprintf(s.log, "tcptrail: warning: %d events lost so far (ring buffer full %d, skipped by the kernel %d)\n",
+			now.Total(), now.RingbufFull, now.RecursionMisses)
+	}
+	s.lost = now
+	mono := MonoNow()
+	s.emit(&capture.Lost{Type: capture.TypeLost, Time: s.clock.Time(mono).UTC(), MonoNs: mono, Losses: now})
+}
+
+// finish detaches, drains the ring buffer, and ends the sinks.
+func (s *Session) finish(loopErr error) (*capture.Summary, error) {
+	detachErr := s.probe.Detach()
+	// Drain: with the links gone nothing new arrives; read what is there.
+	rd := s.probe.Reader()
+	rd.SetDeadline(time.Now())
+	var rec ringbuf.Record
+	for rd.ReadInto(&rec) == nil {
+		s.handle(rec.RawSample)
+	}
+	end := MonoNow()
+	s.diag.Tick(end)
+	s.checkLosses(false)
+	s.diag.End(end)
+
+	sum := &capture.Summary{
+		Type:        capture.TypeSummary,
+		Time:        s.clock.Time(end).UTC(),
+		MonoNs:      end,
+		DurationNs:  int64(end - s.clock.MonoNs),
+		Events:      s.events,
+		Transitions: s.tracker.Transitions,
+		Sockets:     s.tracker.SocketsSeen,
+		Lost:        s.lost,
+		Leaks:       s.diag.Leaks(),
+	}
+	errs := []error{loopErr, detachErr}
+	for _, sink := range s.sinks {
+		errs = append(errs, sink.End(sum))
+	}
+	return sum, errors.Join(errs...)
+}

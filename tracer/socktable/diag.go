@@ -1,0 +1,192 @@
+// Package socktable asks the kernel's socket table (sock_diag netlink) about
+// TCP sockets, and /proc about which processes hold them. It sees what no
+// tracepoint reports: sockets older than the trace, and timewait sockets
+// (their FIN_WAIT2 → TIME_WAIT change and their expiry).
+package socktable
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Entry is one socket as the kernel's table reports it.
+type Entry struct {
+	Cookie  uint64
+	Family  uint16
+	Local   netip.AddrPort
+	Remote  netip.AddrPort
+	State   uint8  // TCP_* state; timewait sockets report FIN_WAIT2 or TIME_WAIT
+	Timer   uint8  // 3: timewait timer
+	Expires uint32 // ms left on the timer
+	Inode   uint32 // 0 for timewait sockets: no process holds them
+	UID     uint32
+}
+
+const (
+	sockDiagByFamily = 20
+	inetDiagNoCookie = ^uint32(0)
+)
+
+// inetDiagSockID is struct inet_diag_sockid: ports and addresses in network
+// byte order.
+type inetDiagSockID struct {
+	Sport  [2]byte
+	Dport  [2]byte
+	Src    [16]byte
+	Dst    [16]byte
+	If     uint32
+	Cookie [2]uint32
+}
+
+// inetDiagReqV2 is struct inet_diag_req_v2.
+type inetDiagReqV2 struct {
+	Family   uint8
+	Protocol uint8
+	Ext      uint8
+	Pad      uint8
+	States   uint32
+	ID       inetDiagSockID
+}
+
+// inetDiagMsg is struct inet_diag_msg.
+type inetDiagMsg struct {
+	Family  uint8
+	State   uint8
+	Timer   uint8
+	Retrans uint8
+	ID      inetDiagSockID
+	Expires uint32
+	RQueue  uint32
+	WQueue  uint32
+	UID     uint32
+	Inode   uint32
+}
+
+// AllStates selects every TCP state in a dump.
+const AllStates = 0xfff
+
+// Dump lists the TCP sockets of family (unix.AF_INET or AF_INET6) whose
+// state is in the states bit mask (bit n: state n).
+func Dump(family uint8, states uint32) ([]Entry, error) {
+	req := inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: states}
+	req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
+	return query(&req, unix.NLM_F_DUMP)
+}
+
+// Lookup finds the TCP socket with this four-tuple, timewait sockets
+// included. It returns nil, nil when there is none.
+func Lookup(local, remote netip.AddrPort) (*Entry, error) {
+	req := inetDiagReqV2{Protocol: unix.IPPROTO_TCP, States: AllStates}
+	req.Family = unix.AF_INET
+	if local.Addr().Is6() {
+		req.Family = unix.AF_INET6
+	}
+	binary.BigEndian.PutUint16(req.ID.Sport[:], local.Port())
+	binary.BigEndian.PutUint16(req.ID.Dport[:], remote.Port())
+	putAddr(req.ID.Src[:], local.Addr())
+	putAddr(req.ID.Dst[:], remote.Addr())
+	req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
+	entries, err := query(&req, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil || len(entries) == 0 {
+		return nil, err
+	}
+	return &entries[0], nil
+}
+
+func putAddr(dst []byte, a netip.Addr) {
+	if a.Is4() {
+		b := a.As4()
+		copy(dst, b[:])
+		return
+	}
+	b := a.As16()
+	copy(dst, b[:])
+}
+
+func query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag socket: %w", err)
+	}
+	defer unix.Close(fd)
+
+	const hdrLen = unix.SizeofNlMsghdr
+	reqLen := int(unsafe.Sizeof(*req))
+	msg := make([]byte, hdrLen+reqLen)
+	hdr := (*unix.NlMsghdr)(unsafe.Pointer(&msg[0]))
+	hdr.Len = uint32(len(msg))
+	hdr.Type = sockDiagByFamily
+	hdr.Flags = unix.NLM_F_REQUEST | flags
+	hdr.Seq = 1
+	copy(msg[hdrLen:], unsafe.Slice((*byte)(unsafe.Pointer(req)), reqLen))
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("sock_diag send: %w", err)
+	}
+
+	var out []Entry
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return nil, fmt.Errorf("sock_diag receive: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag parse: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
+						return out, unix.Errno(-code)
+					}
+				}
+				return out, nil
+			}
+			if len(m.Data) < int(unsafe.Sizeof(inetDiagMsg{})) {
+				continue
+			}
+			out = append(out, decode((*inetDiagMsg)(unsafe.Pointer(&m.Data[0]))))
+		}
+		if flags&unix.NLM_F_DUMP == 0 {
+			return out, nil
+		}
+	}
+}
+
+func decode(m *inetDiagMsg) Entry {
+	e := Entry{
+		Cookie:  uint64(m.ID.Cookie[0]) | uint64(m.ID.Cookie[1])<<32,
+		Family:  uint16(m.Family),
+		State:   m.State,
+		Timer:   m.Timer,
+		Expires: m.Expires,
+		Inode:   m.Inode,
+		UID:     m.UID,
+	}
+	sport := binary.BigEndian.Uint16(m.ID.Sport[:])
+	dport := binary.BigEndian.Uint16(m.ID.Dport[:])
+	if m.Family == unix.AF_INET {
+		e.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.ID.Src[:4])), sport)
+		e.Remote = netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.ID.Dst[:4])), dport)
+	} else {
+		e.Local = netip.AddrPortFrom(netip.AddrFrom16(m.ID.Src).Unmap(), sport)
+		e.Remote = netip.AddrPortFrom(netip.AddrFrom16(m.ID.Dst).Unmap(), dport)
+	}
+	return e
+}
