@@ -183,6 +183,9 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 			d.endLeak(leak, tr)
 		}
 	}
+	if len(d.timewait) > 0 {
+		d.timewaitPeer(e)
+	}
 	switch tr.Cause.Kind {
 	case timeline.CauseTimewait:
 		d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, 0, e.MonoNs, 0)
@@ -471,6 +474,38 @@ func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote ne
 	d.lastTWPoll = 0 // look it up at the next tick
 }
 
+// timewaitPeer infers timewait phase changes from transitions on this
+// host: the peer's FIN (its CLOSE_WAIT→LAST_ACK) moves a FIN_WAIT2 timewait
+// socket to TIME_WAIT, and a new handshake on the same four-tuple replaces a
+// timewait socket. The lookups confirm these and catch the rest (expiry,
+// peers on other hosts), but only every twPollInterval.
+func (d *Diagnoser) timewaitPeer(e *event.Event) {
+	for cookie, w := range d.timewait {
+		switch {
+		case e.New == event.LastAck && e.Local == w.remote && e.Remote == w.local:
+			if w.state == uint8(event.TimeWait) {
+				continue
+			}
+			w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
+			d.emit(&capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []capture.Owner{},
+				Note: "the peer's FIN arrived",
+			})
+		case (e.New == event.SynSent || e.New == event.SynRecv) && e.Local == w.local && e.Remote == w.remote,
+			e.New == event.SynSent && e.Local == w.remote && e.Remote == w.local:
+			delete(d.timewait, cookie)
+			d.emit(&capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait_gone",
+				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				State:  event.Close.String(), Owners: []capture.Owner{},
+				Note: "a new connection on the same addresses replaced it",
+			})
+		}
+	}
+}
+
 // pollTimewait looks each watched timewait socket up and reports its phase
 // changes (FIN_WAIT2 → TIME_WAIT) and its end.
 func (d *Diagnoser) pollTimewait(now uint64) {
@@ -484,17 +519,28 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
 				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
 				State:  event.Close.String(), Owners: []capture.Owner{},
+				Note: "expired",
+			}
+			if ent != nil {
+				rec.Note = "a new connection on the same addresses replaced it"
 			}
 			delete(d.timewait, cookie)
 			d.emit(rec)
 			continue
 		}
 		if ent.State != w.state {
-			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
+			// The first lookup of a fresh hand-over dates the phase to the
+			// hand-over itself; later changes are dated by the lookup.
+			at := now
+			if w.state == 0 {
+				at = w.since
+			}
+			w.state, w.since, w.timerMs = ent.State, at, int64(ent.Expires)
 			d.emit(&capture.Snapshot{
-				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
+				Type: capture.TypeSnapshot, Time: d.wall(at), MonoNs: at, Reason: "timewait",
 				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
 				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []capture.Owner{},
+				Note: "socket table",
 			})
 		}
 	}

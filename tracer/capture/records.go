@@ -144,6 +144,7 @@ type Snapshot struct {
 	State   string  `json:"state"`
 	TimerMs int64   `json:"timer_ms,omitempty"` // time left on the socket's timer
 	Owners  []Owner `json:"owners"`
+	Note    string  `json:"note,omitempty"` // how the change was seen
 }
 
 // Lost reports events lost so far; every count is a total since the start.

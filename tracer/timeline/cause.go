@@ -154,10 +154,6 @@ func (c *Cause) AppendText(b []byte) []byte {
 	case CauseSynReceived:
 		return append(b, "SYN received"...)
 	case CauseHandshake:
-		if c.Call == event.CallConnect {
-			b = append(b, "handshake done in "...)
-			return appendCall(b, "connect", c.FD)
-		}
 		return append(b, "handshake done"...)
 	case CausePeerFIN:
 		return append(b, "peer closed (FIN)"...)
