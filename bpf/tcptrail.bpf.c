@@ -16,7 +16,8 @@
  * working on, the transition handler checks whether it runs inside that very
  * call on that very socket, and sys_exit reports the calls that matter but
  * changed no state (accept, a close that only dropped one reference, failed
- * binds and connects). Process fork and exit complete the ownership picture.
+ * binds and connects, dup). Process fork and exit complete the ownership
+ * picture.
  *
  * Filtering happens here, before anything is reserved in the ring buffer.
  */
@@ -45,6 +46,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* x86_64 syscall numbers of the calls tcptrail correlates. */
 #define NR_close 3
+#define NR_dup 32
+#define NR_dup2 33
+#define NR_dup3 292
 #define NR_connect 42
 #define NR_accept 43
 #define NR_shutdown 48
@@ -318,6 +322,9 @@ static __always_inline __u8 call_of(long nr)
 	case NR_listen: return TT_CALL_LISTEN;
 	case NR_close: return TT_CALL_CLOSE;
 	case NR_shutdown: return TT_CALL_SHUTDOWN;
+	case NR_dup:
+	case NR_dup2:
+	case NR_dup3: return TT_CALL_DUP;
 	}
 	return 0;
 }
@@ -461,6 +468,13 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 			sk = fd_to_tcp_sock(ret);
 			if (sk)
 				emit_call(in, sk, ret, 0, pid_tgid);
+		}
+		break;
+	case TT_CALL_DUP:
+		/* A second fd on the same socket: one more handle to close. */
+		if (ret >= 0) {
+			in->arg = in->fd;
+			emit_call(in, (struct sock *)in->sk, ret, 0, pid_tgid);
 		}
 		break;
 	case TT_CALL_CLOSE:

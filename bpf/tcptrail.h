@@ -21,6 +21,7 @@ enum tt_call {
 	TT_CALL_LISTEN = 4,
 	TT_CALL_CLOSE = 5,
 	TT_CALL_SHUTDOWN = 6,
+	TT_CALL_DUP = 7,
 };
 
 enum tt_flags {
@@ -37,7 +38,7 @@ struct event {
 	__s32 fd;        /* fd of the call this ran inside, or the call's fd; -1 */
 	__s32 ret;       /* call events: the syscall's return value */
 	__s32 sk_err;    /* the socket's pending error (why a socket closed) */
-	__u32 arg;       /* shutdown: how; fork: the child's pid */
+	__u32 arg;       /* shutdown: how; fork: the child's pid; dup: the old fd */
 	__u16 sport;
 	__u16 dport;
 	__u16 family;

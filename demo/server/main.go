@@ -12,6 +12,7 @@ import (
 
 func main() {
 	addr := flag.String("listen", "127.0.0.1:7070", "address to listen on")
+	readyFile := flag.String("ready-file", "", "create this file once listening")
 	flag.Parse()
 	log.SetFlags(log.Lmicroseconds)
 	log.SetPrefix(fmt.Sprintf("server[%d] ", os.Getpid()))
@@ -21,6 +22,11 @@ func main() {
 		log.Fatalf("listen: %v", err)
 	}
 	log.Printf("listening on %s", ln.Addr())
+	if *readyFile != "" {
+		if err := os.WriteFile(*readyFile, nil, 0o644); err != nil {
+			log.Fatalf("ready file: %v", err)
+		}
+	}
 	for {
 		conn, err := ln.Accept()
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
@@ -188,20 +189,30 @@ func trimComm(c []byte) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s quoted for JSON. Process names are chosen by
-// processes: escape everything that needs it.
+// processes: escape everything that needs it, keep valid UTF-8, and turn
+// invalid bytes into \u00XX so the line stays valid JSON.
 func appendJSONString(b []byte, s []byte) []byte {
 	b = append(b, '"')
-	for _, c := range s {
+	for i := 0; i < len(s); {
+		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
 			b = append(b, '\\', c)
-		case c < 0x20 || c >= 0x7f:
-			// Bytes outside printable ASCII become \u00XX: the output stays
-			// valid UTF-8 whatever the name holds.
+		case c < 0x20 || c == 0x7f:
 			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		case c >= 0x80:
+			r, n := utf8.DecodeRune(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			} else {
+				b = append(b, s[i:i+n]...)
+			}
+			i += n
+			continue
 		default:
 			b = append(b, c)
 		}
+		i++
 	}
 	return append(b, '"')
 }

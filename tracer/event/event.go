@@ -44,9 +44,10 @@ const (
 	CallListen   Call = 4
 	CallClose    Call = 5
 	CallShutdown Call = 6
+	CallDup      Call = 7 // dup, dup2, dup3: Arg is the old fd, FD the new one
 )
 
-var callNames = [...]string{"", "connect", "accept", "bind", "listen", "close", "shutdown"}
+var callNames = [...]string{"", "connect", "accept", "bind", "listen", "close", "shutdown", "dup"}
 
 func (c Call) String() string {
 	if int(c) < len(callNames) {
@@ -92,7 +93,7 @@ type Event struct {
 	FD       int32  // the call's fd; -1 when none
 	Ret      int32  // call events: the syscall's return value (-errno on failure)
 	SkErr    int32  // the socket's pending error
-	Arg      uint32 // shutdown: how; fork: the child's pid
+	Arg      uint32 // shutdown: how; fork: the child's pid; dup: the old fd
 	Comm     [16]byte
 }
 

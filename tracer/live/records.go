@@ -51,10 +51,23 @@ func (t *Table) Record(rec any) error {
 		t.Line(r.Time, "LEAK", r.Message)
 	case *capture.BindConflict:
 		t.Line(r.Time, "BIND", r.Message)
+		t.remember(r.Message)
 	case *capture.ConnectFail:
 		t.Line(r.Time, "CONNECT", r.Message)
+		t.remember(r.Message)
 	}
 	return nil
+}
+
+// maxDiagnoses bounds what the summary repeats.
+const maxDiagnoses = 20
+
+func (t *Table) remember(msg string) {
+	if len(t.diagnoses) < maxDiagnoses {
+		t.diagnoses = append(t.diagnoses, msg)
+	} else {
+		t.more++
+	}
 }
 
 func ownersText(owners []capture.Owner) string {
@@ -71,6 +84,12 @@ func ownersText(owners []capture.Owner) string {
 // End prints the summary and the leaks.
 func (t *Table) End(s *capture.Summary) error {
 	t.Summary(s)
+	for _, d := range t.diagnoses {
+		t.Printf("diagnosis: %s\n", d)
+	}
+	if t.more > 0 {
+		t.Printf("... and %d more failed binds or connects (see the JSON capture)\n", t.more)
+	}
 	if len(s.Leaks) == 0 {
 		t.Printf("no CLOSE_WAIT leaks\n")
 	} else {

@@ -30,6 +30,10 @@ type Table struct {
 	w   io.Writer
 	buf []byte
 	err error
+	// diagnoses are repeated in the summary, so that the answer is the
+	// last thing on the screen.
+	diagnoses []string
+	more      int
 }
 
 // NewTable returns a table writing to w.

@@ -234,7 +234,7 @@ func (t *Tracker) Call(e *event.Event) *Socket {
 		s = nil
 	}
 	switch e.Call {
-	case event.CallAccept:
+	case event.CallAccept, event.CallDup:
 		if s != nil {
 			t.addOwner(s, Owner{PID: e.PID, FD: e.FD, Comm: e.Comm})
 		}

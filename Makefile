@@ -1,0 +1,52 @@
+# tcptrail: `make demo` runs the story under the tracer, `make test` runs
+# every test (as root, the privileged ones load the real BPF programs).
+
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all build demo test test-short generate check-generated bench fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/tcptrail ./cmd/tcptrail
+	$(GO) build -o $(BIN)/demo-server ./demo/server
+	$(GO) build -o $(BIN)/demo-client ./demo/client
+
+# The story from the README, traced live.
+demo: build
+	$(SUDO) BIN=$(BIN) OUT=out ./demo/run.sh
+
+# Every test. The privileged tests need root; under CI=true they fail
+# rather than skip when they cannot load the programs.
+test: build vet
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(SUDO) env "PATH=$$PATH" CI=$(CI) $(GO) test -race -count=1 -timeout 20m ./...
+
+# Pure tests only: no privileges needed.
+test-short:
+	$(GO) test -race -short ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w .
+
+# Rebuild the BPF objects (needs clang and libbpf headers).
+generate:
+	$(GO) generate ./tracer/kernel
+
+# Fail if the committed BPF objects are not what the sources build.
+check-generated: generate
+	git diff --exit-code -- tracer/kernel
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/...
+	$(SUDO) $(GO) run ./bench/churn -tracer $(BIN)/tcptrail
+
+clean:
+	rm -rf $(BIN) out

@@ -1,0 +1,137 @@
+package capture
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+func sampleTransition(comm string) *timeline.Transition {
+	e := &event.Event{Kind: event.KindState, MonoNs: 5_000_000_123, Cookie: 4097, Family: event.AFInet6,
+		Local:  netip.MustParseAddrPort("[2001:db8::1]:10001"),
+		Remote: netip.MustParseAddrPort("[2001:db8::2]:7070"),
+		Old:    event.CloseWait, New: event.Close, PID: 4242, FD: 3, Call: event.CallClose, SkErr: 104}
+	copy(e.Comm[:], comm)
+	var oc [16]byte
+	copy(oc[:], comm)
+	return &timeline.Transition{
+		Event: e, PrevStateNs: 1_000_000_000, Gap: true, ExpectedOld: event.Established,
+		Cause:  timeline.Cause{Kind: timeline.CauseRSTSent, Call: event.CallClose, FD: 3, PID: 4242},
+		Owners: []timeline.Owner{{PID: 4242, FD: 3, Comm: oc}, {PID: 4250, FD: 7, Comm: oc}},
+	}
+}
+
+func TestTransitionJSON(t *testing.T) {
+	wall := time.Date(2026, 11, 24, 5, 0, 0, 123456789, time.UTC)
+	line := AppendTransition(nil, sampleTransition("client"), wall.UnixNano())
+	if line[len(line)-1] != '\n' || bytes.Count(line, []byte("\n")) != 1 {
+		t.Fatalf("not one line: %q", line)
+	}
+	var got Transition
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("invalid JSON %s: %v", line, err)
+	}
+	prev := int64(1_000_000_000)
+	want := Transition{
+		Type: "transition", Time: wall, MonoNs: 5_000_000_123,
+		Socket: Socket{Cookie: 4097, Family: "ipv6", Laddr: "2001:db8::1", Lport: 10001, Raddr: "2001:db8::2", Rport: 7070},
+		Old:    "CLOSE_WAIT", New: "CLOSE", PrevStateNs: &prev, Gap: true, ExpectedOld: "ESTABLISHED",
+		PID: 4242, Comm: "client", Cause: "RST sent by close(fd 3)", CauseKind: "rst_sent",
+		Owners: []Owner{{PID: 4242, Comm: "client", FD: 3}, {PID: 4250, Comm: "client", FD: 7}},
+		SkErr:  "ECONNRESET",
+	}
+	gotJSON, _ := json.Marshal(got)
+	wantJSON, _ := json.Marshal(want)
+	if !bytes.Equal(gotJSON, wantJSON) || !got.Time.Equal(want.Time) {
+		t.Fatalf("round trip:\n got  %s\n want %s", gotJSON, wantJSON)
+	}
+}
+
+func TestTransitionJSONUnknownPrevState(t *testing.T) {
+	tr := sampleTransition("c")
+	tr.PrevStateNs = -1
+	var got Transition
+	if err := json.Unmarshal(AppendTransition(nil, tr, 0), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.PrevStateNs != nil {
+		t.Fatalf("unknown time in state must be null, got %d", *got.PrevStateNs)
+	}
+}
+
+func TestHostileProcessNames(t *testing.T) {
+	for _, comm := range []string{`a"b\c`, "tab\there", "\xff\xfe\x01", "новый"} {
+		line := AppendTransition(nil, sampleTransition(comm), 0)
+		var got Transition
+		if err := json.Unmarshal(line, &got); err != nil {
+			t.Fatalf("comm %q gives invalid JSON %s: %v", comm, line, err)
+		}
+		if (comm == `a"b\c` || comm == "новый") && got.Comm != comm {
+			t.Fatalf("comm %q came back as %q", comm, got.Comm)
+		}
+	}
+}
+
+func TestAppendTransitionDoesNotAllocate(t *testing.T) {
+	tr := sampleTransition("client")
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendTransition(buf[:0], tr, 1) }); n != 0 {
+		t.Fatalf("AppendTransition allocates %v times per event", n)
+	}
+}
+
+func TestCreateIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cap.jsonl")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	if fi.Mode().Perm() != 0o600 || fi.Size() != 0 {
+		t.Fatalf("capture file mode %v size %d, want 0600 and truncated", fi.Mode().Perm(), fi.Size())
+	}
+	if _, err := Create(filepath.Join(t.TempDir(), "missing", "cap.jsonl")); err == nil {
+		t.Fatal("creating a file in a missing directory must fail")
+	}
+}
+
+func TestWriterKeepsRecordsWhole(t *testing.T) {
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	tr := sampleTransition("client")
+	for i := 0; i < 2000; i++ {
+		if err := w.WriteTransition(tr, int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		// Whatever reached the underlying writer ends with a whole line.
+		if out.Len() > 0 && out.Bytes()[out.Len()-1] != '\n' {
+			t.Fatalf("a record was split at a flush")
+		}
+	}
+	if err := w.End(&Summary{Type: TypeSummary}); err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(out.Bytes(), []byte("\n")); n != 2001 {
+		t.Fatalf("%d lines, want 2001", n)
+	}
+}
+
+func BenchmarkAppendTransition(b *testing.B) {
+	tr := sampleTransition("client")
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendTransition(buf[:0], tr, 1)
+	}
+}
