@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on
+// every Linux architecture Go supports.
+const clkTck = 100
+
+// procCPU is the process's utime+stime so far, all threads, dead ones too.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// comm, field 2, may hold spaces: count fields after its closing paren.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, errors.New("short stat")
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clkTck, nil
+}
+
+// procStatus holds the memory lines of /proc/PID/status, in KiB.
+type procStatus struct {
+	HWM, RSS, Anon, File, Shmem int64
+	Threads                     int64
+}
+
+func readStatus(pid int) (procStatus, error) {
+	var s procStatus
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmHWM":
+			s.HWM = n
+		case "VmRSS":
+			s.RSS = n
+		case "RssAnon":
+			s.Anon = n
+		case "RssFile":
+			s.File = n
+		case "RssShmem":
+			s.Shmem = n
+		case "Threads":
+			s.Threads = n
+		}
+	}
+	return s, nil
+}
+
+// cpuTimes is the first line of /proc/stat: busy and total jiffies.
+type cpuTimes struct{ busy, total uint64 }
+
+func readCPUTimes() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var c cpuTimes
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		c.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			c.busy += n
+		}
+	}
+	return c
+}
+
+// busyFraction is the share of all CPUs' time spent busy between a and b.
+func busyFraction(a, b cpuTimes) float64 {
+	if b.total <= a.total {
+		return 0
+	}
+	return float64(b.busy-a.busy) / float64(b.total-a.total)
+}
+
+// sysctls sets kernel parameters and remembers the old values to restore.
+type sysctls struct {
+	saved []sysctlValue
+}
+
+type sysctlValue struct{ name, value string }
+
+func sysctlPath(name string) string {
+	return "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
+}
+
+func readSysctl(name string) (string, error) {
+	b, err := os.ReadFile(sysctlPath(name))
+	return strings.TrimSpace(string(b)), err
+}
+
+func (s *sysctls) set(name, value string) error {
+	old, err := readSysctl(name)
+	if err != nil {
+		return err
+	}
+	if old == value {
+		return nil
+	}
+	if err := os.WriteFile(sysctlPath(name), []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
+	}
+	s.saved = append(s.saved, sysctlValue{name, old})
+	return nil
+}
+
+func (s *sysctls) restore() {
+	for i := len(s.saved) - 1; i >= 0; i-- {
+		v := s.saved[i]
+		if err := os.WriteFile(sysctlPath(v.name), []byte(v.value), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "churn: restore %s=%s: %v\n", v.name, v.value, err)
+		}
+	}
+	s.saved = nil
+}
+
+// maxProgID is the highest BPF program ID in the kernel now: the tracer's
+// programs, loaded later, have higher ones.
+func maxProgID() uint32 {
+	var id, last ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return uint32(last)
+		}
+		id, last = next, next
+	}
+}
+
+// bpfWatch follows the run time of the tracer's programs
+// (kernel.bpf_stats_enabled must be 1).
+type bpfWatch struct {
+	progs []*ebpf.Program
+	names []string
+	start []ebpf.ProgramStats
+}
+
+type bpfDelta struct {
+	ok      bool
+	runtime time.Duration
+	runs    uint64
+	misses  uint64
+	byProg  map[string]time.Duration
+}
+
+func watchPrograms(after uint32) *bpfWatch {
+	w := &bpfWatch{}
+	id := ebpf.ProgramID(after)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			break
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		if err != nil || !strings.HasPrefix(info.Name, "handle_") {
+			p.Close()
+			continue
+		}
+		st, err := p.Stats()
+		if err != nil {
+			p.Close()
+			continue
+		}
+		w.progs = append(w.progs, p)
+		w.names = append(w.names, info.Name)
+		w.start = append(w.start, *st)
+	}
+	return w
+}
+
+func (w *bpfWatch) delta() bpfDelta {
+	d := bpfDelta{ok: len(w.progs) > 0, byProg: map[string]time.Duration{}}
+	for i, p := range w.progs {
+		st, err := p.Stats()
+		if err != nil {
+			d.ok = false
+			continue
+		}
+		rt := st.Runtime - w.start[i].Runtime
+		d.runtime += rt
+		d.runs += st.RunCount - w.start[i].RunCount
+		d.misses += st.RecursionMisses - w.start[i].RecursionMisses
+		d.byProg[w.names[i]] += rt
+	}
+	return d
+}
+
+func (w *bpfWatch) close() {
+	for _, p := range w.progs {
+		p.Close()
+	}
+	w.progs = nil
+}

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// summary is the tracer's closing summary, from the capture file's last
+// record (-o) or, without one, from the live table's last lines.
+type summary struct {
+	Type        string `json:"type"`
+	Events      uint64 `json:"events"`
+	Transitions uint64 `json:"transitions"`
+	Sockets     uint64 `json:"sockets"`
+	DurationNs  int64  `json:"duration_ns"`
+	Lost        struct {
+		RingbufFull     uint64 `json:"ringbuf_full"`
+		RecursionMisses uint64 `json:"recursion_misses"`
+		InflightFull    uint64 `json:"inflight_full"`
+		QueueFull       uint64 `json:"queue_full"`
+		Gaps            uint64 `json:"gaps"`
+	} `json:"lost"`
+	Leaks []json.RawMessage `json:"leaks"`
+	// fromCapture: the counts come from the capture file, which has
+	// inflight_full too; the table's summary line does not.
+	fromCapture bool
+}
+
+// lostEvents is the number of events lost outright, the way the tracer
+// counts them (capture.Losses.Total).
+func (s *summary) lostEvents() uint64 {
+	return s.Lost.RingbufFull + s.Lost.RecursionMisses + s.Lost.QueueFull
+}
+
+// drainer reads the tracer's stdout (the live table) as fast as it comes,
+// counts its lines, and keeps the lines that are not transitions (notices,
+// the summary) for later.
+type drainer struct {
+	lines       atomic.Uint64
+	transitions atomic.Uint64 // lines of the form "15:04:05.000000 #cookie ..."
+	existing    atomic.Uint64 // EXISTING: sockets found at start
+	timewait    atomic.Uint64 // TIMEWAIT: phase changes of timewait sockets
+	onLine      func(line []byte, at time.Time)
+	mu          sync.Mutex
+	other       []string
+	otherDrops  int
+	done        chan struct{}
+}
+
+func newDrainer(r io.Reader, onLine func([]byte, time.Time)) *drainer {
+	d := &drainer{onLine: onLine, done: make(chan struct{})}
+	go d.run(r)
+	return d
+}
+
+func (d *drainer) run(r io.Reader) {
+	defer close(d.done)
+	br := bufio.NewReaderSize(r, 1<<20)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			d.line(line)
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			return
+		}
+	}
+}
+
+func (d *drainer) line(line []byte) {
+	d.lines.Add(1)
+	if len(line) > 17 && line[15] == ' ' && line[16] == '#' && line[2] == ':' {
+		d.transitions.Add(1)
+		if d.onLine != nil {
+			d.onLine(line, time.Now())
+		}
+		return
+	}
+	switch {
+	case len(line) > 25 && string(line[16:24]) == "EXISTING":
+		d.existing.Add(1)
+		return
+	case len(line) > 25 && string(line[16:24]) == "TIMEWAIT":
+		d.timewait.Add(1)
+		return
+	}
+	d.mu.Lock()
+	if len(d.other) < 2000 {
+		d.other = append(d.other, string(line))
+	} else {
+		d.otherDrops++
+	}
+	d.mu.Unlock()
+}
+
+var tableSummaryRE = regexp.MustCompile(`(\d+) events, (\d+) transitions, (\d+) sockets in (\S+); lost: (\d+) \(ring buffer full (\d+), skipped by the kernel (\d+), queue full (\d+)\), gaps (\d+)`)
+
+// tableSummary parses the live table's summary line.
+func (d *drainer) tableSummary() (*summary, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := len(d.other) - 1; i >= 0; i-- {
+		m := tableSummaryRE.FindStringSubmatch(d.other[i])
+		if m == nil {
+			continue
+		}
+		n := func(i int) uint64 { v, _ := strconv.ParseUint(m[i], 10, 64); return v }
+		s := &summary{Type: "summary", Events: n(1), Transitions: n(2), Sockets: n(3)}
+		if dur, err := time.ParseDuration(m[4]); err == nil {
+			s.DurationNs = int64(dur)
+		}
+		s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.Gaps = n(6), n(7), n(8), n(9)
+		return s, nil
+	}
+	return nil, errors.New("no summary line in the live table's output")
+}
+
+// notices returns the table's non-transition lines other than the summary
+// block: diagnoses, EXIT, NOTE ... (a handful is expected, say at exit).
+func (d *drainer) notices() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.other...)
+}
+
+// tracerProc is a running `tcptrail trace`.
+type tracerProc struct {
+	cmd       *exec.Cmd
+	pid       int
+	started   time.Time
+	readyAt   time.Time
+	readyFile string
+	capFile   string
+	drain     *drainer
+	stderr    *lockedBuffer
+	exited    chan struct{}
+	waitErr   error
+	cpuReady  time.Duration // utime+stime when the probes were attached
+	bpf       *bpfWatch
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// current is the tracer running right now, for the interrupt handler.
+var current atomic.Pointer[tracerProc]
+
+type tracerOpts struct {
+	port    int
+	capture bool   // also -o FILE
+	wakeup  string // --wakeup-size value, "" for the default
+	onLine  func([]byte, time.Time)
+	bpf     bool // read the programs' run time (kernel.bpf_stats_enabled)
+}
+
+func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
+	t := &tracerProc{
+		readyFile: filepath.Join(cfg.tmp, fmt.Sprintf("ready-%d", o.port)),
+		stderr:    &lockedBuffer{},
+		exited:    make(chan struct{}),
+	}
+	os.Remove(t.readyFile)
+	args := []string{"trace", "--port", strconv.Itoa(o.port), "--ready-file", t.readyFile}
+	if o.capture {
+		t.capFile = filepath.Join(cfg.tmp, fmt.Sprintf("capture-%d.jsonl", o.port))
+		os.Remove(t.capFile)
+		args = append(args, "-o", t.capFile)
+	}
+	if o.wakeup != "" {
+		args = append(args, "--wakeup-size", o.wakeup)
+	}
+	var before uint32
+	if o.bpf {
+		before = maxProgID()
+	}
+	t.cmd = exec.Command(cfg.tcptrail, args...)
+	t.cmd.Stderr = t.stderr
+	// Its own process group: a Ctrl-C on the terminal reaches the harness
+	// only, which then stops the tracer itself.
+	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := t.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	t.started = time.Now()
+	if err := t.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.tcptrail, err)
+	}
+	t.pid = t.cmd.Process.Pid
+	current.Store(t)
+	t.drain = newDrainer(stdout, o.onLine)
+	go func() {
+		<-t.drain.done // all of stdout read before Wait closes the pipe
+		t.waitErr = t.cmd.Wait()
+		close(t.exited)
+	}()
+
+	deadline := time.After(30 * time.Second)
+	for {
+		if _, err := os.Stat(t.readyFile); err == nil {
+			break
+		}
+		select {
+		case <-t.exited:
+			current.Store(nil)
+			return nil, fmt.Errorf("tcptrail exited before it was ready (%v): %s", t.waitErr, strings.TrimSpace(t.stderr.String()))
+		case <-deadline:
+			t.kill()
+			return nil, errors.New("tcptrail not ready after 30s")
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	t.readyAt = time.Now()
+	t.cpuReady, _ = procCPU(t.pid)
+	if o.bpf {
+		t.bpf = watchPrograms(before)
+	}
+	return t, nil
+}
+
+func (t *tracerProc) kill() {
+	syscall.Kill(t.pid, syscall.SIGKILL)
+	<-t.exited
+	current.Store(nil)
+}
+
+// tracerResult is what a traced round learnt about the tracer.
+type tracerResult struct {
+	sum        *summary
+	startup    time.Duration // exec to ready file
+	stopTime   time.Duration // SIGINT to exit
+	cpuWindow  time.Duration // utime+stime while the load ran (ready to stop)
+	cpuTotal   time.Duration // whole life, from rusage
+	status     procStatus    // /proc/PID/status just before the stop
+	lines      uint64
+	transLines uint64
+	existing   uint64
+	timewait   uint64
+	bpf        bpfDelta
+	notices    []string
+	stderr     string
+}
+
+// stop measures the tracer, stops it with SIGINT and reads its summary.
+func (t *tracerProc) stop() (*tracerResult, error) {
+	defer current.Store(nil)
+	res := &tracerResult{startup: t.readyAt.Sub(t.started)}
+	if cpu, err := procCPU(t.pid); err == nil {
+		res.cpuWindow = cpu - t.cpuReady
+	}
+	res.status, _ = readStatus(t.pid)
+	if t.bpf != nil {
+		res.bpf = t.bpf.delta()
+		t.bpf.close()
+	}
+	sent := time.Now()
+	if err := t.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		return nil, fmt.Errorf("signal tcptrail: %w", err)
+	}
+	select {
+	case <-t.exited:
+	case <-time.After(20 * time.Second):
+		t.kill()
+		return nil, errors.New("tcptrail did not exit within 20s of SIGINT")
+	}
+	res.stopTime = time.Since(sent)
+	res.stderr = t.stderr.String()
+	if t.waitErr != nil {
+		return nil, fmt.Errorf("tcptrail: %v: %s", t.waitErr, strings.TrimSpace(res.stderr))
+	}
+	if ps := t.cmd.ProcessState; ps != nil {
+		res.cpuTotal = ps.UserTime() + ps.SystemTime()
+	}
+	res.lines = t.drain.lines.Load()
+	res.transLines = t.drain.transitions.Load()
+	res.existing = t.drain.existing.Load()
+	res.timewait = t.drain.timewait.Load()
+	res.notices = t.drain.notices()
+	var err error
+	if t.capFile != "" {
+		res.sum, err = captureSummary(t.capFile)
+	} else {
+		res.sum, err = t.drain.tableSummary()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// captureSummary reads the last line of a capture file.
+func captureSummary(path string) (*summary, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	const tail = 64 << 10
+	off := st.Size() - tail
+	if off < 0 {
+		off = 0
+	}
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	lines := bytes.Split(bytes.TrimRight(buf, "\n"), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		var s summary
+		if json.Unmarshal(lines[i], &s) == nil && s.Type == "summary" {
+			s.fromCapture = true
+			return &s, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no summary record at the end", path)
+}
