@@ -394,7 +394,10 @@ static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s3
 			else
 				dport = want;
 		}
-		if (!ports_wanted(sport, dport))
+		/* An address already in use is reported whatever its port: the
+		 * holder may be a traced socket (a client's fixed local port is
+		 * often not among the traced ones). User space drops the rest. */
+		if (!ports_wanted(sport, dport) && ret != -98 && ret != -99)
 			return;
 		if (filter_tgid) {
 			if ((pid_tgid >> 32) == filter_tgid)

@@ -286,6 +286,12 @@ func (d *Diagnoser) Call(e *event.Event) {
 				verb, e.CommString(), e.PID)
 		}
 	}
+	inUse := e.Errno() == int32(unix.EADDRINUSE) || e.Errno() == int32(unix.EADDRNOTAVAIL)
+	if inUse && !d.portWanted(e.Local.Port()) && !d.portWanted(e.Remote.Port()) && !d.tracked(e.Local) {
+		// The kernel reports every failed bind: this one concerns no
+		// traced port and no traced socket.
+		return
+	}
 	d.emit(rec)
 
 	switch e.Errno() {
@@ -296,6 +302,18 @@ func (d *Diagnoser) Call(e *event.Event) {
 			d.connectFailed(e, capture.ErrnoName(e.Errno()), owners)
 		}
 	}
+}
+
+func (d *Diagnoser) portWanted(p uint16) bool { return len(d.ports) == 0 || d.ports[p] }
+
+// tracked reports whether a traced socket (live or timewait) holds addr.
+func (d *Diagnoser) tracked(addr netip.AddrPort) bool {
+	found := false
+	d.tracker.Sockets(func(s *timeline.Socket) { found = found || holds(s.Local, addr) })
+	for _, w := range d.timewait {
+		found = found || holds(w.local, addr)
+	}
+	return found
 }
 
 // bindConflict explains a bind or connect that found its address taken:

@@ -1,0 +1,311 @@
+package tracer_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer"
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// loopbackServer listens on port and keeps every accepted connection open
+// (and returns them) so that the test decides when the server end closes.
+func loopbackServer(t *testing.T, port uint16) (addr netip.AddrPort, accepted chan *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted = make(chan *net.TCPConn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			accepted <- c.(*net.TCPConn)
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String()), accepted
+}
+
+func dial(t *testing.T, addr netip.AddrPort) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+func fdOf(t *testing.T, c syscall.Conn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+func localOf(c net.Conn) netip.AddrPort { return netip.MustParseAddrPort(c.LocalAddr().String()) }
+
+// waitStep waits for a transition of the socket at local matching old->new.
+func waitStep(t *testing.T, rec *recorder, local netip.AddrPort, old, nw event.State) Step {
+	t.Helper()
+	var got Step
+	rec.waitFor(t, 5*time.Second, fmt.Sprintf("%v %v->%v", local, old, nw), func() bool {
+		steps := rec.Steps(func(s Step) bool { return s.Local == local && s.Old == old && s.New == nw })
+		if len(steps) > 0 {
+			got = steps[0]
+			return true
+		}
+		return false
+	})
+	return got
+}
+
+func TestCauseShutdownWrite(t *testing.T) {
+	t.Parallel()
+	s := startSession(t, tracer.Config{}, 17101)
+	addr, _ := loopbackServer(t, 17101)
+	c := dial(t, addr)
+	fd := fdOf(t, c)
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStep(t, s.rec, localOf(c), event.Established, event.FinWait1)
+	want := fmt.Sprintf("shutdown(fd %d, SHUT_WR)", fd)
+	if st.CauseKind != timeline.CauseShutdown || st.Cause != want || st.PID != uint32(os.Getpid()) {
+		t.Fatalf("got %v, want cause %s in pid %d", st, want, os.Getpid())
+	}
+}
+
+func TestCauseLingerZeroSendsRST(t *testing.T) {
+	t.Parallel()
+	s := startSession(t, tracer.Config{}, 17102)
+	addr, accepted := loopbackServer(t, 17102)
+	c := dial(t, addr)
+	srv := <-accepted
+	fd := fdOf(t, c)
+	if err := c.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	st := waitStep(t, s.rec, localOf(c), event.Established, event.Close)
+	if want := fmt.Sprintf("RST sent by close(fd %d)", fd); st.CauseKind != timeline.CauseRSTSent || st.Cause != want {
+		t.Fatalf("client end: %v, want %s", st, want)
+	}
+	peer := waitStep(t, s.rec, localOf(srv), event.Established, event.Close)
+	if peer.CauseKind != timeline.CauseRSTReceived {
+		t.Fatalf("server end: %v, want RST received", peer)
+	}
+}
+
+func TestCauseRefusedConnect(t *testing.T) {
+	t.Parallel()
+	s := startSession(t, tracer.Config{}, 17103)
+	_, err := net.Dial("tcp4", "127.0.0.1:17103")
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial with nothing listening: %v, want ECONNREFUSED", err)
+	}
+	var fails []*capture.ConnectFail
+	s.rec.waitFor(t, 5*time.Second, "connect_failed record", func() bool {
+		fails = find(s.rec.Records(), func(r *capture.ConnectFail) bool { return r.Rport == 17103 })
+		return len(fails) > 0
+	})
+	f := fails[0]
+	if f.Errno != "ECONNREFUSED" || !strings.Contains(f.Message, fmt.Sprintf("[%d]", os.Getpid())) ||
+		!strings.Contains(f.Message, "127.0.0.1:17103") {
+		t.Fatalf("connect_failed: %+v", f)
+	}
+	steps := s.rec.Steps(func(st Step) bool { return st.Remote.Port() == 17103 })
+	if len(steps) != 2 || steps[0].CauseKind != timeline.CauseConnect || steps[1].CauseKind != timeline.CauseRefused {
+		t.Fatalf("steps: %v", steps)
+	}
+}
+
+// TestCauseForkInheritedSocket: a socket shared with a child process. The
+// parent's closes change nothing and name the child as the holder; the
+// child's exit closes it.
+func TestCauseForkInheritedSocket(t *testing.T) {
+	t.Parallel()
+	s := startSession(t, tracer.Config{}, 17104)
+	addr, _ := loopbackServer(t, 17104)
+	c := dial(t, addr)
+	f, err := c.File() // a dup: a second fd on the socket
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), "TCPTRAIL_TEST_HELPER=hold")
+	child.ExtraFiles = []*os.File{f}
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	childPID := child.Process.Pid
+	s.rec.waitFor(t, 5*time.Second, "the fork record", func() bool {
+		return len(find(s.rec.Records(), func(r *capture.Fork) bool { return r.Child == uint32(childPID) })) > 0
+	})
+
+	f.Close()
+	c.Close()
+	var notes []*capture.Call
+	s.rec.waitFor(t, 5*time.Second, "two closes that changed nothing", func() bool {
+		notes = find(s.rec.Records(), func(r *capture.Call) bool { return r.Call == "close" && r.Note != "" })
+		return len(notes) == 2
+	})
+	last := notes[1].Note
+	if !strings.Contains(last, "changed nothing") || !strings.Contains(last, fmt.Sprintf("[%d] fd 3", childPID)) {
+		t.Fatalf("the last close should name the child's fd 3 as the holder: %q", last)
+	}
+	if steps := s.rec.Steps(func(st Step) bool { return st.Local == localOf(c) && st.Old == event.Established }); len(steps) != 0 {
+		t.Fatalf("closing shared fds changed the state: %v", steps)
+	}
+
+	stdin.Close() // the child exits, and with it the last fd
+	st := waitStep(t, s.rec, localOf(c), event.Established, event.FinWait1)
+	if st.CauseKind != timeline.CauseExit || st.CausePID != uint32(childPID) {
+		t.Fatalf("%v: want caused by the exit of pid %d", st, childPID)
+	}
+}
+
+// TestSocketOlderThanTrace: a CLOSE_WAIT socket from before the trace is
+// found at start with its owner, reported as a leak, explains a failed bind,
+// and its late close ends the leak.
+func TestSocketOlderThanTrace(t *testing.T) {
+	t.Parallel()
+	requirePrivileges(t)
+	addr, accepted := loopbackServer(t, 17105)
+	c := dial(t, addr)
+	(<-accepted).Close() // the peer closes; c is left in CLOSE_WAIT
+	fd := fdOf(t, c)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// Wait for the FIN to land before the trace starts.
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("peer close not seen")
+		}
+	}
+
+	s := startSession(t, tracer.Config{LeakAfter: 200 * time.Millisecond}, 17105)
+	recs := s.rec.Records()
+	snaps := find(recs, func(r *capture.Snapshot) bool {
+		return r.Reason == "start" && r.Lport == localOf(c).Port() && r.Rport == 17105
+	})
+	if len(snaps) != 1 || snaps[0].State != "CLOSE_WAIT" {
+		t.Fatalf("start snapshot of the old socket: %v\n%s", snaps, s.rec.dump())
+	}
+	owned := false
+	for _, o := range snaps[0].Owners {
+		owned = owned || (o.PID == uint32(os.Getpid()) && o.FD == int32(fd))
+	}
+	if !owned {
+		t.Fatalf("owners %+v, want pid %d fd %d", snaps[0].Owners, os.Getpid(), fd)
+	}
+	cookie := snaps[0].Cookie
+
+	var leaks []*capture.Leak
+	s.rec.waitFor(t, 5*time.Second, "the old socket reported as a leak", func() bool {
+		leaks = find(s.rec.Records(), func(r *capture.Leak) bool { return r.Cookie == cookie })
+		return len(leaks) == 1
+	})
+	if leaks[0].Phase != "stuck" || !strings.Contains(leaks[0].Message, "since before the trace") {
+		t.Fatalf("leak: %+v", leaks[0])
+	}
+
+	// Binding the same local address fails, and the holder is named.
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(localOf(c))}
+	if _, err := d.Dial("tcp4", addr.String()); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("second bind: %v, want EADDRINUSE", err)
+	}
+	var binds []*capture.BindConflict
+	s.rec.waitFor(t, 5*time.Second, "bind_conflict", func() bool {
+		binds = find(s.rec.Records(), func(r *capture.BindConflict) bool { return r.Lport == localOf(c).Port() })
+		return len(binds) == 1
+	})
+	if len(binds[0].Holders) != 1 || binds[0].Holders[0].Cookie != cookie || binds[0].Holders[0].State != "CLOSE_WAIT" ||
+		!strings.Contains(binds[0].Message, fmt.Sprintf("never called close(fd %d)", fd)) {
+		t.Fatalf("bind_conflict: %+v", binds[0])
+	}
+
+	c.Close()
+	s.rec.waitFor(t, 5*time.Second, "the end of the leak", func() bool {
+		leaks = find(s.rec.Records(), func(r *capture.Leak) bool { return r.Cookie == cookie })
+		return len(leaks) == 2
+	})
+	if leaks[1].Phase != "closed_late" || !strings.Contains(leaks[1].Message, fmt.Sprintf("close(fd %d)", fd)) {
+		t.Fatalf("end of leak: %+v", leaks[1])
+	}
+}
+
+// TestTimewaitPhases follows the two timewait sockets no tracepoint
+// reports: the active closer's TIME_WAIT, and an orphaned FIN_WAIT2 whose
+// peer never closes, each until the kernel drops it (60 s on Linux).
+func TestTimewaitPhases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 60s for timewait expiry")
+	}
+	t.Parallel()
+	s := startSession(t, tracer.Config{LeakAfter: time.Hour}, 17106)
+	addr, accepted := loopbackServer(t, 17106)
+
+	// 1. The client closes first: its socket ends in TIME_WAIT.
+	a := dial(t, addr)
+	aPeer := <-accepted
+	a.Close()
+	aPeer.Close()
+	aEnd := waitStep(t, s.rec, localOf(a), event.FinWait2, event.Close)
+
+	// 2. The server closes, the client never does: FIN_WAIT2 timewait.
+	b := dial(t, addr)
+	bPeer := <-accepted
+	bPeer.Close()
+	bEnd := waitStep(t, s.rec, localOf(bPeer), event.FinWait2, event.Close)
+	_ = b
+
+	phases := func(cookie uint64) []*capture.Snapshot {
+		return find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.Cookie == cookie })
+	}
+	s.rec.waitFor(t, 5*time.Second, "both timewait sockets seen", func() bool {
+		return len(phases(aEnd.Cookie)) == 1 && len(phases(bEnd.Cookie)) == 1
+	})
+	if p := phases(aEnd.Cookie)[0]; p.State != "TIME_WAIT" || p.MonoNs != aEnd.MonoNs {
+		t.Fatalf("active closer: %+v, want TIME_WAIT from the hand-over", p)
+	}
+	if p := phases(bEnd.Cookie)[0]; p.State != "FIN_WAIT2" || p.MonoNs != bEnd.MonoNs {
+		t.Fatalf("orphan: %+v, want FIN_WAIT2 from the hand-over", p)
+	}
+	s.rec.waitFor(t, 70*time.Second, "both timewait sockets expire", func() bool {
+		return len(phases(aEnd.Cookie)) == 2 && len(phases(bEnd.Cookie)) == 2
+	})
+	for _, end := range []Step{aEnd, bEnd} {
+		gone := phases(end.Cookie)[1]
+		lived := time.Duration(gone.MonoNs - end.MonoNs)
+		if gone.Reason != "timewait_gone" || gone.Note != "expired" || lived < 59*time.Second || lived > 61*time.Second+100*time.Millisecond {
+			t.Errorf("%v: %+v after %v, want expired after 60s", end, gone, lived)
+		}
+	}
+}
