@@ -532,6 +532,11 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 		if err != nil {
 			continue
 		}
+		// An exact lookup falls back to a listener on the local port when
+		// the four-tuple is gone: only the same four-tuple counts.
+		if ent != nil && (ent.Local != w.local || ent.Remote != w.remote) {
+			ent = nil
+		}
 		if ent == nil || ent.Cookie != cookie || ent.Inode != 0 {
 			rec := &capture.Snapshot{
 				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/privtest"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -60,20 +61,7 @@ func buildDemo(t *testing.T) {
 	}
 }
 
-// requirePrivileges skips tests that load BPF programs when not root,
-// except under CI, where the programs must load: there it fails.
-func requirePrivileges(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("loads BPF programs: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but not root: the privileged tests must run in CI")
-		}
-		t.Skip("needs root to load BPF programs")
-	}
-}
+func requirePrivileges(t *testing.T) { privtest.Require(t) }
 
 // Step is a transition as a test sees it (the tracker reuses its own).
 type Step struct {

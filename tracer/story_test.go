@@ -219,7 +219,9 @@ func TestStoryBuggyClient(t *testing.T) {
 	}
 
 	sum := s.stop(t)
-	if sum.Lost.Total() != 0 || sum.Lost.Gaps != 0 {
+	// Skipped invocations (recursion misses) are not checked: they count
+	// every port's transitions, and other tests' traffic may cause them.
+	if sum.Lost.RingbufFull != 0 || sum.Lost.Gaps != 0 {
 		t.Errorf("lost events in a quiet test: %+v", sum.Lost)
 	}
 }

@@ -37,6 +37,7 @@ type config struct {
 	bpfStats  bool
 	capture   bool
 	keep      bool
+	extra     string
 	tmp       string
 }
 
@@ -48,6 +49,12 @@ const (
 	goalRSSMiB    = 40
 	goalLatency   = 100 * time.Millisecond
 )
+
+// wakeupEvery is the --wakeup-size that wakes the reader on every event:
+// the kernel side wakes it when at least that much is pending, and a
+// pending record is at least 1 byte. (--wakeup-size 0 is refused by the
+// flag parser, and tracer.Run would turn 0 into the default anyway.)
+const wakeupEvery = "1"
 
 // transitionsPerConn: 5 per end on loopback.
 const transitionsPerConn = 10
@@ -69,7 +76,15 @@ func main() {
 	flag.BoolVar(&cfg.bpfStats, "bpf-stats", true, "set kernel.bpf_stats_enabled=1 during the run and report the programs' run time")
 	flag.BoolVar(&cfg.capture, "capture", false, "traced rounds also write a capture file (-o); the goals are about the live table only")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory with the capture files")
+	flag.StringVar(&cfg.extra, "tracer-args", "", "extra arguments for every `tcptrail trace` (space-separated, for experiments)")
 	flag.Parse()
+
+	// Every load thread sits in blocking syscalls on a locked OS thread.
+	// With GOMAXPROCS at the CPU count they would queue for a P whenever
+	// they come back from the kernel, idling CPUs and starving the goroutine
+	// that drains the tracer's stdout (which then blocks the tracer on a
+	// full pipe). With a P for every thread, the kernel alone schedules.
+	runtime.GOMAXPROCS(cfg.workers + cfg.acceptors + 2)
 
 	if err := run(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "churn: %v\n", err)
@@ -155,7 +170,7 @@ func run(cfg *config) error {
 	}
 	var w0 *round
 	if cfg.wakeup0 {
-		if w0, err = runRound(cfg, "traced w=0", nextPort(), cfg.round, true, "0"); err != nil {
+		if w0, err = runRound(cfg, "traced w=0", nextPort(), cfg.round, true, wakeupEvery); err != nil {
 			return err
 		}
 		w0.print()

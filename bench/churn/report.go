@@ -9,23 +9,23 @@ import (
 
 // totals adds up rounds of one kind.
 type totals struct {
-	n                      int
-	conns                  uint64
-	elapsed                time.Duration
-	busy                   float64
-	events, transitions    uint64
-	expected               uint64
-	ringbuf, skipped       uint64
-	queue, inflight, gaps  uint64
-	lost                   uint64
-	cpu                    time.Duration
-	bpf                    time.Duration
-	bpfRuns                uint64
-	bpfOK                  bool
-	hwm                    int64 // KiB, max over rounds
-	lines, transLines      uint64
-	rates                  []float64
-	bpfByProg              map[string]time.Duration
+	n                     int
+	conns                 uint64
+	elapsed               time.Duration
+	busy                  float64
+	events, transitions   uint64
+	expected              uint64
+	ringbuf, skipped      uint64
+	queue, inflight, gaps uint64
+	lost                  uint64
+	cpu                   time.Duration
+	bpf                   time.Duration
+	bpfRuns               uint64
+	bpfOK                 bool
+	hwm                   int64 // KiB, max over rounds
+	lines, transLines     uint64
+	rates                 []float64
+	bpfByProg             map[string]time.Duration
 }
 
 func sum(rs []*round) totals {

@@ -204,6 +204,7 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	if o.bpf {
 		before = maxProgID()
 	}
+	args = append(args, strings.Fields(cfg.extra)...)
 	t.cmd = exec.Command(cfg.tcptrail, args...)
 	t.cmd.Stderr = t.stderr
 	// Its own process group: a Ctrl-C on the terminal reaches the harness

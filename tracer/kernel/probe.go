@@ -36,7 +36,7 @@ const DefaultWakeupBytes = 256 << 10
 var ErrPrivileges = errors.New("tcptrail needs CAP_BPF and CAP_PERFMON (or root): run it with sudo")
 
 // ErrNoBTF is returned when the kernel exposes no BTF.
-var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: tcptrail needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")
+var ErrNoBTF = errors.New("kernel BTF not found: tcptrail needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")
 
 // Counters are the kernel side's loss counters, since load.
 type Counters struct {
@@ -54,10 +54,20 @@ type Probe struct {
 	closed bool
 }
 
+// BTFPath is where the kernel exposes its BTF. TCPTRAIL_KERNEL_BTF
+// overrides it, to check how tcptrail behaves on a kernel without BTF.
+var BTFPath = "/sys/kernel/btf/vmlinux"
+
+func init() {
+	if p := os.Getenv("TCPTRAIL_KERNEL_BTF"); p != "" {
+		BTFPath = p
+	}
+}
+
 // Preflight checks privileges and BTF and returns an error that tells the
 // user what to do.
 func Preflight() error {
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+	if _, err := os.Stat(BTFPath); err != nil {
 		return ErrNoBTF
 	}
 	if !hasCaps() {

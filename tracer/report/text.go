@@ -439,15 +439,13 @@ func lifeline(s *Socket, mono uint64) string {
 	return ""
 }
 
-// socketRows builds the rows of one socket's steps inside the window.
+// socketRows builds the rows of one socket's story.
 func (t *textReport) socketRows(s *Socket, col int) []row {
-	c, sel := t.c, t.sel
-	steps := s.Steps()
 	w := t.colW
 	var rows []row
-	add := func(mono uint64, lines ...string) {
+	for _, ev := range story(t.c, t.sel, s) {
 		var out []string
-		for i, l := range lines {
+		for i, l := range ev.text(t) {
 			if i == 0 && utf8.RuneCountInString(l) <= w {
 				out = append(out, l) // keeps its alignment
 				continue
@@ -459,127 +457,66 @@ func (t *textReport) socketRows(s *Socket, col int) []row {
 				out = append(out, wl)
 			}
 		}
-		rows = append(rows, row{mono: mono, col: col, lines: out})
-	}
-
-	// The state the window opens on, when the socket had a past.
-	if sel.Windowed() && s.FirstNs < sel.FromNs && s.EndNs() >= sel.FromNs {
-		var st event.State
-		var since uint64
-		for _, x := range steps {
-			if x.MonoNs >= sel.FromNs {
-				break
-			}
-			if x.Kind == StepTransition || (x.Kind == StepSnapshot && x.New != 0) {
-				st, since = x.New, x.MonoNs
-			}
-		}
-		if st != 0 {
-			add(sel.FromNs, "⋮ "+st.String()+" since "+t.offset(since))
-		}
-	}
-
-	var prevOwners []capture.Owner
-	for i := range steps {
-		x := &steps[i]
-		if s.Omitted > 0 && i == s.omitAt && sel.In(x.MonoNs) {
-			add(x.MonoNs, fmt.Sprintf("… %d steps omitted …", s.Omitted))
-		}
-		ownersChanged := !slices.Equal(prevOwners, x.Owners) && !(x.Kind == StepSnapshot && len(x.Owners) == 0)
-		if x.Kind != StepSnapshot || len(x.Owners) > 0 {
-			prevOwners = x.Owners
-		}
-		if !sel.In(x.MonoNs) {
-			continue
-		}
-		var lines []string
-		switch x.Kind {
-		case StepTransition:
-			head := "● " + x.New.String()
-			if d := stateDuration(steps, i, s, c); d != "" {
-				head = pad(head, 16) + d
-			}
-			lines = append(lines, head, x.Cause)
-			if x.PID != 0 || x.Comm != "" {
-				if !slices.ContainsFunc(x.Owners, func(o capture.Owner) bool { return o.PID == x.PID }) {
-					lines = append(lines, "ran in "+task(x.PID, x.Comm))
-				}
-			}
-			if x.SkErr != "" {
-				lines = append(lines, "socket error "+x.SkErr)
-			}
-			if x.Gap {
-				lines = append(lines, fmt.Sprintf("⚠ gap: it left %s, but was last seen entering %s: transitions were lost", x.Old, x.ExpectedOld))
-			}
-		case StepCall:
-			lines = append(lines, "◦ "+callText(x), "by "+task(x.PID, x.Comm))
-			if x.Note != "" {
-				lines = append(lines, x.Note)
-			}
-		case StepSnapshot:
-			lines = append(lines, snapshotText(x))
-		}
-		if ownersChanged {
-			if len(x.Owners) == 0 {
-				lines = append(lines, "owners: none")
-			} else {
-				lines = append(lines, "owners: "+ownerString(x.Owners))
-			}
-		}
-		add(x.MonoNs, lines...)
-	}
-	if s.Omitted > 0 && s.omitAt >= len(steps) && sel.In(s.LastNs) {
-		add(s.LastNs, fmt.Sprintf("… %d steps omitted …", s.Omitted))
-	}
-
-	// The exits of its owners, which close what they hold.
-	var pids []uint32
-	for _, x := range steps {
-		for _, o := range x.Owners {
-			if !slices.Contains(pids, o.PID) {
-				pids = append(pids, o.PID)
-			}
-		}
-	}
-	for _, pid := range pids {
-		for _, e := range c.ExitsOf(pid) {
-			if e.MonoNs >= s.FirstNs && e.MonoNs <= s.EndNs() && sel.In(e.MonoNs) {
-				add(e.MonoNs, "✕ "+task(pid, e.Comm)+" exited")
-			}
-		}
-	}
-
-	if s.State != event.Close && s.ClosedNs == 0 && sel.In(c.EndNs) && c.EndNs >= s.LastNs {
-		add(c.EndNs, "■ end of capture: still "+s.State.String())
+		rows = append(rows, row{mono: ev.mono, col: col, lines: out})
 	}
 	return rows
 }
 
-// stateDuration says how long the socket stayed in the state steps[i]
-// entered.
-func stateDuration(steps []Step, i int, s *Socket, c *Capture) string {
-	x := &steps[i]
-	for j := i + 1; j < len(steps); j++ {
-		n := &steps[j]
-		if n.Kind != StepTransition {
-			continue
+// text is an event as lines of a diagram's column: a headline, then
+// details.
+func (ev *storyEvent) text(t *textReport) []string {
+	x := ev.step
+	var lines []string
+	switch ev.kind {
+	case evWindow:
+		return []string{"⋮ " + ev.state.String() + " since " + t.offset(ev.since)}
+	case evOmitted:
+		return []string{fmt.Sprintf("… %d steps omitted …", ev.count)}
+	case evExit:
+		return []string{"✕ " + ev.task + " exited"}
+	case evEnd:
+		return []string{"■ end of capture: still " + ev.state.String()}
+	case evTransition:
+		head := "● " + x.New.String()
+		switch {
+		case ev.durNs >= 0 && ev.toEnd:
+			head = pad(head, 16) + "for ≥" + time.Duration(ev.durNs).String() + ", to the end"
+		case ev.durNs >= 0:
+			head = pad(head, 16) + "for " + time.Duration(ev.durNs).String()
 		}
-		if n.Old != x.New || n.Gap || (s.Omitted > 0 && i < s.omitAt && j >= s.omitAt) {
-			return "" // what came between was lost
+		lines = append(lines, head, x.Cause)
+		if ev.ranIn != "" {
+			lines = append(lines, "ran in "+ev.ranIn)
 		}
-		d := n.PrevStateNs
-		if d < 0 {
-			d = int64(n.MonoNs - x.MonoNs)
+		if x.SkErr != "" {
+			lines = append(lines, "socket error "+x.SkErr)
 		}
-		return "for " + time.Duration(d).String()
+		if x.Gap {
+			lines = append(lines, gapText(x))
+		}
+	case evCall:
+		lines = append(lines, "◦ "+callText(x), "by "+task(x.PID, x.Comm))
+		if x.Note != "" {
+			lines = append(lines, x.Note)
+		}
+	case evSnapshot:
+		lines = append(lines, snapshotText(x))
 	}
-	if x.New == event.Close {
-		return ""
+	if ev.ownersChanged {
+		lines = append(lines, ownersText(x.Owners))
 	}
-	if s.ClosedNs == 0 && (s.Omitted == 0 || i >= s.omitAt) {
-		return "for ≥" + time.Duration(int64(c.EndNs-x.MonoNs)).String() + ", to the end"
+	return lines
+}
+
+func gapText(x *Step) string {
+	return fmt.Sprintf("⚠ gap: it left %s, but was last seen entering %s: transitions were lost", x.Old, x.ExpectedOld)
+}
+
+func ownersText(owners []capture.Owner) string {
+	if len(owners) == 0 {
+		return "owners: none"
 	}
-	return ""
+	return "owners: " + ownerString(owners)
 }
 
 // task names a process: comm[pid].

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/tcptrail/tcptrail/internal/privtest"
+)
+
+// binary is tcptrail built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tcptrail-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "tcptrail")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build tcptrail: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// World-traversable so that the unprivileged test can run it.
+	os.Chmod(dir, 0o755)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runBinary(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		t.Fatalf("run %v: %v", cmd.Args, err)
+	}
+	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+}
+
+// checkCleanError asserts a clear one-line error and exit code 2.
+func checkCleanError(t *testing.T, r result, want string) {
+	t.Helper()
+	if r.code != 2 {
+		t.Errorf("exit code %d, want 2 (stderr %q)", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q does not say %q", r.stderr, want)
+	}
+	if strings.Contains(r.stderr, "goroutine ") || strings.Contains(r.stderr, "panic") {
+		t.Errorf("stack trace on bad input:\n%s", r.stderr)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace", "--port", "0"}, "port 0 is out of range (1-65535)"},
+		{[]string{"trace", "--port", "70000"}, "port 70000 is out of range (1-65535)"},
+		{[]string{"trace", "--port", "abc"}, `"abc" is not a port number`},
+		{[]string{"trace", "--port", "80,"}, "empty port"},
+		{[]string{"trace", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"trace", "extra"}, `unexpected argument "extra"`},
+		{[]string{"trace", "--pid", "-3"}, "is not a process id"},
+		{[]string{"trace", "--pid", "99999999"}, "is not a process id"},
+		{[]string{"trace", "--pid", "4000000"}, "no such process"},
+		{[]string{"trace", "--duration", "soon"}, "invalid argument"},
+		{[]string{"trace", "--ring-size", "3000"}, "power of two"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{nil, "Usage"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			checkCleanError(t, runBinary(t, exec.Command(binary, tt.args...)), tt.want)
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	r := runBinary(t, exec.Command(binary, "trace", "--help"))
+	if r.code != 0 || !strings.Contains(r.stderr, "--port") || !strings.Contains(r.stderr, "Examples:") {
+		t.Fatalf("trace --help: exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "wakeup-size") {
+		t.Error("internal tuning flags must stay hidden")
+	}
+}
+
+func TestNotRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		r := runBinary(t, exec.Command(binary, "trace", "--port", "7070"))
+		checkCleanError(t, r, "needs CAP_BPF and CAP_PERFMON")
+		return
+	}
+	cmd := exec.Command(binary, "trace", "--port", "7070")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	checkCleanError(t, runBinary(t, cmd), "tcptrail needs CAP_BPF and CAP_PERFMON (or root): run it with sudo")
+}
+
+func TestNoBTF(t *testing.T) {
+	cmd := exec.Command(binary, "trace", "--port", "7070")
+	cmd.Env = append(os.Environ(), "TCPTRAIL_KERNEL_BTF=/nonexistent/vmlinux")
+	checkCleanError(t, runBinary(t, cmd), "kernel BTF not found")
+}
+
+func TestUnwritableOutput(t *testing.T) {
+	privtest.Require(t)
+	r := runBinary(t, exec.Command(binary, "trace", "--port", "7070", "-o", "/nonexistent/dir/cap.jsonl"))
+	checkCleanError(t, r, "-o /nonexistent/dir/cap.jsonl")
+}
+
+// ourPrograms lists the IDs of loaded programs that carry tcptrail's names.
+func ourPrograms(t *testing.T) map[ebpf.ProgramID]bool {
+	t.Helper()
+	out := make(map[ebpf.ProgramID]bool)
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return out
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := prog.Info()
+		prog.Close()
+		if err == nil && strings.HasPrefix(info.Name, "handle_") {
+			out[id] = true
+		}
+	}
+}
+
+// startTracer starts the binary and waits for its ready file.
+func startTracer(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(binary, append([]string{"trace", "--ready-file", ready}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return cmd, &out, &errb
+		}
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("tracer not ready; stderr:\n%s", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// oneConnection opens and closes one loopback connection on port.
+func oneConnection(t *testing.T, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.Close()
+}
+
+// TestSignalLeavesCompleteCapture: SIGTERM and SIGINT detach, drain, write
+// the summary and exit 0, the capture is valid and private, and no program
+// stays in the kernel.
+func TestSignalLeavesCompleteCapture(t *testing.T) {
+	privtest.Require(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			before := ourPrograms(t)
+			capPath := filepath.Join(t.TempDir(), "cap.jsonl")
+			cmd, out, errb := startTracer(t, "--port", "17201", "-o", capPath)
+			running := ourPrograms(t)
+			var mine []ebpf.ProgramID
+			for id := range running {
+				if !before[id] {
+					mine = append(mine, id)
+				}
+			}
+			if len(mine) < 5 {
+				t.Fatalf("tracer loaded %d programs, want 5", len(mine))
+			}
+			oneConnection(t, 17201)
+			time.Sleep(200 * time.Millisecond) // let the events be read before the signal; the drain is tested by the count below
+			cmd.Process.Signal(sig)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("exit after %v: %v\n%s", sig, err, errb.String())
+			}
+			if !strings.Contains(out.String(), "12 transitions") {
+				t.Errorf("no summary on stdout:\n%s", out.String())
+			}
+			lines := readJSONLines(t, capPath)
+			if lines[0]["type"] != "header" || lines[len(lines)-1]["type"] != "summary" {
+				t.Fatalf("capture must open with a header and end with a summary: first %v, last %v", lines[0]["type"], lines[len(lines)-1]["type"])
+			}
+			n := 0
+			for _, l := range lines {
+				if l["type"] == "transition" {
+					n++
+				}
+			}
+			// The listener's CLOSE->LISTEN and LISTEN->CLOSE, and 5 per end.
+			if n != 12 {
+				t.Errorf("%d transitions in the capture, want 12", n)
+			}
+			if sum := lines[len(lines)-1]; sum["transitions"] != float64(12) {
+				t.Errorf("summary counts %v transitions", sum["transitions"])
+			}
+			fi, _ := os.Stat(capPath)
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("capture mode %v, want 0600", fi.Mode().Perm())
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for _, id := range mine {
+				for ourPrograms(t)[id] {
+					if time.Now().After(deadline) {
+						t.Fatalf("program %d still loaded after the tracer exited", id)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+}
+
+func readJSONLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %d is not JSON: %v: %s", len(out)+1, err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	if len(out) == 0 {
+		t.Fatal("empty capture")
+	}
+	return out
+}
+
+// TestDurationAndJSONStdout: --duration ends the trace by itself; --json
+// prints JSON Lines on stdout and the summary on stderr.
+func TestDurationAndJSONStdout(t *testing.T) {
+	privtest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "trace", "--port", "17202", "--json", "--duration", "1500ms")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // attach takes well under this; the count below fails if not
+	oneConnection(t, 17202)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	var types []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("stdout line is not JSON: %q", line)
+		}
+		types = append(types, m["type"].(string))
+	}
+	if types[0] != "header" || types[len(types)-1] != "summary" {
+		t.Fatalf("record types %v", types)
+	}
+	if !strings.Contains(errb.String(), "12 transitions") {
+		t.Errorf("summary on stderr missing: %s", errb.String())
+	}
+}

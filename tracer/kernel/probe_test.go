@@ -1,0 +1,83 @@
+package kernel
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/tcptrail/tcptrail/internal/privtest"
+)
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestLoadCloseLeavesNothing loads and attaches the real programs, then
+// checks that Close (twice) removes every program from the kernel and
+// releases every fd.
+func TestLoadCloseLeavesNothing(t *testing.T) {
+	privtest.Require(t)
+	before := openFDs(t)
+	p, err := Load(Config{Ports: []uint16{7070}})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	ids := p.ProgramIDs()
+	if len(ids) != 5 {
+		t.Fatalf("want 5 programs loaded, got %d", len(ids))
+	}
+	c, err := p.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != (Counters{}) {
+		t.Fatalf("fresh counters not zero: %+v", c)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	// The kernel frees programs after an RCU grace period: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, id := range ids {
+		for {
+			prog, err := ebpf.NewProgramFromID(id)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("program %d: %v", id, err)
+			}
+			prog.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("program %d still in the kernel 5s after Close", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d fds open before Load, %d after Close", before, after)
+	}
+}
+
+func TestConfigRejectsBadRingSize(t *testing.T) {
+	spec, err := loadTcptrail()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{1000, 4096 * 3} {
+		if err := configure(spec, Config{RingBytes: size}); err == nil {
+			t.Errorf("ring size %d accepted", size)
+		}
+	}
+}
