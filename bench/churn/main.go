@@ -218,6 +218,12 @@ type round struct {
 	busy   float64
 	tr     *tracerResult
 	tw     int // timewait sockets in the kernel at the start (all ports)
+	// Accounting of the CPUs while the load ran.
+	busySec  float64 // all CPUs busy, seconds
+	selfCPU  float64 // the harness (load threads, drainer), seconds
+	otherCPU float64 // everything else but the tracer, seconds
+	iwi      uint64  // IRQ work interrupts
+	foreign  int     // BPF programs of another tcptrail loaded at the start
 }
 
 func runRound(cfg *config, name string, port int, d time.Duration, traced bool, wakeup string) (*round, error) {
@@ -234,10 +240,24 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
 	}
-	c0 := readCPUTimes()
-	r.load = churn(l, cfg.workers, cfg.acceptors, d, 0)
-	r.busy = busyFraction(c0, readCPUTimes())
+	if !traced {
+		r.foreign = foreignPrograms()
+	}
+	c0, self0, iwi0 := readCPUTimes(), selfCPU(), irqWork()
+	var tcpu0 time.Duration
 	if traced {
+		tcpu0, _ = procCPU(t.pid)
+	}
+	r.load = churn(l, cfg.workers, cfg.acceptors, d, 0)
+	c1, self1, iwi1 := readCPUTimes(), selfCPU(), irqWork()
+	r.busy = busyFraction(c0, c1)
+	r.busySec = float64(c1.busy-c0.busy) / clkTck
+	r.selfCPU = (self1 - self0).Seconds()
+	r.iwi = iwi1 - iwi0
+	r.otherCPU = r.busySec - r.selfCPU
+	if traced {
+		tcpu1, _ := procCPU(t.pid)
+		r.otherCPU -= (tcpu1 - tcpu0).Seconds()
 		// Let the last packets' softirq work finish before detaching.
 		time.Sleep(100 * time.Millisecond)
 		if r.tr, err = t.stop(); err != nil {
@@ -248,6 +268,11 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 		return nil, fmt.Errorf("%s round: no connection completed: %s", name, r.load.errText())
 	}
 	return r, nil
+}
+
+func selfCPU() time.Duration {
+	d, _ := procCPU(os.Getpid())
+	return d
 }
 
 // countTimewait counts timewait sockets from /proc/net/sockstat.
@@ -277,6 +302,14 @@ func (r *round) expected() uint64 { return r.load.conns * transitionsPerConn }
 func (r *round) print() {
 	fmt.Printf("%-11s port %d: %6d conn in %5.2fs = %7.0f conn/s, CPU busy %3.0f%%, slowest conn %s",
 		r.name, r.port, r.load.conns, r.load.elapsed.Seconds(), r.load.rate(), 100*r.busy, r.load.maxConn.Round(time.Microsecond))
+	fmt.Printf(", harness %.2fs CPU", r.selfCPU)
+	if r.otherCPU > 0.05*r.load.elapsed.Seconds() {
+		fmt.Printf(", OTHER PROCESSES %.2fs CPU", r.otherCPU)
+	}
+	if r.foreign > 0 {
+		fmt.Printf(", %d BPF programs of ANOTHER tcptrail loaded", r.foreign)
+	}
+	fmt.Printf(", IRQ work interrupts %d", r.iwi)
 	if e := r.load.errText(); e != "" {
 		fmt.Printf(", errors: %s", e)
 	}

@@ -228,3 +228,52 @@ func (w *bpfWatch) close() {
 	}
 	w.progs = nil
 }
+
+// irqWork is the number of IRQ work interrupts so far, all CPUs: a BPF
+// ring buffer wakes its reader through one (a self-IPI, a VM exit in a
+// guest), so their count shows how often the programs asked for a wakeup.
+func irqWork() uint64 {
+	b, err := os.ReadFile("/proc/interrupts")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "IWI:" {
+			continue
+		}
+		var n uint64
+		for _, v := range f[1:] {
+			x, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				break
+			}
+			n += x
+		}
+		return n
+	}
+	return 0
+}
+
+// foreignPrograms counts loaded BPF programs that look like another
+// tcptrail's (tests or a second tracer): they would tax the untraced
+// rounds too.
+func foreignPrograms() int {
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return n
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "handle_") {
+			n++
+		}
+		p.Close()
+	}
+}

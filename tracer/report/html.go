@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
 )
 
@@ -69,10 +68,10 @@ type payload struct {
 	Conns   []pageConn  `json:"conns"`
 	Socks   []pageSock  `json:"socks"`
 	// Listeners and Others are indexes into Socks.
-	Listeners []int       `json:"listeners"`
-	Others    []int       `json:"others"`
-	Diags     []pageDiag  `json:"diags"`
-	Paths     []pagePath  `json:"paths"`
+	Listeners []int        `json:"listeners"`
+	Others    []int        `json:"others"`
+	Diags     []pageDiag   `json:"diags"`
+	Paths     []pagePath   `json:"paths"`
 	Overview  pageOverview `json:"overview"`
 	// ConnsTotal counts the selected connections, embedded or not.
 	ConnsTotal int `json:"conns_total"`
@@ -108,16 +107,16 @@ type pageConn struct {
 }
 
 type pageSock struct {
-	Cookie  string  `json:"cookie"` // a string: cookies exceed 2^53
-	Role    string  `json:"role"`
-	Local   string  `json:"local"`
-	Remote  string  `json:"remote"`
-	Owners  string  `json:"owners"`
-	First   int64   `json:"t0"`
-	End     int64   `json:"t1"`
-	Ever    []int   `json:"ever"`
-	Omitted int     `json:"omitted"`
-	Conn    int     `json:"conn"` // connection id, 0 for none
+	Cookie  string     `json:"cookie"` // a string: cookies exceed 2^53
+	Role    string     `json:"role"`
+	Local   string     `json:"local"`
+	Remote  string     `json:"remote"`
+	Owners  string     `json:"owners"`
+	First   int64      `json:"t0"`
+	End     int64      `json:"t1"`
+	Ever    []int      `json:"ever"`
+	Omitted int        `json:"omitted"`
+	Conn    int        `json:"conn"` // connection id, 0 for none
 	Segs    [][4]int64 `json:"segs"` // start, end, state, 1 for a timewait socket
 	// Steps are the socket's story, one array per event: [t, kind, ...]
 	// with kind as in evKind; see page.html for the fields.
@@ -500,6 +499,3 @@ func (b *payloadBuilder) overview() pageOverview {
 	}
 	return ov
 }
-
-// keep capture imported for the doc links above.
-var _ = capture.TypeLeak
