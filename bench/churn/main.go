@@ -221,9 +221,10 @@ type round struct {
 	// Accounting of the CPUs while the load ran.
 	busySec  float64 // all CPUs busy, seconds
 	selfCPU  float64 // the harness (load threads, drainer), seconds
-	otherCPU float64 // everything else but the tracer, seconds
+	otherCPU float64 // other processes (kernel threads too), seconds
 	iwi      uint64  // IRQ work interrupts
 	foreign  int     // BPF programs of another tcptrail loaded at the start
+	others   string  // the other processes that used the most CPU
 }
 
 func runRound(cfg *config, name string, port int, d time.Duration, traced bool, wakeup string) (*round, error) {
@@ -243,21 +244,22 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 	if !traced {
 		r.foreign = foreignPrograms()
 	}
+	ps0 := snapshotProcs()
 	c0, self0, iwi0 := readCPUTimes(), selfCPU(), irqWork()
-	var tcpu0 time.Duration
-	if traced {
-		tcpu0, _ = procCPU(t.pid)
-	}
 	r.load = churn(l, cfg.workers, cfg.acceptors, d, 0)
 	c1, self1, iwi1 := readCPUTimes(), selfCPU(), irqWork()
+	skip := map[int]bool{os.Getpid(): true}
+	if traced {
+		skip[t.pid] = true
+	}
+	var others time.Duration
+	r.others, others = topOthers(ps0, snapshotProcs(), skip, 3)
+	r.otherCPU = others.Seconds()
 	r.busy = busyFraction(c0, c1)
 	r.busySec = float64(c1.busy-c0.busy) / clkTck
 	r.selfCPU = (self1 - self0).Seconds()
 	r.iwi = iwi1 - iwi0
-	r.otherCPU = r.busySec - r.selfCPU
 	if traced {
-		tcpu1, _ := procCPU(t.pid)
-		r.otherCPU -= (tcpu1 - tcpu0).Seconds()
 		// Let the last packets' softirq work finish before detaching.
 		time.Sleep(100 * time.Millisecond)
 		if r.tr, err = t.stop(); err != nil {
@@ -304,7 +306,7 @@ func (r *round) print() {
 		r.name, r.port, r.load.conns, r.load.elapsed.Seconds(), r.load.rate(), 100*r.busy, r.load.maxConn.Round(time.Microsecond))
 	fmt.Printf(", harness %.2fs CPU", r.selfCPU)
 	if r.otherCPU > 0.05*r.load.elapsed.Seconds() {
-		fmt.Printf(", OTHER PROCESSES %.2fs CPU", r.otherCPU)
+		fmt.Printf(", OTHER PROCESSES %.2fs CPU (%s)", r.otherCPU, r.others)
 	}
 	if r.foreign > 0 {
 		fmt.Printf(", %d BPF programs of ANOTHER tcptrail loaded", r.foreign)

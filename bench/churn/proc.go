@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -276,4 +277,64 @@ func foreignPrograms() int {
 		}
 		p.Close()
 	}
+}
+
+// procSnapshot is every process's CPU time so far, to name who else used
+// the CPUs during a round.
+type procSnapshot map[int]procCPUEntry
+
+type procCPUEntry struct {
+	comm string
+	cpu  time.Duration
+}
+
+func snapshotProcs() procSnapshot {
+	s := procSnapshot{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return s
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cpu, err := procCPU(pid)
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		s[pid] = procCPUEntry{strings.TrimSpace(string(comm)), cpu}
+	}
+	return s
+}
+
+// topOthers names the processes other than skip that used the most CPU
+// between a and b (processes that appeared meanwhile count from zero).
+func topOthers(a, b procSnapshot, skip map[int]bool, n int) (string, time.Duration) {
+	type use struct {
+		name string
+		cpu  time.Duration
+	}
+	var uses []use
+	var total time.Duration
+	for pid, e := range b {
+		if skip[pid] {
+			continue
+		}
+		d := e.cpu - a[pid].cpu
+		total += d
+		if d >= 20*time.Millisecond {
+			uses = append(uses, use{fmt.Sprintf("%s[%d]", e.comm, pid), d})
+		}
+	}
+	sort.Slice(uses, func(i, j int) bool { return uses[i].cpu > uses[j].cpu })
+	var parts []string
+	for i, u := range uses {
+		if i == n {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %.2fs", u.name, u.cpu.Seconds()))
+	}
+	return strings.Join(parts, ", "), total
 }

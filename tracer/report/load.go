@@ -372,6 +372,7 @@ func (b *Builder) snapshot(r *capture.Snapshot) error {
 		wall:   r.Time.UnixNano(),
 		arg:    r.TimerMs,
 		text:   c.intern(r.Reason),
+		text3:  c.intern(r.Note),
 		owners: b.ownerSet(s, r.Owners),
 		new:    st,
 	})

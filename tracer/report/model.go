@@ -256,7 +256,8 @@ type Step struct {
 	Cause, CauseKind, SkErr string
 	// Owners are the holders at that step; shared, do not modify.
 	Owners []capture.Owner
-	// Call, FD, Ret, Errno and Note describe a call.
+	// Call, FD, Ret, Errno and Note describe a call; Note also says how
+	// a snapshot's change was seen.
 	Call  string
 	FD    int32
 	Ret   int32
@@ -281,7 +282,7 @@ type step struct {
 	text uint32
 	// text2: transition: cause_kind; call: errno.
 	text2 uint32
-	// text3: transition: sk_err; call: note.
+	// text3: transition: sk_err; call and snapshot: note.
 	text3    uint32
 	owners   uint32
 	kind     StepKind
@@ -324,7 +325,7 @@ func (c *Capture) expand(st *step) Step {
 		out.FD, out.Ret = int32(st.arg>>32), int32(uint32(st.arg))
 		out.Call, out.Errno, out.Note = c.strs[st.text], c.strs[st.text2], c.strs[st.text3]
 	case StepSnapshot:
-		out.Reason, out.TimerMs = c.strs[st.text], st.arg
+		out.Reason, out.TimerMs, out.Note = c.strs[st.text], st.arg, c.strs[st.text3]
 	}
 	return out
 }

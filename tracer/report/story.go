@@ -37,6 +37,7 @@ type storyEvent struct {
 	count         int         // evOmitted
 	task          string      // evExit
 	state         event.State // evEnd, evWindow
+	timewait      bool        // evEnd: in a timewait socket
 	since         uint64      // evWindow
 }
 
@@ -97,7 +98,7 @@ func story(c *Capture, sel *Selection, s *Socket) []storyEvent {
 		out = append(out, storyEvent{mono: s.LastNs, kind: evOmitted, count: s.Omitted})
 	}
 
-	// The exits of its owners, which close what they hold.
+	// The exits of its owners while it lived: they close what they hold.
 	var pids []uint32
 	for _, x := range steps {
 		for _, o := range x.Owners {
@@ -108,14 +109,14 @@ func story(c *Capture, sel *Selection, s *Socket) []storyEvent {
 	}
 	for _, pid := range pids {
 		for _, e := range c.ExitsOf(pid) {
-			if e.MonoNs >= s.FirstNs && e.MonoNs <= s.EndNs() && sel.In(e.MonoNs) {
+			if e.MonoNs >= s.FirstNs && e.MonoNs <= s.liveEndNs() && sel.In(e.MonoNs) {
 				out = append(out, storyEvent{mono: e.MonoNs, kind: evExit, task: task(pid, e.Comm)})
 			}
 		}
 	}
 
-	if s.State != event.Close && s.ClosedNs == 0 && sel.In(c.EndNs) && c.EndNs >= s.LastNs {
-		out = append(out, storyEvent{mono: c.EndNs, kind: evEnd, state: s.State})
+	if s.State != event.Close && sel.In(c.EndNs) && c.EndNs >= s.LastNs {
+		out = append(out, storyEvent{mono: c.EndNs, kind: evEnd, state: s.State, timewait: s.ClosedNs != 0})
 	}
 	slices.SortStableFunc(out, func(a, b storyEvent) int {
 		switch {

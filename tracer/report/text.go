@@ -475,6 +475,9 @@ func (ev *storyEvent) text(t *textReport) []string {
 	case evExit:
 		return []string{"✕ " + ev.task + " exited"}
 	case evEnd:
+		if ev.timewait {
+			return []string{"■ end of capture: its timewait socket still holds the four-tuple, in " + ev.state.String()}
+		}
 		return []string{"■ end of capture: still " + ev.state.String()}
 	case evTransition:
 		head := "● " + x.New.String()
@@ -529,8 +532,9 @@ func task(pid uint32, comm string) string {
 
 func callText(x *Step) string {
 	var b strings.Builder
-	if x.Call == "accept" && x.Ret >= 0 {
-		fmt.Fprintf(&b, "accept() = fd %d", x.Ret)
+	if x.Call == "accept" && x.Errno == "" {
+		// The record's fd is the accepted socket's new fd.
+		fmt.Fprintf(&b, "accept() = fd %d", x.FD)
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s(fd %d)", x.Call, x.FD)
@@ -551,15 +555,22 @@ func snapshotText(x *Step) string {
 	if x.TimerMs > 0 {
 		timer = ", timer " + (time.Duration(x.TimerMs) * time.Millisecond).String()
 	}
+	note := ""
+	if x.Note != "" {
+		note = " (" + x.Note + ")"
+	}
 	switch x.Reason {
 	case reasonStart:
-		return "◌ " + x.New.String() + " when tracing started" + timer
+		return "◌ " + x.New.String() + " when tracing started" + timer + note
 	case reasonTimewait:
-		return "◌ " + x.New.String() + " in a kernel timewait socket" + timer
+		return "◌ " + x.New.String() + " in a kernel timewait socket" + timer + note
 	case reasonTimewaitGone:
+		if x.Note != "" {
+			return "◌ timewait socket gone: " + x.Note
+		}
 		return "◌ timewait socket gone: the four-tuple is free"
 	}
-	return "◌ " + x.New.String() + " (" + x.Reason + ")" + timer
+	return "◌ " + x.New.String() + " (" + x.Reason + ")" + timer + note
 }
 
 func diagTitle(kind string) string {

@@ -1,0 +1,85 @@
+package live
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+func transition(local, remote string, old, nw event.State, prev int64) *timeline.Transition {
+	e := &event.Event{Kind: event.KindState, Cookie: 4097, Family: event.AFInet,
+		Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
+		Old: old, New: nw, PID: 4242, FD: 3, Call: event.CallClose}
+	copy(e.Comm[:], "client")
+	var c [16]byte
+	copy(c[:], "client")
+	return &timeline.Transition{Event: e, PrevStateNs: prev,
+		Cause:  timeline.Cause{Kind: timeline.CauseClose, Call: event.CallClose, FD: 3},
+		Owners: []timeline.Owner{{PID: 4242, FD: 3, Comm: c}}}
+}
+
+// TestColumnsAlign: the header and the lines share column positions.
+func TestColumnsAlign(t *testing.T) {
+	var out bytes.Buffer
+	tb := NewTable(&out)
+	tb.Header()
+	tb.Transition(transition("127.0.0.1:10001", "127.0.0.1:7070", event.CloseWait, event.LastAck, 1_002_000_000), 0)
+	tb.Transition(transition("10.1.2.3:80", "10.9.8.7:65000", event.Established, event.FinWait1, 850), 0)
+	tb.Flush()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want 3 lines:\n%s", out.String())
+	}
+	col := func(line, word string) int { return len([]rune(line[:strings.Index(line, word)])) }
+	for _, l := range lines[1:] {
+		if col(l, "->") != col(lines[0], "REMOTE")-3 {
+			t.Errorf("remote column misaligned:\n%s\n%s", lines[0], l)
+		}
+		if col(l, "close(fd 3)") != col(lines[0], "CAUSE") {
+			t.Errorf("cause column misaligned:\n%s\n%s", lines[0], l)
+		}
+		if col(l, "client[4242]:3") != col(lines[0], "OWNER") {
+			t.Errorf("owner column misaligned:\n%s\n%s", lines[0], l)
+		}
+	}
+	if !strings.Contains(lines[1], "CLOSE_WAIT -> LAST_ACK") || !strings.Contains(lines[1], "1.002s") {
+		t.Errorf("line: %s", lines[1])
+	}
+	if !strings.Contains(lines[2], "850ns") {
+		t.Errorf("line: %s", lines[2])
+	}
+}
+
+func TestGapShown(t *testing.T) {
+	var out bytes.Buffer
+	tb := NewTable(&out)
+	tr := transition("127.0.0.1:1", "127.0.0.1:2", event.CloseWait, event.LastAck, -1)
+	tr.Gap, tr.ExpectedOld = true, event.SynSent
+	tb.Transition(tr, 0)
+	tb.Flush()
+	if !strings.Contains(out.String(), "(gap after SYN_SENT) CLOSE_WAIT -> LAST_ACK") {
+		t.Fatalf("gap not shown: %s", out.String())
+	}
+}
+
+func TestAppendDuration(t *testing.T) {
+	for ns, want := range map[int64]string{
+		999: "999ns", 12_345: "12.3µs", 4_560_000: "4.56ms", 1_002_000_000: "1.002s", 184e9: "3m04s",
+	} {
+		if got := string(AppendDuration(nil, ns)); got != want {
+			t.Errorf("%d: %s, want %s", ns, got, want)
+		}
+	}
+}
+
+func TestTableLineDoesNotAllocate(t *testing.T) {
+	tb := NewTable(&bytes.Buffer{})
+	tr := transition("127.0.0.1:10001", "127.0.0.1:7070", event.CloseWait, event.LastAck, 5)
+	if n := testing.AllocsPerRun(100, func() { tb.Transition(tr, 1); tb.buf = tb.buf[:0] }); n != 0 {
+		t.Fatalf("a table line allocates %v times", n)
+	}
+}
