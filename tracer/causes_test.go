@@ -15,6 +15,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/kernel"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -309,5 +310,64 @@ func TestTimewaitPhases(t *testing.T) {
 		if gone.Reason != "timewait_gone" || gone.Note != "expired" || lived < 60*time.Second || lived > 62*time.Second+200*time.Millisecond {
 			t.Errorf("%v: %+v after %v, want expired after 60s", end, gone, lived)
 		}
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	t.Parallel()
+	s := startSession(t, tracer.Config{}, 17107)
+	ln, err := net.Listen("tcp6", "[::1]:17107")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp6", "[::1]:17107")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	c.Close()
+	local := localOf(c)
+	st := waitStep(t, s.rec, local, event.LastAck, event.Close)
+	if !st.Local.Addr().Is6() || st.Remote != netip.MustParseAddrPort("[::1]:17107") {
+		t.Fatalf("IPv6 addresses: %v", st)
+	}
+	peer := waitStep(t, s.rec, localOf(srv), event.FinWait2, event.Close)
+	if peer.Remote != local {
+		t.Fatalf("server end: %v", peer)
+	}
+}
+
+// TestPIDFilter traces one process: its sockets, including the ones whose
+// transitions run in other tasks, and nobody else's.
+func TestPIDFilter(t *testing.T) {
+	requirePrivileges(t)
+	srv := startServerAt(t, "127.0.0.1:17108")
+	s := startSession(t, tracer.Config{Kernel: kernel.Config{PID: uint32(srv.Process.Pid)}})
+	c, err := net.Dial("tcp4", "127.0.0.1:17108")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Read(make([]byte, 1)) // the server closes at once
+	srvEnd := netip.MustParseAddrPort("127.0.0.1:17108")
+	s.rec.waitFor(t, 5*time.Second, "the server end's FIN_WAIT2->CLOSE", func() bool {
+		return len(s.rec.Steps(func(st Step) bool { return st.Local == srvEnd && st.New == event.Close })) == 1
+	})
+	steps := s.rec.Steps(func(Step) bool { return true })
+	var got []pair
+	for _, st := range steps {
+		if st.Local != srvEnd || st.Remote != localOf(c) {
+			t.Errorf("a socket the process does not own was traced: %v", st)
+			continue
+		}
+		got = append(got, pair{st.Old, st.New})
+	}
+	if !equalPairs(got, serverLife) {
+		t.Fatalf("server end with --pid: %v, want %v", got, serverLife)
 	}
 }

@@ -162,7 +162,23 @@ func (s *Session) begin() error {
 			return err
 		}
 	}
-	return s.diag.Start(s.cfg.Kernel.Ports, s.cfg.Kernel.PID)
+	if err := s.diag.Start(s.cfg.Kernel.Ports, s.cfg.Kernel.PID); err != nil {
+		return err
+	}
+	if pid := s.cfg.Kernel.PID; pid != 0 {
+		var err error
+		s.tracker.Sockets(func(sock *timeline.Socket) {
+			for _, o := range sock.Owners {
+				if o.PID == pid && sock.State == event.Listen && err == nil {
+					err = s.probe.OwnPort(sock.Local.Port())
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("seed the listeners of pid %d: %w", pid, err)
+		}
+	}
+	return nil
 }
 
 // loop reads the ring buffer until told to stop. The kernel wakes the

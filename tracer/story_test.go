@@ -44,12 +44,15 @@ var (
 	}
 )
 
-// startServer runs demo/server and waits until it listens.
-func startServer(t *testing.T) *exec.Cmd {
+// startServer runs demo/server on the story's address and waits until it
+// listens.
+func startServer(t *testing.T) *exec.Cmd { return startServerAt(t, storyServer.String()) }
+
+func startServerAt(t *testing.T, addr string) *exec.Cmd {
 	t.Helper()
 	buildDemo(t)
 	ready := filepath.Join(t.TempDir(), "server.ready")
-	srv := exec.Command(filepath.Join(demoBin, "demo-server"), "-listen", storyServer.String(), "-ready-file", ready)
+	srv := exec.Command(filepath.Join(demoBin, "demo-server"), "-listen", addr, "-ready-file", ready)
 	srv.Stderr = os.Stderr
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

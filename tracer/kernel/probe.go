@@ -171,6 +171,14 @@ func configure(spec *ebpf.CollectionSpec, cfg Config) error {
 	return nil
 }
 
+// OwnPort tells the kernel side that the --pid process listens on port, so
+// that its incoming connections are traced from their first transition. The
+// kernel learns this by itself for listen() calls made while tracing; this
+// is for listeners that existed before.
+func (p *Probe) OwnPort(port uint16) error {
+	return p.objs.OwnedPorts.Update(port, uint8(1), ebpf.UpdateAny)
+}
+
 // Reader is the ring buffer the programs write to. Closing the probe closes
 // it, which makes a blocked read return ringbuf.ErrClosed.
 func (p *Probe) Reader() *ringbuf.Reader { return p.reader }
