@@ -130,27 +130,39 @@ func TestUnwritableOutput(t *testing.T) {
 	checkCleanError(t, r, "-o /nonexistent/dir/cap.jsonl")
 }
 
-// ourPrograms lists the IDs of loaded programs that carry tcptrail's names.
-func ourPrograms(t *testing.T) map[ebpf.ProgramID]bool {
+// programsOf lists the BPF programs process pid holds, from the prog_id
+// lines of its fds' fdinfo: exact even when other tracers run alongside.
+func programsOf(t *testing.T, pid int) []ebpf.ProgramID {
 	t.Helper()
-	out := make(map[ebpf.ProgramID]bool)
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return out
-		}
-		id = next
-		prog, err := ebpf.NewProgramFromID(id)
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ebpf.ProgramID
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
-		info, err := prog.Info()
-		prog.Close()
-		if err == nil && strings.HasPrefix(info.Name, "handle_") {
-			out[id] = true
+		for _, line := range strings.Split(string(b), "\n") {
+			var id uint32
+			if _, err := fmt.Sscanf(line, "prog_id:\t%d", &id); err == nil {
+				ids = append(ids, ebpf.ProgramID(id))
+			}
 		}
 	}
+	return ids
+}
+
+// loaded reports whether a program with this ID is still in the kernel.
+func loaded(id ebpf.ProgramID) bool {
+	prog, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return false
+	}
+	prog.Close()
+	return true
 }
 
 // startTracer starts the binary and waits for its ready file.
@@ -203,18 +215,11 @@ func TestSignalLeavesCompleteCapture(t *testing.T) {
 	privtest.Require(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			before := ourPrograms(t)
 			capPath := filepath.Join(t.TempDir(), "cap.jsonl")
 			cmd, out, errb := startTracer(t, "--port", "17201", "-o", capPath)
-			running := ourPrograms(t)
-			var mine []ebpf.ProgramID
-			for id := range running {
-				if !before[id] {
-					mine = append(mine, id)
-				}
-			}
+			mine := programsOf(t, cmd.Process.Pid)
 			if len(mine) < 5 {
-				t.Fatalf("tracer loaded %d programs, want 5", len(mine))
+				t.Fatalf("tracer holds %d programs, want 5", len(mine))
 			}
 			oneConnection(t, 17201)
 			time.Sleep(200 * time.Millisecond) // let the events be read before the signal; the drain is tested by the count below
@@ -248,7 +253,7 @@ func TestSignalLeavesCompleteCapture(t *testing.T) {
 			}
 			deadline := time.Now().Add(5 * time.Second)
 			for _, id := range mine {
-				for ourPrograms(t)[id] {
+				for loaded(id) {
 					if time.Now().After(deadline) {
 						t.Fatalf("program %d still loaded after the tracer exited", id)
 					}
