@@ -7,10 +7,10 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"time"
 	"unicode/utf8"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -22,10 +22,11 @@ const flushAt = 64 << 10
 // formatted by hand into a reused buffer; the rare records go through
 // encoding/json.
 type Writer struct {
-	w    io.Writer
-	file *os.File // set when writing a file: Sync on Close
-	buf  []byte
-	err  error
+	w     io.Writer
+	file  *os.File // set when writing a file: Sync on Close
+	buf   []byte
+	err   error
+	clock clockfmt.Cache
 }
 
 // NewWriter writes to w.
@@ -68,7 +69,7 @@ func (w *Writer) Write(rec any) error {
 // WriteTransition appends a transition record. wallNs is its wall-clock
 // time. It does not allocate.
 func (w *Writer) WriteTransition(t *timeline.Transition, wallNs int64) error {
-	w.buf = AppendTransition(w.buf, t, wallNs)
+	w.buf = appendTransition(w.buf, t, wallNs, &w.clock)
 	return w.maybeFlush()
 }
 
@@ -103,9 +104,14 @@ func (w *Writer) Close() error {
 
 // AppendTransition appends t as one JSON line.
 func AppendTransition(b []byte, t *timeline.Transition, wallNs int64) []byte {
+	var c clockfmt.Cache
+	return appendTransition(b, t, wallNs, &c)
+}
+
+func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clockfmt.Cache) []byte {
 	e := t.Event
 	b = append(b, `{"type":"transition","time":"`...)
-	b = time.Unix(0, wallNs).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
 	b = strconv.AppendUint(b, e.MonoNs, 10)
 	b = appendSocket(b, e.Cookie, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())

@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -79,11 +80,11 @@ func TestHostileProcessNames(t *testing.T) {
 	}
 }
 
-func TestAppendTransitionDoesNotAllocate(t *testing.T) {
+func TestWriteTransitionDoesNotAllocate(t *testing.T) {
 	tr := sampleTransition("client")
-	buf := make([]byte, 0, 4096)
-	if n := testing.AllocsPerRun(100, func() { buf = AppendTransition(buf[:0], tr, 1) }); n != 0 {
-		t.Fatalf("AppendTransition allocates %v times per event", n)
+	w := NewWriter(io.Discard)
+	if n := testing.AllocsPerRun(1000, func() { w.WriteTransition(tr, 1) }); n != 0 {
+		t.Fatalf("WriteTransition allocates %v times per event", n)
 	}
 }
 
@@ -127,11 +128,13 @@ func TestWriterKeepsRecordsWhole(t *testing.T) {
 	}
 }
 
-func BenchmarkAppendTransition(b *testing.B) {
+func BenchmarkWriteTransition(b *testing.B) {
 	tr := sampleTransition("client")
-	buf := make([]byte, 0, 4096)
+	w := NewWriter(io.Discard)
 	b.ReportAllocs()
+	wall := time.Now().UnixNano()
 	for b.Loop() {
-		buf = AppendTransition(buf[:0], tr, 1)
+		wall += 1000
+		w.WriteTransition(tr, wall)
 	}
 }

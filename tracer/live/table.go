@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -34,6 +35,7 @@ type Table struct {
 	// last thing on the screen.
 	diagnoses []string
 	more      int
+	clock     clockfmt.Cache
 }
 
 // NewTable returns a table writing to w.
@@ -61,7 +63,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	e := tr.Event
 	b := t.buf
 	start := len(b)
-	b = time.Unix(0, wallNs).AppendFormat(b, "15:04:05.000000")
+	b = t.clock.AppendClock(b, wallNs)
 	b = fill(b, start, wTime)
 	start = len(b)
 	b = appendCookie(b, e.Cookie)
