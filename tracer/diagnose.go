@@ -42,9 +42,13 @@ type Diagnoser struct {
 	leaks      []capture.Leak        // every leak's last record
 
 	timewait    map[uint64]*twWatch
+	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	twUnwatched uint64
+	diag        *socktable.Conn // kept open: timewait lookups are frequent
 }
+
+type tuple struct{ local, remote netip.AddrPort }
 
 type stuckLeak struct {
 	rec   capture.Leak
@@ -62,6 +66,7 @@ type twWatch struct {
 	state         uint8 // last phase seen; 0: not looked up yet
 	since         uint64
 	timerMs       int64
+	nextPoll      uint64 // when to look it up next (monotonic)
 }
 
 // NewDiagnoser returns a diagnoser that reports through emit.
@@ -76,6 +81,7 @@ func NewDiagnoser(tr *timeline.Tracker, clock Clock, leakAfter time.Duration, em
 		emit:      emit,
 		stuck:     make(map[uint64]*stuckLeak),
 		timewait:  make(map[uint64]*twWatch),
+		twByTuple: make(map[tuple]uint64),
 	}
 }
 
@@ -489,7 +495,15 @@ func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote ne
 		return
 	}
 	d.timewait[cookie] = &twWatch{local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	d.twByTuple[tuple{local, remote}] = cookie
 	d.lastTWPoll = 0 // look it up at the next tick
+}
+
+func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
+	delete(d.timewait, cookie)
+	if d.twByTuple[tuple{w.local, w.remote}] == cookie {
+		delete(d.twByTuple, tuple{w.local, w.remote})
+	}
 }
 
 // timewaitPeer infers timewait phase changes from transitions on this
@@ -498,22 +512,31 @@ func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote ne
 // timewait socket. The lookups confirm these and catch the rest (expiry,
 // peers on other hosts), but only every twPollInterval.
 func (d *Diagnoser) timewaitPeer(e *event.Event) {
-	for cookie, w := range d.timewait {
-		switch {
-		case e.New == event.LastAck && e.Local == w.remote && e.Remote == w.local:
-			if w.state == uint8(event.TimeWait) {
+	// The peer's FIN: the watched socket's remote end is this socket.
+	if e.New == event.LastAck {
+		if cookie, ok := d.twByTuple[tuple{e.Remote, e.Local}]; ok {
+			w := d.timewait[cookie]
+			if w.state != uint8(event.TimeWait) {
+				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
+				d.schedule(w, e.MonoNs)
+				d.emit(&capture.Snapshot{
+					Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+					Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+					State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []capture.Owner{},
+					Note: "the peer's FIN arrived",
+				})
+			}
+		}
+	}
+	// A new handshake on the same four-tuple, from either end.
+	if e.New == event.SynSent || e.New == event.SynRecv {
+		for _, key := range [2]tuple{{e.Local, e.Remote}, {e.Remote, e.Local}} {
+			cookie, ok := d.twByTuple[key]
+			if !ok || cookie == e.Cookie {
 				continue
 			}
-			w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
-			d.emit(&capture.Snapshot{
-				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
-				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
-				State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []capture.Owner{},
-				Note: "the peer's FIN arrived",
-			})
-		case (e.New == event.SynSent || e.New == event.SynRecv) && e.Local == w.local && e.Remote == w.remote,
-			e.New == event.SynSent && e.Local == w.remote && e.Remote == w.local:
-			delete(d.timewait, cookie)
+			w := d.timewait[cookie]
+			d.unwatch(cookie, w)
 			d.emit(&capture.Snapshot{
 				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait_gone",
 				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
@@ -524,12 +547,33 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	}
 }
 
+// schedule sets when w is looked up next. A TIME_WAIT socket changes only
+// when its timer fires, so it is left alone until shortly before; a
+// FIN_WAIT2 one may change whenever the peer's FIN arrives.
+func (d *Diagnoser) schedule(w *twWatch, now uint64) {
+	w.nextPoll = now + uint64(twPollInterval)
+	if w.state == uint8(event.TimeWait) && w.timerMs > 200 {
+		w.nextPoll = now + uint64(time.Duration(w.timerMs-150)*time.Millisecond)
+	}
+}
+
 // pollTimewait looks each watched timewait socket up and reports its phase
 // changes (FIN_WAIT2 → TIME_WAIT) and its end.
 func (d *Diagnoser) pollTimewait(now uint64) {
-	for cookie, w := range d.timewait {
-		ent, err := socktable.Lookup(w.local, w.remote)
+	if d.diag == nil {
+		c, err := socktable.Open()
 		if err != nil {
+			return
+		}
+		d.diag = c
+	}
+	for cookie, w := range d.timewait {
+		if now < w.nextPoll {
+			continue
+		}
+		ent, err := d.diag.Lookup(w.local, w.remote)
+		if err != nil {
+			w.nextPoll = now + uint64(twPollInterval)
 			continue
 		}
 		// An exact lookup falls back to a listener on the local port when
@@ -547,7 +591,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			if ent != nil {
 				rec.Note = "a new connection on the same addresses replaced it"
 			}
-			delete(d.timewait, cookie)
+			d.unwatch(cookie, w)
 			d.emit(rec)
 			continue
 		}
@@ -566,6 +610,8 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 				Note: "socket table",
 			})
 		}
+		w.timerMs = int64(ent.Expires)
+		d.schedule(w, now)
 	}
 }
 
@@ -584,6 +630,14 @@ func (d *Diagnoser) End(now uint64) {
 			timeline.FmtDur(time.Duration(end.AgeNs)), timeline.OwnersText(ownersFromRecord(end.Owners)))
 		d.replaceLeak(end)
 		d.emit(&end)
+	}
+}
+
+// Close releases the socket-table connection.
+func (d *Diagnoser) Close() {
+	if d.diag != nil {
+		d.diag.Close()
+		d.diag = nil
 	}
 }
 

@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 	defer probe.Close()
 	s.clock = NewClock()
 	s.diag = NewDiagnoser(s.tracker, s.clock, cfg.LeakAfter, s.emit)
+	defer s.diag.Close()
 	fmt.Fprintf(s.log, "tcptrail: attached to tracepoint sock:inet_sock_set_state and the socket syscalls as BTF tracepoints (tp_btf): no tracefs, debugfs or bpffs needed\n")
 
 	if err := s.begin(); err != nil {

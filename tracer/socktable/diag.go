@@ -79,9 +79,39 @@ func Dump(family uint8, states uint32) ([]Entry, error) {
 	return query(&req, unix.NLM_F_DUMP)
 }
 
+// Conn is a sock_diag netlink socket kept open for repeated lookups.
+type Conn struct {
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+// Open opens a sock_diag socket.
+func Open() (*Conn, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag socket: %w", err)
+	}
+	return &Conn{fd: fd, buf: make([]byte, 64<<10)}, nil
+}
+
+// Close closes the socket.
+func (c *Conn) Close() error { return unix.Close(c.fd) }
+
 // Lookup finds the TCP socket with this four-tuple, timewait sockets
-// included. It returns nil, nil when there is none.
+// included. It returns nil, nil when there is none. Note that the kernel
+// falls back to a listener on the local port: callers compare the tuple.
 func Lookup(local, remote netip.AddrPort) (*Entry, error) {
+	c, err := Open()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Lookup(local, remote)
+}
+
+// Lookup is the package's Lookup on an open socket.
+func (c *Conn) Lookup(local, remote netip.AddrPort) (*Entry, error) {
 	req := inetDiagReqV2{Protocol: unix.IPPROTO_TCP, States: AllStates}
 	req.Family = unix.AF_INET
 	if local.Addr().Is6() {
@@ -92,7 +122,7 @@ func Lookup(local, remote netip.AddrPort) (*Entry, error) {
 	putAddr(req.ID.Src[:], local.Addr())
 	putAddr(req.ID.Dst[:], remote.Addr())
 	req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
-	entries, err := query(&req, 0)
+	entries, err := c.query(&req, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
@@ -113,12 +143,16 @@ func putAddr(dst []byte, a netip.Addr) {
 }
 
 func query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	c, err := Open()
 	if err != nil {
-		return nil, fmt.Errorf("sock_diag socket: %w", err)
+		return nil, err
 	}
-	defer unix.Close(fd)
+	defer c.Close()
+	return c.query(req, flags)
+}
 
+func (c *Conn) query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
+	fd := c.fd
 	const hdrLen = unix.SizeofNlMsghdr
 	reqLen := int(unsafe.Sizeof(*req))
 	msg := make([]byte, hdrLen+reqLen)
@@ -126,14 +160,15 @@ func query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
 	hdr.Len = uint32(len(msg))
 	hdr.Type = sockDiagByFamily
 	hdr.Flags = unix.NLM_F_REQUEST | flags
-	hdr.Seq = 1
+	c.seq++
+	hdr.Seq = c.seq
 	copy(msg[hdrLen:], unsafe.Slice((*byte)(unsafe.Pointer(req)), reqLen))
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag send: %w", err)
 	}
 
 	var out []Entry
-	buf := make([]byte, 64<<10)
+	buf := c.buf
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
@@ -147,6 +182,9 @@ func query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
 			return nil, fmt.Errorf("sock_diag parse: %w", err)
 		}
 		for _, m := range msgs {
+			if m.Header.Seq != c.seq {
+				continue // a late answer to an earlier query
+			}
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
 				return out, nil
