@@ -371,3 +371,23 @@ func TestPIDFilter(t *testing.T) {
 		t.Fatalf("server end with --pid: %v, want %v", got, serverLife)
 	}
 }
+
+// TestSparseEventsArriveQuickly: the kernel batches reader wakeups, and the
+// reader's deadline bounds how long a lone event waits: under 100 ms.
+func TestSparseEventsArriveQuickly(t *testing.T) {
+	t.Parallel()
+	s := startSession(t, tracer.Config{}, 17109)
+	addr, accepted := loopbackServer(t, 17109)
+	for i := 0; i < 3; i++ {
+		c := dial(t, addr)
+		(<-accepted).Close()
+		c.Close()
+		waitStep(t, s.rec, localOf(c), event.LastAck, event.Close)
+		time.Sleep(120 * time.Millisecond) // sparse: each connection alone in its poll period
+	}
+	for _, st := range s.rec.Steps(func(Step) bool { return true }) {
+		if lag := time.Duration(st.ArrivedNs - st.MonoNs); lag > 100*time.Millisecond {
+			t.Errorf("%v reached the sink %v after it happened", st, lag)
+		}
+	}
+}

@@ -106,7 +106,8 @@ func (r *recorder) Transition(t *timeline.Transition, _ int64) error {
 	e := t.Event
 	s := Step{Cookie: e.Cookie, Local: e.Local, Remote: e.Remote, Old: e.Old, New: e.New,
 		Cause: string(t.Cause.AppendText(nil)), CauseKind: t.Cause.Kind, CausePID: t.Cause.PID,
-		Owners: timeline.OwnersText(t.Owners), PID: e.PID, Gap: t.Gap, PrevStateNs: t.PrevStateNs, MonoNs: e.MonoNs}
+		Owners: timeline.OwnersText(t.Owners), PID: e.PID, Gap: t.Gap, PrevStateNs: t.PrevStateNs, MonoNs: e.MonoNs,
+		ArrivedNs: tracer.MonoNow()}
 	r.mu.Lock()
 	r.steps = append(r.steps, s)
 	r.recs = append(r.recs, s)
