@@ -77,6 +77,7 @@ type Step struct {
 	Gap         bool
 	PrevStateNs int64
 	MonoNs      uint64
+	ArrivedNs   uint64 // when the sink got it (monotonic)
 }
 
 func (s Step) String() string {
