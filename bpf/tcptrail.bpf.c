@@ -367,6 +367,19 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 	}
 	if (call == TT_CALL_BIND || call == TT_CALL_CONNECT)
 		in.uaddr = BPF_CORE_READ(regs, si);
+
+	/* Close, shutdown, listen and dup of an untraced socket cost nothing
+	 * more; neither does a connect to an untraced port. A bind is kept
+	 * whatever its port: a failed one is explained if a traced socket
+	 * holds the address. An accept's socket is only known at exit. */
+	if (filter_ports && call != TT_CALL_BIND && call != TT_CALL_ACCEPT) {
+		__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+		__u16 dport = call == TT_CALL_CONNECT ? user_sockaddr_port(in.uaddr) :
+			      bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+		if (!ports_wanted(sport, dport))
+			return 0;
+	}
 	if (call == TT_CALL_SHUTDOWN)
 		in.arg = (__u32)BPF_CORE_READ(regs, si);
 
