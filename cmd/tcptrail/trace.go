@@ -42,6 +42,7 @@ type traceFlags struct {
 	readyFile  string
 	ringSize   byteSize
 	wakeupSize byteSize
+	bare       bool
 }
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
@@ -63,6 +64,8 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	fs.StringVar(&f.readyFile, "ready-file", "", "create `FILE` once the probes are attached (for scripts)")
 	fs.Var(&f.wakeupSize, "wakeup-size", "wake the reader once this much is pending (0: every event)")
 	_ = fs.MarkHidden("wakeup-size")
+	fs.BoolVar(&f.bare, "transitions-only", false, "trace state changes only: no owners, causes or syscall diagnoses")
+	_ = fs.MarkHidden("transitions-only")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -123,10 +126,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	cfg := tracer.Config{
 		Kernel: kernel.Config{
-			Ports:       f.ports.ports,
-			PID:         uint32(f.pid),
-			RingBytes:   int(f.ringSize),
-			WakeupBytes: uint64(f.wakeupSize),
+			Ports:           f.ports.ports,
+			PID:             uint32(f.pid),
+			RingBytes:       int(f.ringSize),
+			WakeupBytes:     uint64(f.wakeupSize),
+			TransitionsOnly: f.bare,
 		},
 		Duration:  f.duration,
 		LeakAfter: f.leakAfter,

@@ -23,6 +23,10 @@ type Config struct {
 	// WakeupBytes: the kernel wakes the reader once this much is pending.
 	// The reader polls on a deadline as well, so small values only cost CPU.
 	WakeupBytes uint64
+	// TransitionsOnly attaches the state-change program alone: no syscall,
+	// fork or exit tracing, so no owners or causes. It measures what the
+	// correlation costs.
+	TransitionsOnly bool
 }
 
 // DefaultRingBytes holds about 80k events: a quarter second at 300k/s.
@@ -120,7 +124,11 @@ func Load(cfg Config) (*Probe, error) {
 	}
 	p.progs = []*ebpf.Program{p.objs.HandleSetState, p.objs.HandleSysEnter,
 		p.objs.HandleSysExit, p.objs.HandleExit, p.objs.HandleFork}
-	for _, prog := range p.progs {
+	attach := p.progs
+	if cfg.TransitionsOnly {
+		attach = attach[:1]
+	}
+	for _, prog := range attach {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
 			p.Close()
