@@ -1,0 +1,137 @@
+package tracer_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer"
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// requireProgram finds a real service's binary; under CI it must be there.
+func requireProgram(t *testing.T, name string) string {
+	t.Helper()
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"} {
+		if p := filepath.Join(dir, name); fileExists(p) {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed (CI installs it)", name)
+	}
+	t.Skipf("%s is not installed", name)
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestNginx traces a real nginx that started before the trace: its
+// listener is shared by the master and the worker it forked, a request's
+// socket belongs to the worker, and the worker's close() ends it.
+func TestNginx(t *testing.T) {
+	t.Parallel()
+	requirePrivileges(t)
+	bin := requireProgram(t, "nginx")
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	conf := fmt.Sprintf(`worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 64; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	server { listen 127.0.0.1:17300; location / { return 200 "ok\n"; } }
+}
+`, dir)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ng := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"))
+	ng.Stderr = os.Stderr
+	if err := ng.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ng.Process.Kill(); ng.Wait() })
+	master := ng.Process.Pid
+	worker := waitForChild(t, master)
+	waitForListener(t, "127.0.0.1:17300")
+
+	s := startSession(t, tracer.Config{}, 17300)
+	listeners := find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.Reason == "start" && r.State == "LISTEN" })
+	if len(listeners) != 1 {
+		t.Fatalf("want nginx's listener at start: %v", listeners)
+	}
+	pids := map[uint32]bool{}
+	for _, o := range listeners[0].Owners {
+		pids[o.PID] = true
+	}
+	if !pids[uint32(master)] || !pids[uint32(worker)] || len(pids) != 2 {
+		t.Fatalf("listener owners %+v, want master %d and worker %d", listeners[0].Owners, master, worker)
+	}
+
+	c, err := net.Dial("tcp4", "127.0.0.1:17300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	reply, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.Contains(string(reply), "200 OK") {
+		t.Fatalf("nginx replied %q", reply)
+	}
+	serverEnd := netip.MustParseAddrPort("127.0.0.1:17300")
+	st := waitStep(t, s.rec, serverEnd, event.Established, event.FinWait1)
+	want := fmt.Sprintf("nginx[%d] fd ", worker)
+	if st.CauseKind != timeline.CauseClose || st.PID != uint32(worker) || !strings.HasPrefix(st.Owners, want) {
+		t.Fatalf("nginx's close: %v, want close(fd) by the worker %d", st, worker)
+	}
+	if st.Remote != localOf(c) {
+		t.Fatalf("wrong connection: %v", st)
+	}
+}
+
+// waitForChild returns the first child of pid.
+func waitForChild(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d has no child after 10s", pid)
+	return 0
+}
+
+func waitForListener(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp4", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s after 10s", addr)
+}
