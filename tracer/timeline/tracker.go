@@ -65,7 +65,6 @@ type Tracker struct {
 	// owning counts the sockets each process owns, so that process exits
 	// and forks of processes that own nothing cost a map lookup.
 	owning map[uint32]int
-	comms  map[uint32][16]byte
 	free   []*Socket
 	tr     Transition
 	owners []Owner
@@ -80,7 +79,6 @@ func New() *Tracker {
 	return &Tracker{
 		socks:  make(map[uint64]*Socket),
 		owning: make(map[uint32]int),
-		comms:  make(map[uint32][16]byte),
 	}
 }
 
@@ -157,11 +155,8 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 		}
 	}
 
-	if e.Call != event.CallNone && e.FD >= 0 {
-		t.comms[e.PID] = e.Comm
-		if e.Call == event.CallConnect || e.Call == event.CallListen {
-			t.addOwner(s, Owner{PID: e.PID, FD: e.FD, Comm: e.Comm})
-		}
+	if (e.Call == event.CallConnect || e.Call == event.CallListen) && e.FD >= 0 {
+		t.addOwner(s, Owner{PID: e.PID, FD: e.FD, Comm: e.Comm})
 	}
 	tr.Cause = classify(e, s.ExitedBy)
 	t.owners = append(t.owners[:0], s.Owners...)
@@ -228,7 +223,6 @@ func (t *Tracker) dropOwning(pid uint32) {
 // Call applies a call event (accept, bind, a close that changed nothing, a
 // failed call). It returns the socket concerned, if known.
 func (t *Tracker) Call(e *event.Event) *Socket {
-	t.comms[e.PID] = e.Comm
 	s := t.socks[e.Cookie]
 	if e.Cookie == 0 {
 		s = nil
@@ -254,7 +248,6 @@ func (t *Tracker) Call(e *event.Event) *Socket {
 // transitions its exit causes are attributed to it.
 func (t *Tracker) Exit(e *event.Event) {
 	pid := e.PID
-	delete(t.comms, pid)
 	if t.owning[pid] == 0 {
 		return
 	}
@@ -290,9 +283,3 @@ func (t *Tracker) Fork(e *event.Event) {
 
 // Owns reports whether pid holds any known socket.
 func (t *Tracker) Owns(pid uint32) bool { return t.owning[pid] > 0 }
-
-// Comm returns the last name seen for pid.
-func (t *Tracker) Comm(pid uint32) ([16]byte, bool) {
-	c, ok := t.comms[pid]
-	return c, ok
-}
