@@ -94,12 +94,14 @@ struct inflight {
 
 /*
  * inflight: pid_tgid -> the socket syscall that thread is in. Inserted at
- * sys_enter of connect/accept/bind/listen/close/shutdown on a TCP socket,
- * deleted at its sys_exit. A thread is in at most one syscall, so the map
- * holds at most one entry per thread that is inside such a call right now.
+ * sys_enter of connect/accept/bind/listen/close/shutdown/dup on a TCP socket,
+ * deleted at its sys_exit, or when the thread exits (a thread killed inside
+ * a blocking accept never reaches sys_exit). A thread is in at most one
+ * syscall, so the map holds one entry per thread inside such a call; LRU so
+ * that a missed deletion can never fill it.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct inflight);
@@ -522,6 +524,9 @@ int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct event *e;
+
+	/* A thread that dies inside a syscall never reaches sys_exit. */
+	bpf_map_delete_elem(&inflight, &pid_tgid);
 
 	/* One record per process, when its last thread exits: its fds are
 	 * closed right after this, and those closes run with no close() call. */
