@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // Errors a Reader reports, wrapped in a *LineError when a line is to blame.
@@ -71,6 +72,8 @@ type Reader struct {
 	header *Header
 	// summaryLine is the line of the summary; 0 until it is read.
 	summaryLine int
+
+	strs map[string]string // see intern
 
 	// Records are decoded into these and handed out; see Next.
 	hdr     Header
@@ -152,7 +155,7 @@ func (r *Reader) Next() (any, error) {
 
 // notCapture explains a bad first line.
 func notCapture(err error) error {
-	if err == nil || errors.Is(err, ErrNotCapture) {
+	if err == nil || errors.Is(err, ErrNotCapture) || errors.Is(err, ErrSchemaTooNew) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrNotCapture, err)
@@ -244,7 +247,12 @@ func (r *Reader) decode(line []byte) (any, error) {
 	case TypeHeader:
 		return r.decodeHeader(line)
 	case TypeTransition:
-		r.tr = Transition{Owners: r.tr.Owners[:0]}
+		// Both decoders write into what a pointer already points at: keep it.
+		r.tr = Transition{Owners: r.tr.Owners[:0], PrevStateNs: r.tr.PrevStateNs}
+		if r.fastTransition(line, &r.tr) {
+			return &r.tr, nil
+		}
+		r.tr = Transition{Owners: r.tr.Owners[:0], PrevStateNs: r.tr.PrevStateNs}
 		rec, err = &r.tr, json.Unmarshal(line, &r.tr)
 	case TypeCall:
 		r.call = Call{Owners: r.call.Owners[:0]}
@@ -329,9 +337,23 @@ func jsonError(typ string, err error) error {
 		if ute.Field == "" {
 			return fmt.Errorf("bad %s record: %s where an object belongs", typ, ute.Value)
 		}
-		return fmt.Errorf("bad %s record: field %q holds %s, want %s", typ, ute.Field, ute.Value, ute.Type)
+		return fmt.Errorf("bad %s record: field %q holds %s, want %s", typ, jsonField(ute.Field), ute.Value, ute.Type)
 	}
 	return fmt.Errorf("bad %s record: %w", typ, err)
+}
+
+// jsonField turns encoding/json's path to a field, "Socket.lport" or
+// "owners.pid", into the names a capture uses: embedded Go types (which
+// start with a capital) are not part of the file.
+func jsonField(path string) string {
+	parts := strings.Split(path, ".")
+	kept := parts[:0]
+	for _, p := range parts {
+		if p != "" && !(p[0] >= 'A' && p[0] <= 'Z') {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, ".")
 }
 
 // fastType returns the type of a line written by tcptrail's writer, which

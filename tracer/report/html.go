@@ -97,13 +97,16 @@ type pageCapture struct {
 }
 
 type pageConn struct {
-	ID    int      `json:"id"`
-	Name  string   `json:"name"`
-	Start int64    `json:"t0"`
-	End   int64    `json:"t1"`
-	Ends  [2]int   `json:"ends"` // client, server: indexes into Socks, -1 for none
-	Diags []string `json:"diag"` // kinds
-	Path  int      `json:"path"` // index into Paths
+	ID    int    `json:"id"`
+	Name  string `json:"name"`
+	Start int64  `json:"t0"`
+	End   int64  `json:"t1"`
+	// Active is when its last transition happened: the page's axis fits
+	// that, not timewait tails or leaks open until the end.
+	Active int64    `json:"t2"`
+	Ends   [2]int   `json:"ends"` // client, server: indexes into Socks, -1 for none
+	Diags  []string `json:"diag"` // kinds
+	Path   int      `json:"path"` // index into Paths
 }
 
 type pageSock struct {
@@ -164,7 +167,8 @@ type payloadBuilder struct {
 }
 
 func buildPayload(c *Capture, sel *Selection, name string, o HTMLOptions) *payload {
-	p := &payload{Title: name, Listeners: []int{}, Others: []int{}, Conns: []pageConn{}, Socks: []pageSock{}, Diags: []pageDiag{}}
+	p := &payload{Title: name, Listeners: []int{}, Others: []int{}, Conns: []pageConn{}, Socks: []pageSock{},
+		Diags: []pageDiag{}, Paths: []pagePath{}}
 	b := &payloadBuilder{c: c, sel: sel, p: p, strIdx: map[string]int{}, sockIx: map[*Socket]int{}, diagIx: map[*Diagnosis]int{}}
 	b.str("")
 	for st := event.State(0); st <= event.BoundInact; st++ {
@@ -223,7 +227,11 @@ func buildPayload(c *Capture, sel *Selection, name string, o HTMLOptions) *paylo
 		if i >= o.MaxConns {
 			continue
 		}
-		pc := pageConn{ID: conn.ID, Name: conn.Name(), Start: b.off(conn.StartNs), End: b.off(conn.EndNs),
+		active := conn.StartNs
+		for _, s := range conn.Ends() {
+			active = max(active, s.activeEndNs())
+		}
+		pc := pageConn{ID: conn.ID, Name: conn.Name(), Start: b.off(conn.StartNs), End: b.off(conn.EndNs), Active: b.off(active),
 			Ends: [2]int{b.sock(conn.Client), b.sock(conn.Server)}, Diags: connDiags(conn), Path: pi}
 		p.Conns = append(p.Conns, pc)
 	}
@@ -261,7 +269,7 @@ func (b *payloadBuilder) str(s string) int {
 }
 
 func connDiags(conn *Conn) []string {
-	var kinds []string
+	kinds := []string{}
 	for _, s := range conn.Ends() {
 		for _, d := range s.Diagnoses {
 			if !slices.Contains(kinds, d.Kind) {
@@ -279,9 +287,10 @@ func statePath(s *Socket) string {
 		return "(not traced)"
 	}
 	var parts []string
-	for _, x := range s.Steps() {
-		if x.Kind == StepTransition || (x.Kind == StepSnapshot && x.Reason == reasonTimewait && x.New == event.TimeWait) {
-			name := x.New.String()
+	for i := range s.steps {
+		x := &s.steps[i]
+		if x.kind == StepTransition || (x.kind == StepSnapshot && s.c.strs[x.text] == reasonTimewait && x.new == event.TimeWait) {
+			name := x.new.String()
 			if len(parts) == 0 || parts[len(parts)-1] != name {
 				parts = append(parts, name)
 			}
@@ -340,7 +349,7 @@ func (b *payloadBuilder) sock(s *Socket) int {
 	//   exit:       t, 3, task
 	//   end:        t, 4, state
 	//   omitted:    t, 5, count
-	//   window:     t, 6, state, since
+	//   window:     t, 6, state, since, in a timewait socket (0/1)
 	for _, ev := range story(b.c, b.sel, s) {
 		t := b.off(ev.mono)
 		owners := int64(-1)
@@ -373,7 +382,11 @@ func (b *payloadBuilder) sock(s *Socket) int {
 		case evOmitted:
 			row = []int64{t, 5, int64(ev.count)}
 		case evWindow:
-			row = []int64{t, 6, int64(ev.state), b.off(ev.since)}
+			tw := int64(0)
+			if ev.timewait {
+				tw = 1
+			}
+			row = []int64{t, 6, int64(ev.state), b.off(ev.since), tw}
 		}
 		ps.Steps = append(ps.Steps, row)
 	}
@@ -432,7 +445,7 @@ func (b *payloadBuilder) segments(s *Socket) [][4]int64 {
 }
 
 func (b *payloadBuilder) diag(t *textReport, d *Diagnosis) pageDiag {
-	pd := pageDiag{Kind: d.Kind, T: b.off(d.MonoNs), Socks: []int{}, Conns: []int{}}
+	pd := pageDiag{Kind: d.Kind, T: b.off(d.MonoNs), Lines: []pageDiagRow{}, Socks: []int{}, Conns: []int{}}
 	row := func(mono uint64, text string) {
 		tt := int64(-1)
 		if mono != 0 {

@@ -106,6 +106,9 @@ type Builder struct {
 	// that a bind conflict names the socket whose bind failed.
 	failed map[[2]uint32]uint64
 	key    []byte
+	// Sockets and their first steps come from slabs: see stepsPerSocket.
+	sockSlab []Socket
+	stepSlab []step
 }
 
 // NewBuilder starts an empty Capture.
@@ -417,7 +420,12 @@ func (b *Builder) diagnosis(d *Diagnosis) bool {
 func (b *Builder) socket(r *capture.Socket, mono uint64) *Socket {
 	s := b.socks[r.Cookie]
 	if s == nil {
-		s = &Socket{Cookie: r.Cookie, c: b.c, FirstNs: mono}
+		if len(b.sockSlab) == 0 {
+			b.sockSlab = make([]Socket, 1024)
+		}
+		s = &b.sockSlab[0]
+		b.sockSlab = b.sockSlab[1:]
+		*s = Socket{Cookie: r.Cookie, c: b.c, FirstNs: mono}
 		b.socks[r.Cookie] = s
 		b.c.Sockets = append(b.c.Sockets, s)
 	}
@@ -491,6 +499,12 @@ func (c *Capture) intern(s string) uint32 {
 	return i
 }
 
+// stepsPerSocket is the room a socket's timeline starts with: a TCP
+// connection's end takes five or six steps. Sockets take their first
+// steps from a shared slab, so that a million steps cost a few large
+// allocations instead of a growing slice per socket.
+const stepsPerSocket = 6
+
 // addStep keeps a step within the bounds of Options.
 func (b *Builder) addStep(s *Socket, st step) {
 	limit := b.o.MaxStepsPerSocket
@@ -498,30 +512,39 @@ func (b *Builder) addStep(s *Socket, st step) {
 	case b.steps >= b.o.MaxSteps:
 		s.Omitted++
 		b.c.OmittedSteps++
-		if s.omitAt == 0 {
-			s.omitAt = len(s.steps) + len(s.tail)
+		if s.omitAt == 0 && s.tail == nil {
+			s.omitAt = len(s.steps)
 		}
 		return
-	case len(s.steps) < limit/2 || (len(s.tail) == 0 && len(s.steps) < limit):
+	case s.steps == nil:
+		if len(b.stepSlab)+stepsPerSocket > cap(b.stepSlab) {
+			b.stepSlab = make([]step, 0, 1024*stepsPerSocket)
+		}
+		n := len(b.stepSlab)
+		b.stepSlab = b.stepSlab[:n+stepsPerSocket]
+		s.steps = b.stepSlab[n : n : n+stepsPerSocket]
+		fallthrough
+	case len(s.steps) < limit/2 || (s.tail == nil && len(s.steps) < limit):
 		s.steps = append(s.steps, st)
 		b.steps++
 		return
 	}
 	// Full: from here the latest limit/2 steps are kept in a ring after
 	// the first limit/2.
-	if len(s.tail) == 0 {
+	if s.tail == nil {
 		half := limit / 2
-		s.tail = append(make([]step, 0, limit-half), s.steps[half:]...)
+		s.tail = &ring{steps: append(make([]step, 0, limit-half), s.steps[half:]...)}
 		s.steps = s.steps[:half:half]
 		s.omitAt = half
 	}
-	if len(s.tail) < cap(s.tail) {
-		s.tail = append(s.tail, st)
+	r := s.tail
+	if len(r.steps) < cap(r.steps) {
+		r.steps = append(r.steps, st)
 		b.steps++
 		return
 	}
-	s.tail[s.tailAt] = st
-	s.tailAt = (s.tailAt + 1) % len(s.tail)
+	r.steps[r.at] = st
+	r.at = (r.at + 1) % len(r.steps)
 	s.Omitted++
 	b.c.OmittedSteps++
 }
@@ -534,9 +557,9 @@ func (b *Builder) Finish() *Capture {
 		c.EndNs = max(c.EndNs, c.Summary.MonoNs)
 	}
 	for _, s := range c.Sockets {
-		if len(s.tail) > 0 {
-			s.steps = append(s.steps, s.tail[s.tailAt:]...)
-			s.steps = append(s.steps, s.tail[:s.tailAt]...)
+		if r := s.tail; r != nil {
+			s.steps = append(s.steps, r.steps[r.at:]...)
+			s.steps = append(s.steps, r.steps[:r.at]...)
 			s.tail = nil
 		}
 		// Records arrive nearly in time order; a stable sort keeps the
@@ -576,23 +599,29 @@ func parseAddrPort(addr string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(a, port)
 }
 
-// tuple is a socket's four-tuple as pairing compares it: an IPv4 client
-// of a dual-stack server appears there as ::ffff:a.b.c.d.
-type tuple struct{ local, remote netip.AddrPort }
-
 func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// pairKey names the connection an end belongs to the same way from both
+// ends: its two addresses in a fixed order (an IPv4 client of a dual-stack
+// server appears there as ::ffff:a.b.c.d, so unmapped), and which of the
+// two is local.
+type pairKey struct {
+	lo, hi  netip.AddrPort
+	localHi bool
+	s       *Socket
 }
 
 // pair sorts sockets into listeners, others and connections, pairing each
 // socket with the socket whose four-tuple mirrors its own and whose life
 // overlaps it. A four-tuple can be reused once the previous connection is
 // gone (or its server end is in timewait), so of several candidates the
-// one that started closest in time wins.
+// one that started closest in time wins. Sorting by four-tuple instead of
+// indexing a map keeps the memory this takes small.
 func (b *Builder) pair() {
 	c := b.c
-	var ends []*Socket
-	index := make(map[tuple][]*Socket)
+	ends := make([]pairKey, 0, len(c.Sockets))
 	listenPorts := make(map[uint16]bool)
 	for _, s := range c.Sockets {
 		switch {
@@ -600,9 +629,12 @@ func (b *Builder) pair() {
 			c.Listeners = append(c.Listeners, s)
 			listenPorts[s.Local.Port()] = true
 		case s.Remote.Port() != 0 && s.Remote.Addr().IsValid():
-			ends = append(ends, s)
-			k := tuple{unmap(s.Local), unmap(s.Remote)}
-			index[k] = append(index[k], s)
+			l, r := unmap(s.Local), unmap(s.Remote)
+			k := pairKey{lo: l, hi: r, s: s}
+			if r.Compare(l) < 0 {
+				k = pairKey{lo: r, hi: l, localHi: true, s: s}
+			}
+			ends = append(ends, k)
 		default:
 			c.Others = append(c.Others, s)
 		}
@@ -610,19 +642,44 @@ func (b *Builder) pair() {
 	bySeen := func(a, b *Socket) int {
 		return cmp.Or(cmp.Compare(a.FirstNs, b.FirstNs), cmp.Compare(a.Cookie, b.Cookie))
 	}
-	slices.SortStableFunc(ends, bySeen)
 	slices.SortStableFunc(c.Listeners, bySeen)
 	slices.SortStableFunc(c.Others, bySeen)
+	slices.SortFunc(ends, func(a, b pairKey) int {
+		return cmp.Or(a.lo.Compare(b.lo), a.hi.Compare(b.hi), bySeen(a.s, b.s))
+	})
 
-	paired := make(map[*Socket]bool, len(ends))
-	for _, s := range ends {
-		if paired[s] {
+	c.Conns = make([]*Conn, 0, len(ends))
+	for i := 0; i < len(ends); {
+		j := i + 1
+		for j < len(ends) && ends[j].lo == ends[i].lo && ends[j].hi == ends[i].hi {
+			j++
+		}
+		b.pairGroup(ends[i:j], listenPorts)
+		i = j
+	}
+	slices.SortStableFunc(c.Conns, func(a, b *Conn) int {
+		return cmp.Or(cmp.Compare(a.StartNs, b.StartNs), cmp.Compare(a.first().Cookie, b.first().Cookie))
+	})
+	for i, conn := range c.Conns {
+		conn.ID = i + 1
+	}
+}
+
+// pairGroup pairs the ends of one four-tuple, in order of first sight.
+func (b *Builder) pairGroup(group []pairKey, listenPorts map[uint16]bool) {
+	for i := range group {
+		s := group[i].s
+		if s.Conn != nil {
 			continue
 		}
 		var peer *Socket
 		var best uint64
-		for _, p := range index[tuple{unmap(s.Remote), unmap(s.Local)}] {
-			if p == s || paired[p] || p.FirstNs > s.liveEndNs() || s.FirstNs > p.liveEndNs() {
+		for j := range group {
+			p := group[j].s
+			// The peer looks at the same addresses from the other side
+			// (a connection to itself has both ends the same way round).
+			if p == s || p.Conn != nil || (group[j].localHi == group[i].localHi && s.Local != s.Remote) ||
+				p.FirstNs >= s.liveEndNs() || s.FirstNs >= p.liveEndNs() {
 				continue
 			}
 			d := max(p.FirstNs, s.FirstNs) - min(p.FirstNs, s.FirstNs)
@@ -630,30 +687,19 @@ func (b *Builder) pair() {
 				peer, best = p, d
 			}
 		}
-		conn := &Conn{Client: s, Server: peer}
+		conn := &Conn{Client: s, Server: peer, StartNs: s.FirstNs, EndNs: s.EndNs()}
 		if peer != nil {
-			paired[peer] = true
 			if isServer(s, peer, listenPorts) {
 				conn.Client, conn.Server = peer, s
 			}
+			conn.StartNs = min(conn.StartNs, peer.FirstNs)
+			conn.EndNs = max(conn.EndNs, peer.EndNs())
+			peer.Conn = conn
 		} else if s.Role == RoleServer || (s.Role == RoleUnknown && listenPorts[s.Local.Port()]) {
 			conn.Client, conn.Server = nil, s
 		}
-		paired[s] = true
-		conn.StartNs, conn.EndNs = s.FirstNs, s.EndNs()
-		if peer != nil {
-			conn.StartNs = min(conn.StartNs, peer.FirstNs)
-			conn.EndNs = max(conn.EndNs, peer.EndNs())
-		}
 		s.Conn = conn
-		if peer != nil {
-			peer.Conn = conn
-		}
-		c.Conns = append(c.Conns, conn)
-	}
-	slices.SortStableFunc(c.Conns, func(a, b *Conn) int { return cmp.Compare(a.StartNs, b.StartNs) })
-	for i, conn := range c.Conns {
-		conn.ID = i + 1
+		b.c.Conns = append(b.c.Conns, conn)
 	}
 }
 

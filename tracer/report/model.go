@@ -139,10 +139,10 @@ type Socket struct {
 
 	c *Capture
 	// steps are kept in order; when a timeline is too long its middle is
-	// dropped and omitAt is where (the number of steps kept before it).
+	// dropped and omitAt is where (the number of steps kept before it),
+	// and tail keeps the latest steps.
 	steps  []step
-	tail   []step // ring of the latest steps once steps is full
-	tailAt int    // ring's oldest element
+	tail   *ring
 	omitAt int
 	ever   uint32 // bit per event.State it was ever in
 	owners uint32 // last non-empty owner set
@@ -151,6 +151,12 @@ type Socket struct {
 	raddr  string
 	lport  uint16
 	rport  uint16
+}
+
+// ring holds the latest steps of a long timeline.
+type ring struct {
+	steps []step
+	at    int // the oldest
 }
 
 // maxPIDs bounds the pids a socket remembers for --pid: owners plus the
@@ -209,10 +215,24 @@ func (s *Socket) EndNs() uint64 {
 // liveEndNs is when the socket itself closed (timewait excluded), or the
 // end of the capture: what pairing compares.
 func (s *Socket) liveEndNs() uint64 {
+	switch {
+	case s.ClosedNs != 0:
+		return s.ClosedNs
+	case s.GoneNs != 0:
+		// Seen only as a timewait socket (it existed when tracing
+		// started): it lived until it was gone.
+		return s.GoneNs
+	}
+	return max(s.c.EndNs, s.LastNs)
+}
+
+// activeEndNs is when the socket last changed state itself: its close, or
+// its last step when it never closed.
+func (s *Socket) activeEndNs() uint64 {
 	if s.ClosedNs != 0 {
 		return s.ClosedNs
 	}
-	return max(s.c.EndNs, s.LastNs)
+	return s.LastNs
 }
 
 // StepKind says what a step of a timeline is.
@@ -352,6 +372,14 @@ func (c *Conn) Ends() []*Socket {
 		ends = append(ends, c.Server)
 	}
 	return ends
+}
+
+// first is the client, or the server when the client was not traced.
+func (c *Conn) first() *Socket {
+	if c.Client != nil {
+		return c.Client
+	}
+	return c.Server
 }
 
 // Name is the connection as seen from its client.

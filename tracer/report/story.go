@@ -37,7 +37,7 @@ type storyEvent struct {
 	count         int         // evOmitted
 	task          string      // evExit
 	state         event.State // evEnd, evWindow
-	timewait      bool        // evEnd: in a timewait socket
+	timewait      bool        // evEnd, evWindow: in a timewait socket
 	since         uint64      // evWindow
 }
 
@@ -59,7 +59,8 @@ func story(c *Capture, sel *Selection, s *Socket) []storyEvent {
 			}
 		}
 		if st != 0 {
-			out = append(out, storyEvent{mono: sel.FromNs, kind: evWindow, state: st, since: since})
+			out = append(out, storyEvent{mono: sel.FromNs, kind: evWindow, state: st, since: since,
+				timewait: s.ClosedNs != 0 && s.ClosedNs < sel.FromNs})
 		}
 	}
 

@@ -45,6 +45,7 @@ type textReport struct {
 	width int
 	timeW int // the time column
 	colW  int // one end's column in a diagram
+	buf   []byte
 	err   error
 }
 
@@ -389,13 +390,14 @@ func (t *textReport) rows(rows []row, ends []*Socket, head [][]string, timeLabel
 		t.cells(strings.Repeat("─", t.timeW), rules)
 		return
 	}
+	cells := make([]string, len(ends))
 	for _, r := range rows {
 		for i, l := range r.lines {
 			label := ""
 			if i == 0 {
 				label = t.offset(r.mono)
 			}
-			cells := make([]string, len(ends))
+			clear(cells)
 			for j, s := range ends {
 				if j == r.col {
 					cells[j] = l
@@ -408,18 +410,36 @@ func (t *textReport) rows(rows []row, ends []*Socket, head [][]string, timeLabel
 	}
 }
 
+// cells prints one line of a diagram. A report of a big capture prints
+// millions of them: it builds each in a reused buffer.
 func (t *textReport) cells(label string, cells []string) {
-	var b strings.Builder
-	b.WriteString(" ")
-	b.WriteString(pad(label, t.timeW))
-	b.WriteString("  ")
+	b := append(t.buf[:0], ' ')
+	b = appendPadded(b, label, t.timeW)
+	b = append(b, "  "...)
 	for i, c := range cells {
 		if i > 0 {
-			b.WriteString(" ")
+			b = append(b, ' ')
 		}
-		b.WriteString(pad(c, t.colW))
+		b = appendPadded(b, c, t.colW)
 	}
-	t.line(b.String())
+	for len(b) > 0 && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	t.buf = append(b, '\n')
+	if t.err == nil {
+		_, t.err = t.w.Write(t.buf)
+	}
+}
+
+const spaces = "                                                                                                    "
+
+// appendPadded appends s and spaces up to width runes.
+func appendPadded(b []byte, s string, width int) []byte {
+	b = append(b, s...)
+	for n := width - utf8.RuneCountInString(s); n > 0; n -= len(spaces) {
+		b = append(b, spaces[:min(n, len(spaces))]...)
+	}
+	return b
 }
 
 // lifeline is what a column shows at mono when its socket has nothing to
@@ -446,8 +466,11 @@ func (t *textReport) socketRows(s *Socket, col int) []row {
 	for _, ev := range story(t.c, t.sel, s) {
 		var out []string
 		for i, l := range ev.text(t) {
-			if i == 0 && utf8.RuneCountInString(l) <= w {
-				out = append(out, l) // keeps its alignment
+			if utf8.RuneCountInString(l) <= w-2 || (i == 0 && utf8.RuneCountInString(l) <= w) {
+				if i > 0 {
+					l = "  " + l
+				}
+				out = append(out, l) // fits: keeps its alignment
 				continue
 			}
 			for _, wl := range wrapText(l, w-2) {
@@ -469,6 +492,9 @@ func (ev *storyEvent) text(t *textReport) []string {
 	var lines []string
 	switch ev.kind {
 	case evWindow:
+		if ev.timewait {
+			return []string{"⋮ " + ev.state.String() + " (timewait) since " + t.offset(ev.since)}
+		}
 		return []string{"⋮ " + ev.state.String() + " since " + t.offset(ev.since)}
 	case evOmitted:
 		return []string{fmt.Sprintf("… %d steps omitted …", ev.count)}
