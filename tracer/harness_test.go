@@ -200,6 +200,12 @@ type session struct {
 // startSession starts a tracer on ports and waits until it is attached.
 func startSession(t *testing.T, cfg tracer.Config, ports ...uint16) *session {
 	t.Helper()
+	return startSessionWith(t, cfg, nil, ports...)
+}
+
+// startSessionWith is startSession with more sinks beside the recorder.
+func startSessionWith(t *testing.T, cfg tracer.Config, sinks []tracer.Sink, ports ...uint16) *session {
+	t.Helper()
 	requirePrivileges(t)
 	cfg.Kernel.Ports = ports
 	cfg.ReadyFile = filepath.Join(t.TempDir(), "ready")
@@ -207,7 +213,7 @@ func startSession(t *testing.T, cfg tracer.Config, ports ...uint16) *session {
 	s := &session{rec: newRecorder(), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		s.sum, s.err = tracer.Run(ctx, cfg, s.rec)
+		s.sum, s.err = tracer.Run(ctx, cfg, append([]tracer.Sink{s.rec}, sinks...)...)
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
