@@ -242,7 +242,7 @@ func runeCount(b []byte) int {
 
 // Summary prints the end-of-trace summary.
 func (t *Table) Summary(s *capture.Summary) {
-	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d, queue full %d), gaps %d\n",
+	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d), gaps %d\n",
 		s.Events, s.Transitions, s.Sockets, time.Duration(s.DurationNs).Round(time.Millisecond),
-		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.Gaps)
+		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.Gaps)
 }
