@@ -319,3 +319,36 @@ func TestDurationAndJSONStdout(t *testing.T) {
 		t.Errorf("summary on stderr missing: %s", errb.String())
 	}
 }
+
+// TestKilledTracerLeavesReadableCapture: after SIGKILL the capture holds
+// whole lines up to the kill, and report tells the story and says the
+// summary is missing.
+func TestKilledTracerLeavesReadableCapture(t *testing.T) {
+	privtest.Require(t)
+	capPath := filepath.Join(t.TempDir(), "cap.jsonl")
+	cmd, _, _ := startTracer(t, "--port", "17203", "-o", capPath, "--quiet")
+	oneConnection(t, 17203)
+	// The writer flushes whenever the event stream goes quiet: wait until
+	// the last transition is on disk, then kill without warning.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(capPath)
+		if strings.Count(string(b), `"type":"transition"`) == 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("transitions not on disk after 5s:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	r := runBinary(t, exec.Command(binary, "report", capPath))
+	if !strings.Contains(r.stderr, "has no summary record") {
+		t.Errorf("report does not say the summary is missing: %q", r.stderr)
+	}
+	if !strings.Contains(r.stdout, "CUT SHORT") || !strings.Contains(r.stdout, "127.0.0.1:17203") {
+		t.Errorf("report of the killed capture:\n%s", r.stdout)
+	}
+}
