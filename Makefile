@@ -44,9 +44,12 @@ generate:
 check-generated: generate
 	git diff --exit-code -- tracer/kernel
 
+# Go benchmarks of the user-space path, then the loopback churn benchmark:
+# untraced and traced rounds alternating (root; about a minute).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/...
-	$(SUDO) $(GO) run ./bench/churn -tracer $(BIN)/tcptrail
+	$(GO) build -o $(BIN)/churn ./bench/churn
+	$(SUDO) $(BIN)/churn -tracer $(BIN)/tcptrail
 
 clean:
 	rm -rf $(BIN) out

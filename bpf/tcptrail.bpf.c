@@ -166,11 +166,22 @@ static __always_inline void mark_owned(__u64 sk)
 	bpf_map_update_elem(&owned_socks, &sk, &one, BPF_ANY);
 }
 
+/* Size of a record in the ring buffer: the event and its 8-byte header. */
+#define RECORD_BYTES (sizeof(struct event) + 8)
+
+/*
+ * Wake the reader only when this record makes the pending data cross
+ * wakeup_bytes, not for every record past it: a wakeup is an IRQ-work
+ * self-interrupt, and the softirqs that run on its way out recurse into
+ * this very program and are skipped. The reader also polls on a short
+ * deadline, so nothing waits long without a wakeup.
+ */
 static __always_inline void submit(struct event *e)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	if (avail >= wakeup_bytes && avail < wakeup_bytes + RECORD_BYTES)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }

@@ -102,17 +102,12 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 		d.ports[p] = true
 	}
 	d.pid = pid
-	entries, err := dumpAll()
+	mine, err := dumpAll(d.wanted)
 	if err != nil {
 		return fmt.Errorf("list existing sockets: %w", err)
 	}
 	inodes := make(map[uint32]bool)
-	var mine []socktable.Entry
-	for _, e := range entries {
-		if !d.wanted(&e) {
-			continue
-		}
-		mine = append(mine, e)
+	for _, e := range mine {
 		if e.Inode != 0 {
 			inodes[e.Inode] = true
 		}
@@ -147,12 +142,13 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 	return nil
 }
 
-func dumpAll() ([]socktable.Entry, error) {
-	v4, err := socktable.Dump(unix.AF_INET, socktable.AllStates)
+// dumpAll lists the TCP sockets of both families that keep accepts.
+func dumpAll(keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+	v4, err := socktable.DumpFunc(unix.AF_INET, socktable.AllStates, keep)
 	if err != nil {
 		return nil, err
 	}
-	v6, err := socktable.Dump(unix.AF_INET6, socktable.AllStates)
+	v6, err := socktable.DumpFunc(unix.AF_INET6, socktable.AllStates, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -342,13 +338,10 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 		seen[s.Cookie] = true
 		holders = append(holders, h)
 	})
-	entries, _ := dumpAll()
+	entries, _ := dumpAll(func(t *socktable.Entry) bool { return !seen[t.Cookie] && holds(t.Local, want) })
 	var unknown []socktable.Entry
 	inodes := make(map[uint32]bool)
 	for _, t := range entries {
-		if seen[t.Cookie] || !holds(t.Local, want) {
-			continue
-		}
 		if t.Inode != 0 {
 			inodes[t.Inode] = true
 		}

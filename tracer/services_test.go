@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,9 +69,12 @@ http {
 	if err := ng.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ng.Process.Kill(); ng.Wait() })
+	// SIGTERM: nginx's master stops its workers (SIGKILL would orphan them,
+	// listening on).
+	t.Cleanup(func() { ng.Process.Signal(syscall.SIGTERM); ng.Wait() })
 	master := ng.Process.Pid
 	worker := waitForChild(t, master)
+	t.Cleanup(func() { syscall.Kill(worker, syscall.SIGKILL) })
 	waitForListener(t, "127.0.0.1:17300")
 
 	s := startSession(t, tracer.Config{}, 17300)

@@ -107,9 +107,6 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	if cfg.Kernel.WakeupBytes == 0 {
-		cfg.Kernel.WakeupBytes = kernel.DefaultWakeupBytes
-	}
 	s := &Session{cfg: cfg, sinks: sinks, tracker: timeline.New(), log: cfg.Log}
 
 	probe, err := kernel.Load(cfg.Kernel)

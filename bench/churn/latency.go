@@ -19,6 +19,8 @@ type latencyResult struct {
 	missing int
 	startup time.Duration
 	status  procStatus
+	ready   procStatus
+	tw      int
 	cpu     time.Duration
 	dur     time.Duration
 }
@@ -65,11 +67,12 @@ func runLatency(cfg *config, port int) (*latencyResult, error) {
 		default:
 		}
 	}
+	tw := countTimewait()
 	t, err := startTracer(cfg, tracerOpts{port: port, onLine: onLine})
 	if err != nil {
 		return nil, err
 	}
-	res := &latencyResult{startup: t.readyAt.Sub(t.started)}
+	res := &latencyResult{startup: t.readyAt.Sub(t.started), tw: tw, ready: t.statusReady}
 	stopServer := l.serve(1)
 	addr := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
 	var buf [16]byte
@@ -92,21 +95,20 @@ func runLatency(cfg *config, port int) (*latencyResult, error) {
 		}
 		lport := sa.(*unix.SockaddrInet4).Port
 		timeout := time.After(2 * time.Second)
-		got := false
-		for !got {
+	wait:
+		for {
 			mu.Lock()
 			at, ok := seen[lport]
 			mu.Unlock()
 			if ok {
 				res.samples = append(res.samples, at.Sub(returned))
-				got = true
 				break
 			}
 			select {
 			case <-arrived:
 			case <-timeout:
 				res.missing++
-				got = true
+				break wait
 			}
 		}
 		waitEOF(fd, buf[:])

@@ -14,13 +14,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 type config struct {
@@ -38,6 +42,7 @@ type config struct {
 	capture   bool
 	keep      bool
 	extra     string
+	analyze   bool
 	tmp       string
 }
 
@@ -63,19 +68,21 @@ var sys sysctls
 
 func main() {
 	cfg := &config{}
-	flag.StringVar(&cfg.tcptrail, "tcptrail", "bin/tcptrail", "the tcptrail binary")
-	flag.IntVar(&cfg.port, "port", 7777, "first test port; each phase uses the next one, so no phase's tracer finds the previous phase's timewait sockets")
+	flag.StringVar(&cfg.tcptrail, "tracer", "bin/tcptrail", "the tcptrail binary")
+	flag.StringVar(&cfg.tcptrail, "tcptrail", "bin/tcptrail", "same as -tracer")
+	flag.IntVar(&cfg.port, "port", 0, "first test port; each phase uses the next free one, so that no phase's tracer finds an earlier phase's timewait sockets (0: a random one in 20000-29999, so that back-to-back runs do not meet either)")
 	flag.IntVar(&cfg.workers, "workers", 4, "client threads, each opening and closing connections in a loop")
 	flag.IntVar(&cfg.acceptors, "acceptors", 2, "server threads accepting and closing")
 	flag.DurationVar(&cfg.round, "round", 5*time.Second, "length of each round")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "untraced/traced round pairs")
 	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "untraced warm-up before the rounds (not counted)")
 	flag.Uint64Var(&cfg.check, "check", 5000, "connections in the transition check run (0: skip)")
-	flag.BoolVar(&cfg.wakeup0, "wakeup0", true, "also run one traced round with --wakeup-size 0")
+	flag.BoolVar(&cfg.wakeup0, "wakeup0", true, "also run one traced round that wakes the reader on every event (--wakeup-size 1)")
 	flag.IntVar(&cfg.latency, "latency", 20, "single connections for the latency test (0: skip)")
 	flag.BoolVar(&cfg.bpfStats, "bpf-stats", true, "set kernel.bpf_stats_enabled=1 during the run and report the programs' run time")
 	flag.BoolVar(&cfg.capture, "capture", false, "traced rounds also write a capture file (-o); the goals are about the live table only")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory with the capture files")
+	flag.BoolVar(&cfg.analyze, "analyze", false, "group every traced round's table lines by socket and print the sequences (costs harness CPU)")
 	flag.StringVar(&cfg.extra, "tracer-args", "", "extra arguments for every `tcptrail trace` (space-separated, for experiments)")
 	flag.Parse()
 
@@ -135,7 +142,18 @@ func run(cfg *config) error {
 
 	printHeader(cfg)
 	port := cfg.port
-	nextPort := func() int { p := port; port++; return p }
+	if port == 0 {
+		port = 20000 + rand.IntN(1000)*10
+	}
+	nextPort := func() int {
+		for ; port < 65535; port++ {
+			if free(port) {
+				port++
+				return port - 1
+			}
+		}
+		return port
+	}
 
 	// 1. Is every connection really 10 transitions, and does the table
 	// show each one?
@@ -144,6 +162,7 @@ func run(cfg *config) error {
 		if chk, err = runCheck(cfg, nextPort()); err != nil {
 			return fmt.Errorf("check: %w", err)
 		}
+		fmt.Printf("check (tcptrail trace -o FILE): ")
 		chk.print()
 	}
 
@@ -170,7 +189,7 @@ func run(cfg *config) error {
 	}
 	var w0 *round
 	if cfg.wakeup0 {
-		if w0, err = runRound(cfg, "traced w=0", nextPort(), cfg.round, true, wakeupEvery); err != nil {
+		if w0, err = runRound(cfg, "traced w=1", nextPort(), cfg.round, true, wakeupEvery); err != nil {
 			return err
 		}
 		w0.print()
@@ -194,12 +213,13 @@ func printHeader(cfg *config) {
 	prange, _ := readSysctl("net.ipv4.ip_local_port_range")
 	twb, _ := readSysctl("net.ipv4.tcp_max_tw_buckets")
 	twr, _ := readSysctl("net.ipv4.tcp_tw_reuse")
-	fmt.Printf("tcptrail churn bench: %s, kernel %s, %d CPUs, %s\n", host, kernel, runtime.NumCPU(), cfg.tcptrail)
+	ver, _ := exec.Command(cfg.tcptrail, "version").Output()
+	fmt.Printf("tcptrail churn bench: %s, kernel %s, %d CPUs, %s (%s)\n", host, kernel, runtime.NumCPU(), cfg.tcptrail, strings.TrimSpace(string(ver)))
 	fmt.Printf("load: %d client threads (connect, read to EOF, close) + %d server threads (accept, close) on 127.0.0.1, server closes first\n",
 		cfg.workers, cfg.acceptors)
 	fmt.Printf("rounds: %d x (untraced, traced) of %s", cfg.rounds, cfg.round)
 	if cfg.wakeup0 {
-		fmt.Printf(", + 1 traced with --wakeup-size 0")
+		fmt.Printf(", + 1 traced with a wakeup on every event (--wakeup-size 1)")
 	}
 	fmt.Printf("; tracer: trace --port P, live table to a pipe drained by the harness")
 	if cfg.capture {
@@ -225,29 +245,34 @@ type round struct {
 	iwi      uint64  // IRQ work interrupts
 	foreign  int     // BPF programs of another tcptrail loaded at the start
 	others   string  // the other processes that used the most CPU
+	waited   time.Duration
+	quiet    bool // the machine was quiet before the round
 }
 
 func runRound(cfg *config, name string, port int, d time.Duration, traced bool, wakeup string) (*round, error) {
-	r := &round{name: name, port: port, traced: traced, tw: countTimewait()}
+	r := &round{name: name, port: port, traced: traced}
+	r.waited, r.quiet = waitQuiet()
+	r.tw = countTimewait()
 	l, err := listen(port)
 	if err != nil {
 		return nil, fmt.Errorf("%s round: %w", name, err)
 	}
 	defer l.Close()
 	var t *tracerProc
+	var own map[ebpf.ProgramID]bool
 	if traced {
-		t, err = startTracer(cfg, tracerOpts{port: port, capture: cfg.capture, wakeup: wakeup, bpf: cfg.bpfStats})
+		t, err = startTracer(cfg, tracerOpts{port: port, capture: cfg.capture, wakeup: wakeup, bpf: cfg.bpfStats, analyze: cfg.analyze})
 		if err != nil {
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
+		own = t.progs
 	}
-	if !traced {
-		r.foreign = foreignPrograms()
-	}
+	r.foreign = foreignPrograms(own)
 	ps0 := snapshotProcs()
 	c0, self0, iwi0 := readCPUTimes(), selfCPU(), irqWork()
 	r.load = churn(l, cfg.workers, cfg.acceptors, d, 0)
 	c1, self1, iwi1 := readCPUTimes(), selfCPU(), irqWork()
+	r.foreign = max(r.foreign, foreignPrograms(own))
 	skip := map[int]bool{os.Getpid(): true}
 	if traced {
 		skip[t.pid] = true
@@ -265,11 +290,66 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 		if r.tr, err = t.stop(); err != nil {
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
+		if r.tr.patterns != nil {
+			c := &checkResult{conns: r.load.conns, sum: r.tr.sum, tableLines: r.tr.transLines, transitions: r.tr.transLines,
+				patterns: r.tr.patterns}
+			for _, n := range r.tr.patterns {
+				c.sockets += n
+			}
+			fmt.Printf("%s port %d table: ", name, port)
+			c.print()
+		}
+		if cfg.capture {
+			// The same analysis as the check's, for the timed round.
+			c := &checkResult{conns: r.load.conns, sum: r.tr.sum, tableLines: r.tr.transLines, patterns: map[string]int{}}
+			if err := c.analyze(t.capFile); err != nil {
+				return nil, err
+			}
+			fmt.Printf("%s port %d capture: ", name, port)
+			c.print()
+		}
 	}
 	if r.load.conns == 0 {
 		return nil, fmt.Errorf("%s round: no connection completed: %s", name, r.load.errText())
 	}
 	return r, nil
+}
+
+// disturbed: something else competed for the CPUs or ran BPF programs of
+// its own on every syscall during the round; its numbers are suspect.
+func (r *round) disturbed() bool {
+	return r.foreign > 0 || r.otherCPU > 0.03*r.load.elapsed.Seconds()*float64(runtime.NumCPU())
+}
+
+// quietBudget bounds the total time spent waiting for a quiet machine.
+var quietBudget = 20 * time.Second
+
+// waitQuiet waits, within what is left of quietBudget, until the CPUs are
+// idle and no other tcptrail's programs are loaded: the rounds compare
+// throughput, anything else running skews them.
+func waitQuiet() (time.Duration, bool) {
+	start := time.Now()
+	defer func() { quietBudget = max(0, quietBudget-time.Since(start)) }()
+	for {
+		c0 := readCPUTimes()
+		time.Sleep(150 * time.Millisecond)
+		if busyFraction(c0, readCPUTimes()) < 0.10 && foreignPrograms(nil) == 0 {
+			return time.Since(start), true
+		}
+		if time.Since(start) >= quietBudget {
+			return time.Since(start), false
+		}
+	}
+}
+
+// free: nothing is bound to 127.0.0.1:port right now.
+func free(port int) bool {
+	l, err := listen(port)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 func selfCPU() time.Duration {
@@ -302,8 +382,17 @@ func countTimewait() int {
 func (r *round) expected() uint64 { return r.load.conns * transitionsPerConn }
 
 func (r *round) print() {
-	fmt.Printf("%-11s port %d: %6d conn in %5.2fs = %7.0f conn/s, CPU busy %3.0f%%, slowest conn %s",
-		r.name, r.port, r.load.conns, r.load.elapsed.Seconds(), r.load.rate(), 100*r.busy, r.load.maxConn.Round(time.Microsecond))
+	mark := " "
+	if r.disturbed() {
+		mark = "*"
+	}
+	fmt.Printf("%-11s%s port %d: %6d conn in %5.2fs = %7.0f conn/s, CPU busy %3.0f%%, slowest conn %s",
+		r.name, mark, r.port, r.load.conns, r.load.elapsed.Seconds(), r.load.rate(), 100*r.busy, r.load.maxConn.Round(time.Microsecond))
+	if !r.quiet {
+		fmt.Printf(", machine NOT QUIET before the round (waited %s)", r.waited.Round(100*time.Millisecond))
+	} else if r.waited > time.Second {
+		fmt.Printf(", waited %s for a quiet machine", r.waited.Round(100*time.Millisecond))
+	}
 	fmt.Printf(", harness %.2fs CPU", r.selfCPU)
 	if r.otherCPU > 0.05*r.load.elapsed.Seconds() {
 		fmt.Printf(", OTHER PROCESSES %.2fs CPU (%s)", r.otherCPU, r.others)
@@ -322,9 +411,13 @@ func (r *round) print() {
 	t, s := r.tr, r.tr.sum
 	fmt.Printf("            tracer: %d events, %d/%d transitions, lost %d (ringbuf %d, skipped %d, queue %d), gaps %d; table lines %d (transitions %d); CPU %.3fs; VmHWM %.1f MiB",
 		s.Events, s.Transitions, r.expected(), s.lostEvents(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.Gaps,
-		t.lines, t.transLines, t.cpuWindow.Seconds(), float64(t.status.HWM)/1024)
+		t.lines, t.transLines, t.cpuWindow.Seconds(), mib(t.status.HWM))
+	fmt.Printf(" (%.1f at ready)", mib(t.ready.HWM))
 	if t.bpf.ok {
 		fmt.Printf("; BPF %.3fs in %d runs", t.bpf.runtime.Seconds(), t.bpf.runs)
+		if len(t.bpf.missBy) > 0 {
+			fmt.Printf(", recursion misses %v", t.bpf.missBy)
+		}
 	}
 	fmt.Println()
 }
@@ -361,9 +454,17 @@ func runCheck(cfg *config, port int) (*checkResult, error) {
 	}
 	c := &checkResult{conns: load.conns, sum: tr.sum, tableLines: tr.transLines, patterns: map[string]int{},
 		startup: tr.startup, errs: load.errText()}
-	f, err := os.Open(t.capFile)
-	if err != nil {
+	if err := c.analyze(t.capFile); err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+// analyze groups the capture's transitions by socket.
+func (c *checkResult) analyze(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	type rec struct {
@@ -379,7 +480,7 @@ func runCheck(cfg *config, port int) (*checkResult, error) {
 	for sc.Scan() {
 		var r rec
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s: %w", t.capFile, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		if r.Type != "transition" {
 			continue
@@ -391,18 +492,19 @@ func runCheck(cfg *config, port int) (*checkResult, error) {
 		seqs[r.Cookie] = append(seqs[r.Cookie], r.Old+">"+r.New)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	c.sockets = len(seqs)
 	for _, s := range seqs {
 		c.patterns[strings.Join(s, " ")]++
 	}
-	return c, nil
+	return nil
 }
 
 func (c *checkResult) print() {
-	fmt.Printf("check: %d connections -> %d transitions in the capture (expected %d = 10 per connection), %d in the table, summary says %d; %d sockets, %d gaps; tracer ready in %s\n",
-		c.conns, c.transitions, c.conns*transitionsPerConn, c.tableLines, c.sum.Transitions, c.sockets, c.gaps, c.startup.Round(time.Millisecond))
+	fmt.Printf("transitions by socket, %d connections: %d seen, expected %d (10 per connection); table %d, summary %d; %d sockets; lost: ring buffer full %d, skipped by the kernel %d, queue full %d, inflight full %d, gaps %d\n",
+		c.conns, c.transitions, c.conns*transitionsPerConn, c.tableLines, c.sum.Transitions, c.sockets,
+		c.sum.Lost.RingbufFull, c.sum.Lost.RecursionMisses, c.sum.Lost.QueueFull, c.sum.Lost.InflightFull, c.gaps)
 	type pc struct {
 		p string
 		n int
@@ -425,7 +527,43 @@ func (c *checkResult) print() {
 	fmt.Println()
 }
 
+// The two sequences a connection's sockets go through (see load.go).
+var (
+	clientSeq = "CLOSE>SYN_SENT SYN_SENT>ESTABLISHED ESTABLISHED>CLOSE_WAIT CLOSE_WAIT>LAST_ACK LAST_ACK>CLOSE"
+	serverSeq = "LISTEN>SYN_RECV SYN_RECV>ESTABLISHED ESTABLISHED>FIN_WAIT1 FIN_WAIT1>FIN_WAIT2 FIN_WAIT2>CLOSE"
+)
+
+// ok: every socket went through one of the two sequences, or a part of
+// one that a counted loss explains; the table showed every transition.
 func (c *checkResult) ok() bool {
-	return c.transitions == c.conns*transitionsPerConn && c.sum.Transitions == c.transitions &&
-		c.tableLines == c.transitions && len(c.patterns) == 2 && c.gaps == 0
+	var whole, partial int
+	for p, n := range c.patterns {
+		switch {
+		case p == clientSeq || p == serverSeq:
+			whole += n
+		case isPart(p, clientSeq) || isPart(p, serverSeq):
+			partial += n
+		default:
+			return false
+		}
+	}
+	missing := int64(c.conns*transitionsPerConn) - int64(c.transitions)
+	return whole+partial == int(2*c.conns) && missing >= 0 && uint64(missing) <= c.sum.lostEvents() &&
+		c.sum.Transitions == c.transitions && c.tableLines == c.transitions
+}
+
+// isPart: p is seq with some transitions left out.
+func isPart(p, seq string) bool {
+	want := strings.Fields(seq)
+	i := 0
+	for _, t := range strings.Fields(p) {
+		for i < len(want) && want[i] != t {
+			i++
+		}
+		if i == len(want) {
+			return false
+		}
+		i++
+	}
+	return true
 }

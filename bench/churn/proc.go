@@ -147,17 +147,28 @@ func (s *sysctls) restore() {
 	s.saved = nil
 }
 
-// maxProgID is the highest BPF program ID in the kernel now: the tracer's
-// programs, loaded later, have higher ones.
-func maxProgID() uint32 {
-	var id, last ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return uint32(last)
-		}
-		id, last = next, next
+// progIDsOf lists the BPF programs process pid holds, from its fdinfo.
+func progIDsOf(pid int) map[ebpf.ProgramID]bool {
+	ids := map[ebpf.ProgramID]bool{}
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ids
 	}
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				if id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+					ids[ebpf.ProgramID(id)] = true
+				}
+			}
+		}
+	}
+	return ids
 }
 
 // bpfWatch follows the run time of the tracer's programs
@@ -174,17 +185,14 @@ type bpfDelta struct {
 	runs    uint64
 	misses  uint64
 	byProg  map[string]time.Duration
+	missBy  map[string]uint64
 }
 
-func watchPrograms(after uint32) *bpfWatch {
+// watchPrograms opens the programs process pid holds and notes their
+// statistics so far.
+func watchPrograms(pid int) *bpfWatch {
 	w := &bpfWatch{}
-	id := ebpf.ProgramID(after)
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			break
-		}
-		id = next
+	for id := range progIDsOf(pid) {
 		p, err := ebpf.NewProgramFromID(id)
 		if err != nil {
 			continue
@@ -207,7 +215,7 @@ func watchPrograms(after uint32) *bpfWatch {
 }
 
 func (w *bpfWatch) delta() bpfDelta {
-	d := bpfDelta{ok: len(w.progs) > 0, byProg: map[string]time.Duration{}}
+	d := bpfDelta{ok: len(w.progs) > 0, byProg: map[string]time.Duration{}, missBy: map[string]uint64{}}
 	for i, p := range w.progs {
 		st, err := p.Stats()
 		if err != nil {
@@ -219,6 +227,9 @@ func (w *bpfWatch) delta() bpfDelta {
 		d.runs += st.RunCount - w.start[i].RunCount
 		d.misses += st.RecursionMisses - w.start[i].RecursionMisses
 		d.byProg[w.names[i]] += rt
+		if m := st.RecursionMisses - w.start[i].RecursionMisses; m > 0 {
+			d.missBy[w.names[i]] += m
+		}
 	}
 	return d
 }
@@ -259,7 +270,7 @@ func irqWork() uint64 {
 // foreignPrograms counts loaded BPF programs that look like another
 // tcptrail's (tests or a second tracer): they would tax the untraced
 // rounds too.
-func foreignPrograms() int {
+func foreignPrograms(own map[ebpf.ProgramID]bool) int {
 	n := 0
 	var id ebpf.ProgramID
 	for {
@@ -268,6 +279,9 @@ func foreignPrograms() int {
 			return n
 		}
 		id = next
+		if own[id] {
+			continue
+		}
 		p, err := ebpf.NewProgramFromID(id)
 		if err != nil {
 			continue

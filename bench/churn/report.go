@@ -23,8 +23,9 @@ type totals struct {
 	bpfRuns               uint64
 	bpfOK                 bool
 	hwm                   int64 // KiB, max over rounds
+	iwi                   uint64
 	lines, transLines     uint64
-	rates                 []float64
+	twLines, existing     uint64
 	bpfByProg             map[string]time.Duration
 }
 
@@ -33,9 +34,9 @@ func sum(rs []*round) totals {
 	for _, r := range rs {
 		t.n++
 		t.conns += r.load.conns
+		t.iwi += r.iwi
 		t.elapsed += r.load.elapsed
 		t.busy += r.busy
-		t.rates = append(t.rates, r.load.rate())
 		if r.tr == nil {
 			continue
 		}
@@ -59,6 +60,8 @@ func sum(rs []*round) totals {
 		t.hwm = max(t.hwm, r.tr.status.HWM)
 		t.lines += r.tr.lines
 		t.transLines += r.tr.transLines
+		t.twLines += r.tr.timewait
+		t.existing += r.tr.existing
 	}
 	if t.n > 0 {
 		t.busy /= float64(t.n)
@@ -103,13 +106,13 @@ func (t totals) accounted() bool {
 	return m == 0 || (m > 0 && uint64(m) <= t.lost)
 }
 
-func spread(rates []float64) string {
-	if len(rates) == 0 {
-		return ""
-	}
-	s := make([]string, len(rates))
-	for i, r := range rates {
-		s[i] = fmt.Sprintf("%.0f", r)
+func spread(rs []*round) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = fmt.Sprintf("%.0f", r.load.rate())
+		if r.disturbed() {
+			s[i] += "*"
+		}
 	}
 	return strings.Join(s, ", ")
 }
@@ -141,16 +144,38 @@ func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, lat *late
 			t.lost, t.skipped, t.gaps, t.cpuPerMev(), bpf, float64(t.hwm)/1024)
 	}
 	row("traced (table)", T)
-	var W totals
 	if w0 != nil {
-		W = sum([]*round{w0})
-		row("traced, wakeup-size 0", W)
+		row("traced, wakeup-size 1", sum([]*round{w0}))
 	}
-	fmt.Printf("\nper round conn/s: untraced %s; traced %s", spread(U.rates), spread(T.rates))
+	fmt.Printf("\nper round conn/s: untraced %s; traced %s", spread(un), spread(tr))
 	if w0 != nil {
-		fmt.Printf("; wakeup-size 0 %s", spread(W.rates))
+		fmt.Printf("; wakeup-size 1 %s", spread([]*round{w0}))
 	}
 	fmt.Println()
+	var dist []string
+	for _, r := range append(append([]*round{}, rounds...), nonNil(w0)...) {
+		if r.disturbed() {
+			dist = append(dist, fmt.Sprintf("%s port %d (other processes %.2fs CPU: %s; other tcptrail programs %d)", r.name, r.port, r.otherCPU, r.others, r.foreign))
+		}
+	}
+	if len(dist) > 0 {
+		fmt.Printf("* DISTURBED rounds, other work competed for the CPUs (numbers skewed; rerun on a quiet machine):\n  %s\n", strings.Join(dist, "\n  "))
+		var cu, ct []*round
+		for _, r := range un {
+			if !r.disturbed() {
+				cu = append(cu, r)
+			}
+		}
+		for _, r := range tr {
+			if !r.disturbed() {
+				ct = append(ct, r)
+			}
+		}
+		if len(cu) > 0 && len(ct) > 0 {
+			a, b := sum(cu), sum(ct)
+			fmt.Printf("  undisturbed rounds only (%d untraced, %d traced): %.0f vs %.0f conn/s = %.1f%%\n", len(cu), len(ct), b.rate(), a.rate(), 100*b.rate()/a.rate())
+		}
+	}
 	fmt.Printf("traced rounds: %d connections, %d events (%.2f per connection), %d of %d expected transitions (%d missing), lost: ring buffer full %d, skipped by the kernel %d, queue full %d, inflight full %s, gaps %d\n",
 		T.conns, T.events, float64(T.events)/float64(T.conns), T.transitions, T.expected, T.missing(),
 		T.ringbuf, T.skipped, T.queue, inflightText(tr), T.gaps)
@@ -161,45 +186,66 @@ func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, lat *late
 			T.bpf.Seconds(), T.bpfRuns, float64(T.bpf.Nanoseconds())/float64(max(T.bpfRuns, 1)),
 			100*T.bpf.Seconds()/T.elapsed.Seconds(), byProgText(T.bpfByProg))
 	}
-	fmt.Printf("table lines: %d, of which transitions %d (summary: %d)\n", T.lines, T.transLines, T.transitions)
+	fmt.Printf("ring buffer wakeups (IRQ work interrupts): %d for %d events = %.2f per event", T.iwi, T.events, float64(T.iwi)/float64(max(T.events, 1)))
+	if w0 != nil {
+		w := sum([]*round{w0})
+		fmt.Printf("; with --wakeup-size 1: %.2f per event", float64(w.iwi)/float64(max(w.events, 1)))
+	}
+	fmt.Println()
+	fmt.Printf("table lines: %d, of which transitions %d (summary: %d), TIMEWAIT %d, EXISTING %d\n", T.lines, T.transLines, T.transitions, T.twLines, T.existing)
 	for _, r := range tr {
 		st := r.tr.status
-		fmt.Printf("  %s port %d: VmHWM %.1f MiB (at stop: VmRSS %.1f = anon %.1f + file %.1f + shmem %.1f MiB, %d threads), ready in %s, stopped in %s, whole-life CPU %.2fs, timewait sockets at start %d\n",
-			r.name, r.port, mib(st.HWM), mib(st.RSS), mib(st.Anon), mib(st.File), mib(st.Shmem), st.Threads,
+		fmt.Printf("  %s port %d: VmHWM %.1f MiB (%.1f at ready; at stop VmRSS %.1f = anon %.1f + file %.1f MiB, %d threads), ready in %s, stopped in %s, whole-life CPU %.2fs, timewait sockets on the host at start %d\n",
+			r.name, r.port, mib(st.HWM), mib(r.tr.ready.HWM), mib(st.RSS), mib(st.Anon), mib(st.File), st.Threads,
 			r.tr.startup.Round(time.Millisecond), r.tr.stopTime.Round(time.Millisecond), r.tr.cpuTotal.Seconds(), r.tw)
 	}
+	// What else the tracer said: diagnoses and notices in the table
+	// (besides its title, header and summary), warnings on stderr (the
+	// loss warnings are cumulative: the last one of each round is enough).
 	notes := map[string]int{}
-	for _, r := range append(tr, nonNil(w0)...) {
+	var warnings []string
+	for _, r := range append(append([]*round{}, tr...), nonNil(w0)...) {
 		for _, n := range r.tr.notices {
-			notes[strings.TrimSpace(n)]++
+			n = strings.TrimSpace(n)
+			if n == "" || strings.HasPrefix(n, "TIME ") || strings.HasPrefix(n, "tracing ") ||
+				n == "no CLOSE_WAIT leaks" || tableSummaryRE.MatchString(n) {
+				continue
+			}
+			notes[n]++
 		}
+		last := ""
 		for _, line := range strings.Split(r.tr.stderr, "\n") {
 			if strings.Contains(line, "warning") {
-				notes["stderr: "+strings.TrimSpace(line)]++
+				last = strings.TrimSpace(line)
 			}
+		}
+		if last != "" {
+			warnings = append(warnings, fmt.Sprintf("%s port %d: %s", r.name, r.port, last))
 		}
 	}
 	if len(notes) > 0 {
-		fmt.Printf("tracer output other than transitions (traced rounds):\n")
+		fmt.Printf("table lines other than transitions, TIMEWAIT and EXISTING:\n")
 		keys := make([]string, 0, len(notes))
 		for k := range notes {
-			if k != "" {
-				keys = append(keys, k)
-			}
+			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for i, k := range keys {
-			if i == 12 {
+			if i == 8 {
 				fmt.Printf("  ... %d more\n", len(keys)-i)
 				break
 			}
 			fmt.Printf("  %3dx %s\n", notes[k], truncate(k, 160))
 		}
 	}
+	for _, w := range warnings {
+		fmt.Printf("  last stderr warning, %s\n", w)
+	}
 	if lat != nil {
-		fmt.Printf("live-table latency (connect() returned -> its SYN_SENT -> ESTABLISHED line read from the pipe), %d single connections 100-250 ms apart: min %s, median %s, p90 %s, max %s, missing %d; tracer VmHWM %.1f MiB, CPU %.3fs over %.1fs idle-ish\n",
-			len(lat.samples), ms(lat.quantile(0)), ms(lat.quantile(0.5)), ms(lat.quantile(0.9)), ms(lat.max()), lat.missing,
-			mib(lat.status.HWM), lat.cpu.Seconds(), lat.dur.Seconds())
+		fmt.Printf("live-table latency (connect() returned -> its SYN_SENT -> ESTABLISHED line read from the pipe), %d single connections 100-250 ms apart: min %s, median %s, p90 %s, max %s, missing %d\n",
+			len(lat.samples), ms(lat.quantile(0)), ms(lat.quantile(0.5)), ms(lat.quantile(0.9)), ms(lat.max()), lat.missing)
+		fmt.Printf("  that tracer: CPU %.3fs over %.1fs of sparse traffic; VmHWM %.1f MiB (%.1f at ready), timewait sockets on the host at start %d\n",
+			lat.cpu.Seconds(), lat.dur.Seconds(), mib(lat.status.HWM), mib(lat.ready.HWM), lat.tw)
 	}
 
 	fmt.Printf("\ngoals (port filter on, live table printing):\n")
@@ -211,7 +257,14 @@ func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, lat *late
 		fmt.Printf("  %s %-52s %s\n", mark, name, got)
 	}
 	if chk != nil {
-		goal(chk.ok(), "check: 10 transitions per connection, all shown", fmt.Sprintf("%d/%d, %d sequences, table %d", chk.transitions, chk.conns*transitionsPerConn, len(chk.patterns), chk.tableLines))
+		cut := 0
+		for p, n := range chk.patterns {
+			if p != clientSeq && p != serverSeq {
+				cut += n
+			}
+		}
+		goal(chk.ok(), "check: 10 per connection (or a counted loss), all shown", fmt.Sprintf("%d/%d; %d sockets cut short, explained by %d counted losses; table %d",
+			chk.transitions, chk.conns*transitionsPerConn, cut, chk.sum.lostEvents(), chk.tableLines))
 	}
 	goal(ratio >= goalRatio, fmt.Sprintf("throughput >= %.0f%% of untraced", 100*goalRatio), fmt.Sprintf("%.1f%% (%.0f vs %.0f conn/s)", 100*ratio, T.rate(), U.rate()))
 	goal(T.captured() >= goalCaptured, fmt.Sprintf(">= %.2f%% of transitions captured", 100*goalCaptured), fmt.Sprintf("%.4f%% (%d of %d)", 100*T.captured(), T.transitions, T.expected))

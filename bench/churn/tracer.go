@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // summary is the tracer's closing summary, from the capture file's last
@@ -38,11 +40,15 @@ type summary struct {
 	// fromCapture: the counts come from the capture file, which has
 	// inflight_full too; the table's summary line does not.
 	fromCapture bool
+	lostTotal   uint64 // the table's "lost: N"
 }
 
 // lostEvents is the number of events lost outright, the way the tracer
 // counts them (capture.Losses.Total).
 func (s *summary) lostEvents() uint64 {
+	if !s.fromCapture {
+		return s.lostTotal // the table's own total
+	}
 	return s.Lost.RingbufFull + s.Lost.RecursionMisses + s.Lost.QueueFull
 }
 
@@ -55,14 +61,18 @@ type drainer struct {
 	existing    atomic.Uint64 // EXISTING: sockets found at start
 	timewait    atomic.Uint64 // TIMEWAIT: phase changes of timewait sockets
 	onLine      func(line []byte, at time.Time)
+	seqs        map[string][]string // with -analyze: cookie -> transitions, from the table
 	mu          sync.Mutex
 	other       []string
 	otherDrops  int
 	done        chan struct{}
 }
 
-func newDrainer(r io.Reader, onLine func([]byte, time.Time)) *drainer {
+func newDrainer(r io.Reader, onLine func([]byte, time.Time), analyze bool) *drainer {
 	d := &drainer{onLine: onLine, done: make(chan struct{})}
+	if analyze {
+		d.seqs = map[string][]string{}
+	}
 	go d.run(r)
 	return d
 }
@@ -91,6 +101,15 @@ func (d *drainer) line(line []byte) {
 		if d.onLine != nil {
 			d.onLine(line, time.Now())
 		}
+		if d.seqs != nil {
+			f := bytes.Fields(line)
+			if len(f) >= 8 && string(f[6]) == "->" {
+				k := string(f[1])
+				d.seqs[k] = append(d.seqs[k], string(f[5])+">"+string(f[7]))
+			} else {
+				d.seqs[string(f[1])] = append(d.seqs[string(f[1])], "unparsed")
+			}
+		}
 		return
 	}
 	switch {
@@ -110,23 +129,46 @@ func (d *drainer) line(line []byte) {
 	d.mu.Unlock()
 }
 
-var tableSummaryRE = regexp.MustCompile(`(\d+) events, (\d+) transitions, (\d+) sockets in (\S+); lost: (\d+) \(ring buffer full (\d+), skipped by the kernel (\d+), queue full (\d+)\), gaps (\d+)`)
+// The live table's summary line, e.g. "N events, M transitions, K sockets
+// in 5.2s; lost: L (ring buffer full A, skipped by the kernel B), gaps G".
+// The counters inside the parentheses are matched by name: the table shows
+// only those that can be non-zero, and that list changes.
+var (
+	tableSummaryRE = regexp.MustCompile(`(\d+) events, (\d+) transitions, (\d+) sockets in (\S+); lost: (\d+)`)
+	ringbufFullRE  = regexp.MustCompile(`ring buffer full (\d+)`)
+	skippedRE      = regexp.MustCompile(`skipped by the kernel (\d+)`)
+	queueFullRE    = regexp.MustCompile(`queue full (\d+)`)
+	inflightRE     = regexp.MustCompile(`inflight full (\d+)`)
+	gapsRE         = regexp.MustCompile(`gaps (\d+)`)
+)
 
 // tableSummary parses the live table's summary line.
 func (d *drainer) tableSummary() (*summary, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := len(d.other) - 1; i >= 0; i-- {
-		m := tableSummaryRE.FindStringSubmatch(d.other[i])
+		line := d.other[i]
+		m := tableSummaryRE.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}
-		n := func(i int) uint64 { v, _ := strconv.ParseUint(m[i], 10, 64); return v }
-		s := &summary{Type: "summary", Events: n(1), Transitions: n(2), Sockets: n(3)}
+		n := func(s string) uint64 { v, _ := strconv.ParseUint(s, 10, 64); return v }
+		named := func(re *regexp.Regexp) uint64 {
+			if m := re.FindStringSubmatch(line); m != nil {
+				return n(m[1])
+			}
+			return 0
+		}
+		s := &summary{Type: "summary", Events: n(m[1]), Transitions: n(m[2]), Sockets: n(m[3])}
 		if dur, err := time.ParseDuration(m[4]); err == nil {
 			s.DurationNs = int64(dur)
 		}
-		s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.Gaps = n(6), n(7), n(8), n(9)
+		s.lostTotal = n(m[5])
+		s.Lost.RingbufFull = named(ringbufFullRE)
+		s.Lost.RecursionMisses = named(skippedRE)
+		s.Lost.QueueFull = named(queueFullRE)
+		s.Lost.InflightFull = named(inflightRE)
+		s.Lost.Gaps = named(gapsRE)
 		return s, nil
 	}
 	return nil, errors.New("no summary line in the live table's output")
@@ -154,6 +196,10 @@ type tracerProc struct {
 	waitErr   error
 	cpuReady  time.Duration // utime+stime when the probes were attached
 	bpf       *bpfWatch
+	// statusReady: memory once the probes were attached, after the
+	// start-up scan of the socket table.
+	statusReady procStatus
+	progs       map[ebpf.ProgramID]bool
 }
 
 type lockedBuffer struct {
@@ -182,6 +228,7 @@ type tracerOpts struct {
 	wakeup  string // --wakeup-size value, "" for the default
 	onLine  func([]byte, time.Time)
 	bpf     bool // read the programs' run time (kernel.bpf_stats_enabled)
+	analyze bool // group the table's transitions by socket
 }
 
 func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
@@ -200,10 +247,6 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	if o.wakeup != "" {
 		args = append(args, "--wakeup-size", o.wakeup)
 	}
-	var before uint32
-	if o.bpf {
-		before = maxProgID()
-	}
 	args = append(args, strings.Fields(cfg.extra)...)
 	t.cmd = exec.Command(cfg.tcptrail, args...)
 	t.cmd.Stderr = t.stderr
@@ -220,7 +263,7 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	}
 	t.pid = t.cmd.Process.Pid
 	current.Store(t)
-	t.drain = newDrainer(stdout, o.onLine)
+	t.drain = newDrainer(stdout, o.onLine, o.analyze)
 	go func() {
 		<-t.drain.done // all of stdout read before Wait closes the pipe
 		t.waitErr = t.cmd.Wait()
@@ -244,8 +287,10 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	}
 	t.readyAt = time.Now()
 	t.cpuReady, _ = procCPU(t.pid)
+	t.statusReady, _ = readStatus(t.pid)
+	t.progs = progIDsOf(t.pid)
 	if o.bpf {
-		t.bpf = watchPrograms(before)
+		t.bpf = watchPrograms(t.pid)
 	}
 	return t, nil
 }
@@ -264,6 +309,7 @@ type tracerResult struct {
 	cpuWindow  time.Duration // utime+stime while the load ran (ready to stop)
 	cpuTotal   time.Duration // whole life, from rusage
 	status     procStatus    // /proc/PID/status just before the stop
+	ready      procStatus    // /proc/PID/status once ready
 	lines      uint64
 	transLines uint64
 	existing   uint64
@@ -271,12 +317,13 @@ type tracerResult struct {
 	bpf        bpfDelta
 	notices    []string
 	stderr     string
+	patterns   map[string]int // with -analyze
 }
 
 // stop measures the tracer, stops it with SIGINT and reads its summary.
 func (t *tracerProc) stop() (*tracerResult, error) {
 	defer current.Store(nil)
-	res := &tracerResult{startup: t.readyAt.Sub(t.started)}
+	res := &tracerResult{startup: t.readyAt.Sub(t.started), ready: t.statusReady}
 	if cpu, err := procCPU(t.pid); err == nil {
 		res.cpuWindow = cpu - t.cpuReady
 	}
@@ -308,6 +355,12 @@ func (t *tracerProc) stop() (*tracerResult, error) {
 	res.existing = t.drain.existing.Load()
 	res.timewait = t.drain.timewait.Load()
 	res.notices = t.drain.notices()
+	if t.drain.seqs != nil {
+		res.patterns = map[string]int{}
+		for _, seq := range t.drain.seqs {
+			res.patterns[strings.Join(seq, " ")]++
+		}
+	}
 	var err error
 	if t.capFile != "" {
 		res.sum, err = captureSummary(t.capFile)

@@ -67,7 +67,7 @@ func (b *byteSize) Set(value string) error {
 		mult, v = 1<<20, strings.TrimSuffix(v, "M")
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
+	if err != nil || n <= 0 {
 		return fmt.Errorf("%q is not a size (e.g. 8M, 512K)", value)
 	}
 	*b = byteSize(n * mult)

@@ -62,7 +62,7 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	fs.DurationVar(&f.leakAfter, "leak-after", tracer.DefaultLeakAfter, "report a socket as leaked after this long in CLOSE_WAIT")
 	fs.Var(&f.ringSize, "ring-size", "kernel ring buffer size, a power of two (e.g. 8M)")
 	fs.StringVar(&f.readyFile, "ready-file", "", "create `FILE` once the probes are attached (for scripts)")
-	fs.Var(&f.wakeupSize, "wakeup-size", "wake the reader once this much is pending (0: every event)")
+	fs.Var(&f.wakeupSize, "wakeup-size", "wake the reader when this much is pending (1: as soon as anything is)")
 	_ = fs.MarkHidden("wakeup-size")
 	fs.BoolVar(&f.bare, "transitions-only", false, "trace state changes only: no owners, causes or syscall diagnoses")
 	_ = fs.MarkHidden("transitions-only")

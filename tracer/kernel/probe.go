@@ -20,8 +20,10 @@ type Config struct {
 	PID uint32
 	// RingBytes is the ring buffer's size: a power of two, at least a page.
 	RingBytes int
-	// WakeupBytes: the kernel wakes the reader once this much is pending.
-	// The reader polls on a deadline as well, so small values only cost CPU.
+	// WakeupBytes: the kernel wakes the reader when the pending data
+	// crosses this much (0: DefaultWakeupBytes; 1: as soon as anything is
+	// pending). The reader polls on a deadline as well, so nothing waits
+	// long; small values only cost CPU and skipped events.
 	WakeupBytes uint64
 	// TransitionsOnly attaches the state-change program alone: no syscall,
 	// fork or exit tracing, so no owners or causes. It measures what the
@@ -29,8 +31,10 @@ type Config struct {
 	TransitionsOnly bool
 }
 
-// DefaultRingBytes holds about 80k events: a quarter second at 300k/s.
-const DefaultRingBytes = 8 << 20
+// DefaultRingBytes holds about 37k events: over 100 ms at 300k events/s,
+// twice the reader's polling period. Its pages are mapped twice (the ring
+// wraps through a second mapping), so it counts double in the RSS.
+const DefaultRingBytes = 4 << 20
 
 // DefaultWakeupBytes batches wakeups: waking the reader on every event
 // makes the kernel skip more tracepoint invocations under load.
@@ -159,6 +163,9 @@ func configure(spec *ebpf.CollectionSpec, cfg Config) error {
 		bits[port>>6] |= 1 << (port & 63)
 	}
 	wakeup := cfg.WakeupBytes
+	if wakeup == 0 {
+		wakeup = DefaultWakeupBytes
+	}
 	if wakeup >= uint64(ring) {
 		wakeup = uint64(ring) / 2
 	}

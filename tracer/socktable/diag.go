@@ -74,9 +74,21 @@ const AllStates = 0xfff
 // Dump lists the TCP sockets of family (unix.AF_INET or AF_INET6) whose
 // state is in the states bit mask (bit n: state n).
 func Dump(family uint8, states uint32) ([]Entry, error) {
+	return DumpFunc(family, states, nil)
+}
+
+// DumpFunc is Dump keeping only the entries keep accepts (nil: all), so
+// that a host with a hundred thousand timewait sockets costs no memory for
+// the ones nobody asked about.
+func DumpFunc(family uint8, states uint32, keep func(*Entry) bool) ([]Entry, error) {
 	req := inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: states}
 	req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
-	return query(&req, unix.NLM_F_DUMP)
+	c, err := Open()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.query(&req, unix.NLM_F_DUMP, keep)
 }
 
 // Conn is a sock_diag netlink socket kept open for repeated lookups.
@@ -122,7 +134,7 @@ func (c *Conn) Lookup(local, remote netip.AddrPort) (*Entry, error) {
 	putAddr(req.ID.Src[:], local.Addr())
 	putAddr(req.ID.Dst[:], remote.Addr())
 	req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
-	entries, err := c.query(&req, 0)
+	entries, err := c.query(&req, 0, nil)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
@@ -142,16 +154,7 @@ func putAddr(dst []byte, a netip.Addr) {
 	copy(dst, b[:])
 }
 
-func query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
-	c, err := Open()
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	return c.query(req, flags)
-}
-
-func (c *Conn) query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
+func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) ([]Entry, error) {
 	fd := c.fd
 	const hdrLen = unix.SizeofNlMsghdr
 	reqLen := int(unsafe.Sizeof(*req))
@@ -199,7 +202,10 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16) ([]Entry, error) {
 			if len(m.Data) < int(unsafe.Sizeof(inetDiagMsg{})) {
 				continue
 			}
-			out = append(out, decode((*inetDiagMsg)(unsafe.Pointer(&m.Data[0]))))
+			e := decode((*inetDiagMsg)(unsafe.Pointer(&m.Data[0])))
+			if keep == nil || keep(&e) {
+				out = append(out, e)
+			}
 		}
 		if flags&unix.NLM_F_DUMP == 0 {
 			return out, nil
