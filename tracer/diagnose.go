@@ -46,6 +46,10 @@ type Diagnoser struct {
 	lastTWPoll  uint64
 	twUnwatched uint64
 	diag        *socktable.Conn // kept open: timewait lookups are frequent
+
+	// RecordCalls: emit a record for every call, routine ones included
+	// (a capture wants them; the live table does not).
+	RecordCalls bool
 }
 
 type tuple struct{ local, remote netip.AddrPort }
@@ -274,8 +278,14 @@ func (d *Diagnoser) Call(e *event.Event) {
 	if s != nil {
 		owners = s.Owners
 	}
+	noChange := (e.Call == event.CallClose || e.Call == event.CallShutdown) && e.Ret == 0
+	if !d.RecordCalls && !noChange && e.Ret >= 0 {
+		// A routine accept, bind or dup: it updated the owners, and no
+		// sink wants the record itself.
+		return
+	}
 	rec := capture.CallRecord(e, d.wall(e.MonoNs), owners)
-	if (e.Call == event.CallClose || e.Call == event.CallShutdown) && e.Ret == 0 {
+	if noChange {
 		verb := fmt.Sprintf("close(fd %d)", e.FD)
 		if e.Call == event.CallShutdown {
 			verb = fmt.Sprintf("shutdown(fd %d)", e.FD)

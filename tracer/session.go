@@ -21,7 +21,9 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
-// Sink receives a session's output.
+// Sink receives a session's output. A sink that has no use for routine
+// call records (accept, bind, dup) says so with a RoutineCalls() bool
+// method returning false, and the session does not build them.
 type Sink interface {
 	Begin(h *capture.Header) error
 	// Transition is the hot path: t is reused after the call returns.
@@ -118,6 +120,11 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 	s.clock = NewClock()
 	s.diag = NewDiagnoser(s.tracker, s.clock, cfg.LeakAfter, s.emit)
 	defer s.diag.Close()
+	for _, sink := range sinks {
+		if q, ok := sink.(interface{ RoutineCalls() bool }); !ok || q.RoutineCalls() {
+			s.diag.RecordCalls = true
+		}
+	}
 	fmt.Fprintf(s.log, "tcptrail: attached to tracepoint sock:inet_sock_set_state and the socket syscalls as BTF tracepoints (tp_btf): no tracefs, debugfs or bpffs needed\n")
 
 	if err := s.begin(); err != nil {

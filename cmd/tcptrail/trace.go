@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -43,6 +44,7 @@ type traceFlags struct {
 	ringSize   byteSize
 	wakeupSize byteSize
 	bare       bool
+	cpuProfile string
 }
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
@@ -66,6 +68,8 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	_ = fs.MarkHidden("wakeup-size")
 	fs.BoolVar(&f.bare, "transitions-only", false, "trace state changes only: no owners, causes or syscall diagnoses")
 	_ = fs.MarkHidden("transitions-only")
+	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to `FILE`")
+	_ = fs.MarkHidden("cpu-profile")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -137,6 +141,17 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ReadyFile: f.readyFile,
 		Log:       stderr,
 		Version:   version,
+	}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return usageErrorf("--cpu-profile: %v", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	sum, err := tracer.Run(ctx, cfg, sinks...)
 	if err != nil {

@@ -27,6 +27,9 @@ func (t *Table) Begin(h *capture.Header) error {
 	return t.Flush()
 }
 
+// RoutineCalls: the table shows no accept, bind or dup records.
+func (t *Table) RoutineCalls() bool { return false }
+
 // Record prints the records a person watching wants to see: diagnoses,
 // closes that changed nothing, sockets found at start, timewait phases and
 // process exits. Accepts, binds and forks are in the JSON only.

@@ -99,7 +99,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	b = fill(b, start, wCause)
 	start = len(b)
 	b = appendOwners(b, tr.Owners)
-	b = fill(b, start, wOwner)
+	b = fillRunes(b, start, wOwner) // process names may be UTF-8
 	b = append(b, e.CommBytes()...)
 	b = append(b, '[')
 	b = strconv.AppendUint(b, uint64(e.PID), 10)
@@ -166,19 +166,20 @@ func appendCookie(b []byte, cookie uint64) []byte {
 }
 
 // AppendDuration formats ns compactly: 850ns, 12.3µs, 4.56ms, 1.002s, 3m04s.
+// Integer arithmetic only: this runs for every line.
 func AppendDuration(b []byte, ns int64) []byte {
 	switch {
 	case ns < 1_000:
 		b = strconv.AppendInt(b, ns, 10)
 		return append(b, "ns"...)
 	case ns < 1_000_000:
-		b = strconv.AppendFloat(b, float64(ns)/1e3, 'f', 1, 64)
+		b = appendFixed(b, (ns+50)/100, 1)
 		return append(b, "µs"...)
 	case ns < 1_000_000_000:
-		b = strconv.AppendFloat(b, float64(ns)/1e6, 'f', 2, 64)
+		b = appendFixed(b, (ns+5_000)/10_000, 2)
 		return append(b, "ms"...)
 	case ns < 60_000_000_000:
-		b = strconv.AppendFloat(b, float64(ns)/1e9, 'f', 3, 64)
+		b = appendFixed(b, (ns+500_000)/1_000_000, 3)
 		return append(b, 's')
 	}
 	s := ns / 1e9
@@ -189,6 +190,22 @@ func AppendDuration(b []byte, ns int64) []byte {
 	}
 	b = strconv.AppendInt(b, s%60, 10)
 	return append(b, 's')
+}
+
+// appendFixed appends v/10^decimals with exactly that many decimals.
+func appendFixed(b []byte, v int64, decimals int) []byte {
+	div := int64(1)
+	for i := 0; i < decimals; i++ {
+		div *= 10
+	}
+	b = strconv.AppendInt(b, v/div, 10)
+	b = append(b, '.')
+	frac := v % div
+	for div /= 10; div > 0; div /= 10 {
+		b = append(b, byte('0'+frac/div))
+		frac %= div
+	}
+	return b
 }
 
 func pad(b []byte, s string, w int) []byte {
@@ -205,9 +222,19 @@ func padLeft(b []byte, s string, w int) []byte {
 }
 
 // fill pads b[start:] with spaces to width w, plus one separating space.
+// The columns it pads are ASCII (addresses, states, causes, owners), so
+// bytes are characters.
 func fill(b []byte, start, w int) []byte {
-	n := runeCount(b[start:])
+	n := len(b) - start
 	for ; n < w; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, ' ')
+}
+
+// fillRunes is fill for text that may hold multi-byte characters.
+func fillRunes(b []byte, start, w int) []byte {
+	for n := runeCount(b[start:]); n < w; n++ {
 		b = append(b, ' ')
 	}
 	return append(b, ' ')
