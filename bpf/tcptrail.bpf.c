@@ -283,7 +283,19 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	if (!e)
 		return 0;
 	fill_task(e, pid_tgid);
-	fill_sock(e, sk);
+	/* sk is a trusted tracepoint argument: plain loads, no helper calls. */
+	e->family = family;
+	e->protocol = proto;
+	e->sport = sport;
+	e->dport = dport;
+	e->sk_err = sk->sk_err;
+	if (family == AF_INET) {
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+	} else {
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	}
 	e->kind = TT_EVENT_STATE;
 	e->cookie = bpf_get_socket_cookie((void *)sk);
 	e->oldstate = oldstate;
@@ -365,7 +377,7 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 
 	in.call = call;
-	in.fd = (int)BPF_CORE_READ(regs, di);
+	in.fd = (int)regs->di; /* a trusted tp_btf argument: a plain load */
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (filter_tgid && (pid_tgid >> 32) != filter_tgid && call != TT_CALL_CLOSE &&
 	    call != TT_CALL_SHUTDOWN)
@@ -379,7 +391,7 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 		in.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
 	}
 	if (call == TT_CALL_BIND || call == TT_CALL_CONNECT)
-		in.uaddr = BPF_CORE_READ(regs, si);
+		in.uaddr = regs->si;
 
 	/* Close, shutdown, listen and dup of an untraced socket cost nothing
 	 * more; neither does a connect to an untraced port. A bind is kept
@@ -394,7 +406,7 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 	}
 	if (call == TT_CALL_SHUTDOWN)
-		in.arg = (__u32)BPF_CORE_READ(regs, si);
+		in.arg = (__u32)regs->si;
 
 	if (bpf_map_update_elem(&inflight, &pid_tgid, &in, BPF_ANY))
 		__sync_fetch_and_add(&inflight_full, 1);
@@ -482,7 +494,7 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 	struct sock *sk;
 	long id;
 
-	id = BPF_CORE_READ(regs, orig_ax);
+	id = regs->orig_ax;
 	if (!call_of(id))
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
