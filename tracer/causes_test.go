@@ -273,14 +273,17 @@ func TestTimewaitPhases(t *testing.T) {
 	s := startSession(t, tracer.Config{LeakAfter: time.Hour}, 17106)
 	addr, accepted := loopbackServer(t, 17106)
 
-	// 1. The client closes first: its socket ends in TIME_WAIT.
+	// 1. The client closes first: its orphaned socket is handed to a
+	// FIN_WAIT2 timewait socket, which the server's FIN turns to TIME_WAIT.
 	a := dial(t, addr)
 	aPeer := <-accepted
 	a.Close()
-	aPeer.Close()
 	aEnd := waitStep(t, s.rec, localOf(a), event.FinWait2, event.Close)
+	aPeer.Close()
+	aPeerFIN := waitStep(t, s.rec, localOf(aPeer), event.CloseWait, event.LastAck)
 
-	// 2. The server closes, the client never does: FIN_WAIT2 timewait.
+	// 2. The server closes, the client never does: FIN_WAIT2 until the
+	// kernel gives up waiting for the client's FIN.
 	b := dial(t, addr)
 	bPeer := <-accepted
 	bPeer.Close()
@@ -290,25 +293,30 @@ func TestTimewaitPhases(t *testing.T) {
 	phases := func(cookie uint64) []*capture.Snapshot {
 		return find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.Cookie == cookie })
 	}
-	s.rec.waitFor(t, 5*time.Second, "both timewait sockets seen", func() bool {
-		return len(phases(aEnd.Cookie)) == 1 && len(phases(bEnd.Cookie)) == 1
+	s.rec.waitFor(t, 5*time.Second, "the timewait phases", func() bool {
+		return len(phases(aEnd.Cookie)) == 2 && len(phases(bEnd.Cookie)) == 1
 	})
-	if p := phases(aEnd.Cookie)[0]; p.State != "TIME_WAIT" || p.MonoNs != aEnd.MonoNs {
-		t.Fatalf("active closer: %+v, want TIME_WAIT from the hand-over", p)
+	pa := phases(aEnd.Cookie)
+	if pa[0].State != "FIN_WAIT2" || pa[0].MonoNs != aEnd.MonoNs || pa[1].State != "TIME_WAIT" || pa[1].MonoNs != aPeerFIN.MonoNs {
+		t.Fatalf("active closer: %+v then %+v; want FIN_WAIT2 from the hand-over, TIME_WAIT from the peer's FIN", pa[0], pa[1])
 	}
 	if p := phases(bEnd.Cookie)[0]; p.State != "FIN_WAIT2" || p.MonoNs != bEnd.MonoNs {
 		t.Fatalf("orphan: %+v, want FIN_WAIT2 from the hand-over", p)
 	}
 	s.rec.waitFor(t, 70*time.Second, "both timewait sockets expire", func() bool {
-		return len(phases(aEnd.Cookie)) == 2 && len(phases(bEnd.Cookie)) == 2
+		return len(phases(aEnd.Cookie)) == 3 && len(phases(bEnd.Cookie)) == 2
 	})
-	for _, end := range []Step{aEnd, bEnd} {
-		gone := phases(end.Cookie)[1]
-		lived := time.Duration(gone.MonoNs - end.MonoNs)
+	for _, c := range []struct {
+		cookie uint64
+		from   uint64 // when its last timer started
+	}{{aEnd.Cookie, aPeerFIN.MonoNs}, {bEnd.Cookie, bEnd.MonoNs}} {
+		ph := phases(c.cookie)
+		gone := ph[len(ph)-1]
+		lived := time.Duration(gone.MonoNs - c.from)
 		// The timewait timer sits in the kernel's timer wheel, whose
 		// buckets at 60 s are 512 jiffies wide: it fires up to ~2 s late.
 		if gone.Reason != "timewait_gone" || gone.Note != "expired" || lived < 60*time.Second || lived > 62*time.Second+200*time.Millisecond {
-			t.Errorf("%v: %+v after %v, want expired after 60s", end, gone, lived)
+			t.Errorf("socket %d: %+v after %v, want expired after 60s", c.cookie, gone, lived)
 		}
 	}
 }

@@ -41,7 +41,11 @@ type Diagnoser struct {
 	stuck      map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
 	leaks      []capture.Leak        // every leak's last record
 
-	timewait    map[uint64]*twWatch
+	timewait map[uint64]*twWatch
+	// finSent: when each traced socket, by (local, remote), sent its FIN
+	// (entered FIN_WAIT1 or LAST_ACK); forgotten at its CLOSE. It tells a
+	// timewait socket's first phase when its peer is on this host.
+	finSent     map[tuple]uint64
 	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	twUnwatched uint64
@@ -71,6 +75,11 @@ type twWatch struct {
 	since         uint64
 	timerMs       int64
 	nextPoll      uint64 // when to look it up next (monotonic)
+	// handedFrom is the state the socket left for the hand-over (0: it
+	// existed before the trace), peerFIN when the peer, traced on this
+	// host, sent its FIN before the hand-over (0: not seen).
+	handedFrom event.State
+	peerFIN    uint64
 }
 
 // NewDiagnoser returns a diagnoser that reports through emit.
@@ -86,6 +95,7 @@ func NewDiagnoser(tr *timeline.Tracker, clock Clock, leakAfter time.Duration, em
 		stuck:     make(map[uint64]*stuckLeak),
 		timewait:  make(map[uint64]*twWatch),
 		twByTuple: make(map[tuple]uint64),
+		finSent:   make(map[tuple]uint64),
 	}
 }
 
@@ -189,12 +199,22 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 			d.endLeak(leak, tr)
 		}
 	}
+	switch e.New {
+	case event.FinWait1, event.LastAck:
+		d.finSent[tuple{e.Local, e.Remote}] = e.MonoNs
+	case event.Close:
+		defer delete(d.finSent, tuple{e.Local, e.Remote})
+	}
 	if len(d.timewait) > 0 {
 		d.timewaitPeer(e)
 	}
 	switch tr.Cause.Kind {
 	case timeline.CauseTimewait:
 		d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, 0, e.MonoNs, 0)
+		if w := d.timewait[e.Cookie]; w != nil {
+			w.handedFrom = e.Old
+			w.peerFIN = d.finSent[tuple{e.Remote, e.Local}]
+		}
 	case timeline.CauseRefused, timeline.CauseTimeout:
 		if e.Old == event.SynSent {
 			d.connectFailed(e, capture.ErrnoName(e.SkErr), tr.Owners)
@@ -519,6 +539,17 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	if e.New == event.LastAck {
 		if cookie, ok := d.twByTuple[tuple{e.Remote, e.Local}]; ok {
 			w := d.timewait[cookie]
+			if w.state == 0 {
+				// Not looked up yet: it has waited in FIN_WAIT2 since the
+				// hand-over, since this FIN is what ends that wait.
+				w.state = uint8(event.FinWait2)
+				d.emit(&capture.Snapshot{
+					Type: capture.TypeSnapshot, Time: d.wall(w.since), MonoNs: w.since, Reason: "timewait",
+					Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+					State:  event.FinWait2.String(), Owners: []capture.Owner{},
+					Note: "handed over before the peer's FIN",
+				})
+			}
 			if w.state != uint8(event.TimeWait) {
 				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
 				d.schedule(w, e.MonoNs)
@@ -602,7 +633,11 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			// The first lookup of a fresh hand-over dates the phase to the
 			// hand-over itself; later changes are dated by the lookup.
 			at := now
-			if w.state == 0 {
+			if w.state == 0 && (ent.State == uint8(event.FinWait2) || w.handedFrom != event.FinWait2 ||
+				(w.peerFIN != 0 && w.peerFIN <= w.since)) {
+				// Exact: a FIN_WAIT2 phase began at the hand-over, and so
+				// did TIME_WAIT when the FIN had already come (from
+				// CLOSING or FIN_WAIT1, or a peer seen sending it).
 				at = w.since
 			}
 			w.state, w.since, w.timerMs = ent.State, at, int64(ent.Expires)
