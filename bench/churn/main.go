@@ -285,8 +285,9 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 	r.selfCPU = (self1 - self0).Seconds()
 	r.iwi = iwi1 - iwi0
 	if traced {
-		// Let the last packets' softirq work finish before detaching.
-		time.Sleep(100 * time.Millisecond)
+		// Let the last connections finish closing before detaching: a
+		// delayed ACK of the server's FIN can take up to 200 ms.
+		time.Sleep(300 * time.Millisecond)
 		if r.tr, err = t.stop(); err != nil {
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
@@ -447,7 +448,8 @@ func runCheck(cfg *config, port int) (*checkResult, error) {
 		return nil, err
 	}
 	load := churn(l, cfg.workers, cfg.acceptors, 0, cfg.check)
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // delayed ACKs: see the rounds
+
 	tr, err := t.stop()
 	if err != nil {
 		return nil, err
