@@ -89,7 +89,8 @@ struct inflight {
 	__u8 call;       /* enum tt_call */
 	__u8 changed;    /* a transition ran inside the call on this socket */
 	__u8 mptcp;      /* fd's socket is an MPTCP socket: its TCP subflow changes state */
-	__u8 _pad[5];
+	__u8 state;      /* the socket's state at entry */
+	__u8 _pad[4];
 };
 
 /*
@@ -389,6 +390,7 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 		in.sk = (__u64)sk;
 		in.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
+		in.state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	}
 	if (call == TT_CALL_BIND || call == TT_CALL_CONNECT)
 		in.uaddr = regs->si;
@@ -461,7 +463,11 @@ static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s3
 	if (sk) {
 		fill_sock(e, sk);
 		e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+		/* Entry and exit states: a close that changed the state while
+		 * no transition was seen lost its transitions (skipped by the
+		 * kernel), it did not "change nothing". */
+		e->oldstate = in->state ? in->state : BPF_CORE_READ(sk, __sk_common.skc_state);
+		e->newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
 		if (in->uaddr && ret < 0) {
 			/* The address the failed call asked for, as the user gave it. */
 			__u16 fam = 0;

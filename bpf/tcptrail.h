@@ -44,8 +44,8 @@ struct event {
 	__u16 family;
 	__u16 protocol;
 	__u8 kind;       /* enum tt_event_kind */
-	__u8 oldstate;   /* call events: the socket's state at the call */
-	__u8 newstate;
+	__u8 oldstate;   /* call events: the socket's state at syscall entry */
+	__u8 newstate;   /* call events: its state at syscall exit */
 	__u8 call;       /* enum tt_call */
 	__u8 flags;      /* enum tt_flags */
 	__u8 _pad[3];

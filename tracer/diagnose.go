@@ -305,11 +305,13 @@ func (d *Diagnoser) Call(e *event.Event) {
 		return
 	}
 	rec := capture.CallRecord(e, d.wall(e.MonoNs), owners)
-	if noChange {
-		verb := fmt.Sprintf("close(fd %d)", e.FD)
-		if e.Call == event.CallShutdown {
-			verb = fmt.Sprintf("shutdown(fd %d)", e.FD)
-		}
+	if noChange && e.New != 0 && e.New != e.Old {
+		// The state changed during the call, yet no transition arrived:
+		// the kernel skipped them (and counted them as lost).
+		rec.Note = fmt.Sprintf("%s in %s[%d] moved the socket from %v to %v, but those transitions were lost (skipped by the kernel)",
+			callText(e), e.CommString(), e.PID, e.Old, e.New)
+	} else if noChange {
+		verb := callText(e)
 		if len(owners) > 0 {
 			rec.Note = fmt.Sprintf("%s in %s[%d] changed nothing: the socket is still held by %s",
 				verb, e.CommString(), e.PID, timeline.OwnersText(owners))
@@ -334,6 +336,10 @@ func (d *Diagnoser) Call(e *event.Event) {
 			d.connectFailed(e, capture.ErrnoName(e.Errno()), owners)
 		}
 	}
+}
+
+func callText(e *event.Event) string {
+	return fmt.Sprintf("%s(fd %d)", e.Call, e.FD)
 }
 
 func (d *Diagnoser) portWanted(p uint16) bool { return len(d.ports) == 0 || d.ports[p] }
@@ -467,6 +473,13 @@ func (d *Diagnoser) Tick(now uint64) {
 		if s == nil || s.State != event.CloseWait || s.SinceNs != cw.since || s.LeakReported {
 			continue
 		}
+		if !d.stillCloseWait(s) {
+			// Its way out of CLOSE_WAIT was lost (the kernel skipped those
+			// invocations, and counted them): no leak to report, and
+			// nothing more will come for it.
+			d.tracker.Forget(s.Cookie)
+			continue
+		}
 		s.LeakReported = true
 		d.reportStuck(s, now)
 	}
@@ -474,6 +487,25 @@ func (d *Diagnoser) Tick(now uint64) {
 		d.lastTWPoll = now
 		d.pollTimewait(now)
 	}
+}
+
+// stillCloseWait asks the socket table whether s is still in CLOSE_WAIT
+// before it is called a leak: a false accusation is worse than a late one.
+// When the table cannot be asked, the tracker's word stands.
+func (d *Diagnoser) stillCloseWait(s *timeline.Socket) bool {
+	if d.diag == nil {
+		c, err := socktable.Open()
+		if err != nil {
+			return true
+		}
+		d.diag = c
+	}
+	ent, err := d.diag.Lookup(s.Local, s.Remote)
+	if err != nil {
+		return true
+	}
+	return ent != nil && ent.Local == s.Local && ent.Remote == s.Remote &&
+		ent.Cookie == s.Cookie && ent.State == uint8(event.CloseWait)
 }
 
 func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64) {

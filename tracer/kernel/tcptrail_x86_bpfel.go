@@ -47,7 +47,8 @@ type tcptrailInflight struct {
 	Call    uint8
 	Changed uint8
 	Mptcp   uint8
-	Pad     [5]uint8
+	State   uint8
+	Pad     [4]uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -281,5 +281,13 @@ func (t *Tracker) Fork(e *event.Event) {
 	}
 }
 
+// Forget drops a socket the kernel's table says is gone or has moved on
+// without the events that should have said so.
+func (t *Tracker) Forget(cookie uint64) {
+	if s := t.socks[cookie]; s != nil {
+		t.release(s)
+	}
+}
+
 // Owns reports whether pid holds any known socket.
 func (t *Tracker) Owns(pid uint32) bool { return t.owning[pid] > 0 }
