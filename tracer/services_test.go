@@ -139,3 +139,50 @@ func waitForListener(t *testing.T, addr string) {
 	}
 	t.Fatalf("nothing listens on %s after 10s", addr)
 }
+
+// TestRedis traces a real Redis that started before the trace: the
+// client closes first, Redis's socket goes to CLOSE_WAIT in the client's
+// close(), and Redis's own close(fd) ends it (the passive side of the
+// story, done right).
+func TestRedis(t *testing.T) {
+	t.Parallel()
+	requirePrivileges(t)
+	bin := requireProgram(t, "redis-server")
+	dir := t.TempDir()
+	rs := exec.Command(bin, "--port", "17400", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--daemonize", "no", "--protected-mode", "yes")
+	rs.Stdout, rs.Stderr = io.Discard, os.Stderr
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Process.Kill(); rs.Wait() })
+	waitForListener(t, "127.0.0.1:17400")
+
+	s := startSession(t, tracer.Config{}, 17400)
+	c, err := net.Dial("tcp4", "127.0.0.1:17400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "PING\r\n")
+	buf := make([]byte, 16)
+	n, _ := c.Read(buf)
+	if !strings.HasPrefix(string(buf[:n]), "+PONG") {
+		t.Fatalf("redis replied %q", buf[:n])
+	}
+	clientEnd := localOf(c)
+	c.Close()
+
+	redisEnd := netip.MustParseAddrPort("127.0.0.1:17400")
+	cw := waitStep(t, s.rec, redisEnd, event.Established, event.CloseWait)
+	if cw.Remote != clientEnd || cw.CauseKind != timeline.CausePeerFIN {
+		t.Fatalf("redis end: %v, want peer FIN from %v", cw, clientEnd)
+	}
+	la := waitStep(t, s.rec, redisEnd, event.CloseWait, event.LastAck)
+	want := fmt.Sprintf("redis-server[%d] fd ", rs.Process.Pid)
+	if la.CauseKind != timeline.CauseClose || la.PID != uint32(rs.Process.Pid) || !strings.HasPrefix(la.Owners, want) {
+		t.Fatalf("redis's close: %v, want close(fd) by redis-server[%d]", la, rs.Process.Pid)
+	}
+	if l := find(s.rec.Records(), func(*capture.Leak) bool { return true }); len(l) != 0 {
+		t.Fatalf("a prompt close reported as a leak: %v", l)
+	}
+}
