@@ -54,7 +54,16 @@ func (p *portList) Type() string { return "ports" }
 // byteSize is a pflag.Value for sizes such as 8M, 256K or 4096.
 type byteSize int
 
-func (b *byteSize) String() string { return strconv.Itoa(int(*b)) }
+func (b *byteSize) String() string {
+	switch n := int(*b); {
+	case n > 0 && n%(1<<20) == 0:
+		return strconv.Itoa(n>>20) + "M"
+	case n > 0 && n%(1<<10) == 0:
+		return strconv.Itoa(n>>10) + "K"
+	default:
+		return strconv.Itoa(n)
+	}
+}
 
 func (b *byteSize) Set(value string) error {
 	mult := 1
