@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build demo test test-short generate check-generated bench fmt vet clean
+.PHONY: all build demo test test-short generate check-generated bench bench-report fmt vet clean
 
 all: build
 
@@ -47,9 +47,13 @@ check-generated: generate
 # Go benchmarks of the user-space path, then the loopback churn benchmark:
 # untraced and traced rounds alternating (root; about a minute).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/...
+	$(GO) test -run '^$$' -bench 'Decode|Transition|Pipeline' -benchmem ./tracer/ ./tracer/event ./tracer/timeline ./tracer/capture
 	$(GO) build -o $(BIN)/churn ./bench/churn
 	$(SUDO) $(BIN)/churn -tracer $(BIN)/tcptrail
+
+# Reading and rendering a one-million-event capture.
+bench-report:
+	$(GO) test -run '^$$' -bench 1M -benchtime 3x -benchmem ./tracer/report/
 
 clean:
 	rm -rf $(BIN) out
