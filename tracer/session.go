@@ -54,6 +54,9 @@ type Config struct {
 	Version string
 }
 
+// drainGrace is how long after detaching the ring buffer is still read.
+const drainGrace = 20 * time.Millisecond
+
 // DefaultPollInterval keeps the live view within 100 ms of the kernel even
 // when the kernel batches wakeups.
 const DefaultPollInterval = 50 * time.Millisecond
@@ -293,9 +296,11 @@ func (s *Session) checkLosses(warn bool) {
 // finish detaches, drains the ring buffer, and ends the sinks.
 func (s *Session) finish(loopErr error) (*capture.Summary, error) {
 	detachErr := s.probe.Detach()
-	// Drain: with the links gone nothing new arrives; read what is there.
+	// Drain: with the links gone nothing new starts, but a program run
+	// that began before the detach may still be writing: read until a
+	// short grace period after the detach has passed.
 	rd := s.probe.Reader()
-	rd.SetDeadline(time.Now())
+	rd.SetDeadline(time.Now().Add(drainGrace))
 	var rec ringbuf.Record
 	for rd.ReadInto(&rec) == nil {
 		s.handle(rec.RawSample)
