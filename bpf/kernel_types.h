@@ -91,9 +91,17 @@ struct inode {
 	unsigned short i_mode;
 };
 
+/* A file's reference count: file_ref_t (f_ref) since 6.13, where 0 means
+ * one reference; a plain counter (f_count) before. */
+typedef struct {
+	atomic64_t refcnt;
+} file_ref_t;
+
 struct file {
 	struct inode *f_inode;
 	void *private_data;
+	file_ref_t f_ref;
+	atomic64_t f_count;
 };
 
 struct fdtable {

@@ -90,7 +90,8 @@ struct inflight {
 	__u8 changed;    /* a transition ran inside the call on this socket */
 	__u8 mptcp;      /* fd's socket is an MPTCP socket: its TCP subflow changes state */
 	__u8 state;      /* the socket's state at entry */
-	__u8 _pad[4];
+	__u8 shared;     /* the fd's file had other references at entry */
+	__u8 _pad[3];
 };
 
 /*
@@ -309,9 +310,23 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	return 0;
 }
 
+/* Whether more than one reference holds file: another fd (dup) or another
+ * process (fork) shares it, so closing this fd leaves the socket alive. */
+static __always_inline bool file_shared(struct file *file)
+{
+	if (bpf_core_field_exists(file->f_ref)) {
+		__s64 refs = BPF_CORE_READ(file, f_ref.refcnt.counter);
+
+		/* 0 is one reference; values with the top bits set mean dead. */
+		return refs > 0 && refs < 0x4000000000000000LL;
+	}
+	return BPF_CORE_READ(file, f_count.counter) > 1;
+}
+
 /* The struct sock behind fd in the current task, or NULL when fd is not a
- * TCP socket. Follows task->files->fdt->fd[fd]->file->private_data->sk. */
-static __always_inline struct sock *fd_to_tcp_sock(int fd)
+ * TCP socket. Follows task->files->fdt->fd[fd]->file->private_data->sk.
+ * *shared tells whether the file has other references. */
+static __always_inline struct sock *fd_to_tcp_sock(int fd, bool *shared)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -335,6 +350,7 @@ static __always_inline struct sock *fd_to_tcp_sock(int fd)
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || !is_tcp(sk))
 		return NULL;
+	*shared = file_shared(file);
 	return sk;
 }
 
@@ -385,9 +401,12 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 
 	if (call != TT_CALL_ACCEPT) {
-		sk = fd_to_tcp_sock(in.fd);
+		bool shared = false;
+
+		sk = fd_to_tcp_sock(in.fd, &shared);
 		if (!sk)
 			return 0;
+		in.shared = shared;
 		in.sk = (__u64)sk;
 		in.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
 		in.state = BPF_CORE_READ(sk, __sk_common.skc_state);
@@ -512,7 +531,9 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 	case TT_CALL_ACCEPT:
 		/* The new fd is the owner's handle on the accepted socket. */
 		if (ret >= 0) {
-			sk = fd_to_tcp_sock(ret);
+			bool shared;
+
+			sk = fd_to_tcp_sock(ret, &shared);
 			if (sk)
 				emit_call(in, sk, ret, 0, pid_tgid);
 		}
@@ -525,10 +546,16 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 		}
 		break;
 	case TT_CALL_CLOSE:
+		/* A close that changed nothing because another fd or process
+		 * still holds the socket. Decided by the file's references at
+		 * entry, not by the absence of a transition: the last close of
+		 * a socket already in CLOSE changes nothing visible and frees
+		 * it, and its sock must not be read here. */
+		if (in->shared && !in->changed && ret == 0)
+			emit_call(in, (struct sock *)in->sk, in->fd, ret, pid_tgid);
+		break;
 	case TT_CALL_SHUTDOWN:
-		/* A close that changed nothing: another fd or process still holds
-		 * the socket. The fd is gone by now, so the sock is the one saved
-		 * at entry; it stays alive because someone else holds it. */
+		/* The fd is still open: the sock is alive. */
 		if (!in->changed && ret == 0)
 			emit_call(in, (struct sock *)in->sk, in->fd, ret, pid_tgid);
 		break;

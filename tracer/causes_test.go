@@ -115,6 +115,18 @@ func TestCauseLingerZeroSendsRST(t *testing.T) {
 	if peer.CauseKind != timeline.CauseRSTReceived {
 		t.Fatalf("server end: %v, want RST received", peer)
 	}
+
+	// Closing the reset socket is its last reference and changes nothing
+	// visible: no record may claim another holder (the socket is freed
+	// by that close). A later connection marks when everything before it
+	// has arrived.
+	srvFD := fdOf(t, srv)
+	srv.Close()
+	marker := dial(t, addr)
+	waitStep(t, s.rec, localOf(marker), event.SynSent, event.Established)
+	for _, r := range find(s.rec.Records(), func(r *capture.Call) bool { return r.Call == "close" }) {
+		t.Errorf("close of a socket nobody else holds was reported: %s (server fd %d)", describe(r), srvFD)
+	}
 }
 
 func TestCauseRefusedConnect(t *testing.T) {

@@ -48,7 +48,8 @@ type tcptrailInflight struct {
 	Changed uint8
 	Mptcp   uint8
 	State   uint8
-	Pad     [4]uint8
+	Shared  uint8
+	Pad     [3]uint8
 }
 
 // Names of all BPF objects in the ELF.
