@@ -42,6 +42,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFSOCK 0140000
 #define PF_EXITING 0x00000004
 #define TCP_CLOSE 7
+#define SOCK_DONE 1 /* enum sock_flags: set when the peer's FIN is received */
 #define TCP_LISTEN 10
 
 /* x86_64 syscall numbers of the calls tcptrail correlates. */
@@ -298,6 +299,11 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
 		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
+	/* Whether the peer's FIN had arrived (tcp_fin() sets SOCK_DONE; not
+	 * RCV_SHUTDOWN, which close() sets too): at a hand-over to a timewait
+	 * socket this says which phase it starts in, TIME_WAIT or FIN_WAIT2. */
+	if (sk->__sk_common.skc_flags & (1UL << SOCK_DONE))
+		e->flags |= TT_FLAG_PEER_FIN;
 	e->kind = TT_EVENT_STATE;
 	e->cookie = bpf_get_socket_cookie((void *)sk);
 	e->oldstate = oldstate;

@@ -26,6 +26,7 @@ enum tt_call {
 
 enum tt_flags {
 	TT_FLAG_EXITING = 1, /* the current task was exiting (PF_EXITING) */
+	TT_FLAG_PEER_FIN = 2, /* the peer's FIN had arrived (SOCK_DONE) */
 };
 
 struct event {

@@ -41,11 +41,7 @@ type Diagnoser struct {
 	stuck      map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
 	leaks      []capture.Leak        // every leak's last record
 
-	timewait map[uint64]*twWatch
-	// finSent: when each traced socket, by (local, remote), sent its FIN
-	// (entered FIN_WAIT1 or LAST_ACK); forgotten at its CLOSE. It tells a
-	// timewait socket's first phase when its peer is on this host.
-	finSent     map[tuple]uint64
+	timewait    map[uint64]*twWatch
 	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	twUnwatched uint64
@@ -71,15 +67,10 @@ type closeWait struct {
 type twWatch struct {
 	local, remote netip.AddrPort
 	family        uint16
-	state         uint8 // last phase seen; 0: not looked up yet
+	state         uint8 // the phase it is in
 	since         uint64
 	timerMs       int64
 	nextPoll      uint64 // when to look it up next (monotonic)
-	// handedFrom is the state the socket left for the hand-over (0: it
-	// existed before the trace), peerFIN when the peer, traced on this
-	// host, sent its FIN before the hand-over (0: not seen).
-	handedFrom event.State
-	peerFIN    uint64
 }
 
 // NewDiagnoser returns a diagnoser that reports through emit.
@@ -95,7 +86,6 @@ func NewDiagnoser(tr *timeline.Tracker, clock Clock, leakAfter time.Duration, em
 		stuck:     make(map[uint64]*stuckLeak),
 		timewait:  make(map[uint64]*twWatch),
 		twByTuple: make(map[tuple]uint64),
-		finSent:   make(map[tuple]uint64),
 	}
 }
 
@@ -199,22 +189,12 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 			d.endLeak(leak, tr)
 		}
 	}
-	switch e.New {
-	case event.FinWait1, event.LastAck:
-		d.finSent[tuple{e.Local, e.Remote}] = e.MonoNs
-	case event.Close:
-		defer delete(d.finSent, tuple{e.Local, e.Remote})
-	}
 	if len(d.timewait) > 0 {
 		d.timewaitPeer(e)
 	}
 	switch tr.Cause.Kind {
 	case timeline.CauseTimewait:
-		d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, 0, e.MonoNs, 0)
-		if w := d.timewait[e.Cookie]; w != nil {
-			w.handedFrom = e.Old
-			w.peerFIN = d.finSent[tuple{e.Remote, e.Local}]
-		}
+		d.handedOver(e)
 	case timeline.CauseRefused, timeline.CauseTimeout:
 		if e.Old == event.SynSent {
 			d.connectFailed(e, capture.ErrnoName(e.SkErr), tr.Owners)
@@ -541,17 +521,21 @@ func describeAge(h *timeline.Holder) string {
 	return s + " since before the trace"
 }
 
-func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64) {
+// watchTimewait adds a timewait socket to the watch; false when the watch
+// is full (counted) or already has it.
+func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64) bool {
 	if _, ok := d.timewait[cookie]; ok {
-		return
+		return false
 	}
 	if len(d.timewait) >= maxTimewaitWatch {
 		d.twUnwatched++
-		return
+		return false
 	}
-	d.timewait[cookie] = &twWatch{local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	w := &twWatch{local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	d.schedule(w, now)
+	d.timewait[cookie] = w
 	d.twByTuple[tuple{local, remote}] = cookie
-	d.lastTWPoll = 0 // look it up at the next tick
+	return true
 }
 
 func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
@@ -559,6 +543,26 @@ func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 	if d.twByTuple[tuple{w.local, w.remote}] == cookie {
 		delete(d.twByTuple, tuple{w.local, w.remote})
 	}
+}
+
+// handedOver starts following a socket the kernel just replaced with a
+// timewait socket (same cookie). Its first phase is known exactly from the
+// transition itself: TIME_WAIT if the peer's FIN had arrived, FIN_WAIT2
+// (waiting for it) if not.
+func (d *Diagnoser) handedOver(e *event.Event) {
+	state, timer := event.FinWait2, int64(0)
+	if e.PeerFIN() {
+		state, timer = event.TimeWait, 60_000
+	}
+	if !d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer) {
+		return
+	}
+	d.emit(&capture.Snapshot{
+		Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+		Socket: capture.SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+		State:  state.String(), TimerMs: timer, Owners: []capture.Owner{},
+		Note: "at the hand-over",
+	})
 }
 
 // timewaitPeer infers timewait phase changes from transitions on this
@@ -571,17 +575,6 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	if e.New == event.LastAck {
 		if cookie, ok := d.twByTuple[tuple{e.Remote, e.Local}]; ok {
 			w := d.timewait[cookie]
-			if w.state == 0 {
-				// Not looked up yet: it has waited in FIN_WAIT2 since the
-				// hand-over, since this FIN is what ends that wait.
-				w.state = uint8(event.FinWait2)
-				d.emit(&capture.Snapshot{
-					Type: capture.TypeSnapshot, Time: d.wall(w.since), MonoNs: w.since, Reason: "timewait",
-					Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
-					State:  event.FinWait2.String(), Owners: []capture.Owner{},
-					Note: "handed over before the peer's FIN",
-				})
-			}
 			if w.state != uint8(event.TimeWait) {
 				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
 				d.schedule(w, e.MonoNs)
@@ -662,19 +655,11 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			continue
 		}
 		if ent.State != w.state {
-			// The first lookup of a fresh hand-over dates the phase to the
-			// hand-over itself; later changes are dated by the lookup.
-			at := now
-			if w.state == 0 && (ent.State == uint8(event.FinWait2) || w.handedFrom != event.FinWait2 ||
-				(w.peerFIN != 0 && w.peerFIN <= w.since)) {
-				// Exact: a FIN_WAIT2 phase began at the hand-over, and so
-				// did TIME_WAIT when the FIN had already come (from
-				// CLOSING or FIN_WAIT1, or a peer seen sending it).
-				at = w.since
-			}
-			w.state, w.since, w.timerMs = ent.State, at, int64(ent.Expires)
+			// A change no transition on this host showed (the peer is
+			// elsewhere): dated by the lookup, at most twPollInterval late.
+			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
 			d.emit(&capture.Snapshot{
-				Type: capture.TypeSnapshot, Time: d.wall(at), MonoNs: at, Reason: "timewait",
+				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
 				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
 				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []capture.Owner{},
 				Note: "socket table",

@@ -69,6 +69,7 @@ func ParseCall(s string) (Call, bool) {
 // Flags qualify the context of a record.
 const (
 	FlagExiting uint8 = 1 // the current task was exiting
+	FlagPeerFIN uint8 = 2 // transitions: the peer's FIN had arrived
 )
 
 // Address families, as the kernel numbers them.
@@ -114,6 +115,11 @@ func (e *Event) CommBytes() []byte {
 
 // Exiting reports whether the current task was exiting when this happened.
 func (e *Event) Exiting() bool { return e.Flags&FlagExiting != 0 }
+
+// PeerFIN reports whether the peer's FIN had arrived when a transition
+// happened: at a hand-over to a timewait socket, TIME_WAIT rather than
+// FIN_WAIT2.
+func (e *Event) PeerFIN() bool { return e.Flags&FlagPeerFIN != 0 }
 
 // Errno returns the positive errno of a failed call, or 0.
 func (e *Event) Errno() int32 {
