@@ -101,10 +101,13 @@ func classify(e *event.Event, exitedBy uint32) Cause {
 		case e.Call == event.CallShutdown:
 			c.Kind = CauseShutdown
 			c.How = e.Arg
-		case e.Exiting() && e.Call == event.CallNone:
-			c.Kind, c.PID = CauseExit, e.PID
 		case exitedBy != 0:
+			// Its last owner exited: the exit closed the fd.
 			c.Kind, c.PID = CauseExit, exitedBy
+		case e.Exiting() && e.Call == event.CallNone:
+			// The owner is unknown, but the change ran in an exiting task
+			// outside any socket call: its fds being closed.
+			c.Kind, c.PID = CauseExit, e.PID
 		}
 		if c.Kind != CauseUnknown {
 			if nw == event.Close && (old == event.Established || old == event.CloseWait) {
