@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -221,8 +220,9 @@ func TestSignalLeavesCompleteCapture(t *testing.T) {
 			if len(mine) < 5 {
 				t.Fatalf("tracer holds %d programs, want 5", len(mine))
 			}
+			// Signal at once: the events still in the ring buffer must be
+			// drained into the capture (counted below).
 			oneConnection(t, 17201)
-			time.Sleep(200 * time.Millisecond) // let the events be read before the signal; the drain is tested by the count below
 			cmd.Process.Signal(sig)
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("exit after %v: %v\n%s", sig, err, errb.String())
@@ -291,18 +291,21 @@ func readJSONLines(t *testing.T, path string) []map[string]any {
 // prints JSON Lines on stdout and the summary on stderr.
 func TestDurationAndJSONStdout(t *testing.T) {
 	privtest.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "trace", "--port", "17202", "--json", "--duration", "1500ms")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(700 * time.Millisecond) // attach takes well under this; the count below fails if not
+	cmd, out, errb := startTracer(t, "--port", "17202", "--json", "--duration", "1500ms")
+	ready := time.Now()
 	oneConnection(t, 17202)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%v\n%s", err, errb.String())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("%v\n%s", err, errb.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("--duration 1500ms: still running after 15s")
+	}
+	if d := time.Since(ready); d < 1400*time.Millisecond {
+		t.Errorf("exited %v after it was ready, before its --duration", d)
 	}
 	var types []string
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
