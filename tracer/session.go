@@ -98,7 +98,6 @@ type Session struct {
 	diag         *Diagnoser
 	ev           event.Event
 	events       uint64
-	decodeErrors uint64
 	lost         capture.Losses
 	log          io.Writer
 }
@@ -200,7 +199,9 @@ func (s *Session) loop(ctx context.Context, stop <-chan time.Time) error {
 	for {
 		err := rd.ReadInto(&rec)
 		if err == nil {
-			s.handle(rec.RawSample)
+			if err := s.handle(rec.RawSample); err != nil {
+				return err
+			}
 			continue
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -229,10 +230,12 @@ func (s *Session) loop(ctx context.Context, stop <-chan time.Time) error {
 	}
 }
 
-func (s *Session) handle(raw []byte) {
+// handle decodes and dispatches one record. A record that does not decode
+// means the BPF object and this binary disagree on its layout: every record
+// would be wrong, so that stops the session rather than being counted.
+func (s *Session) handle(raw []byte) error {
 	if err := event.Decode(raw, &s.ev); err != nil {
-		s.decodeErrors++
-		return
+		return fmt.Errorf("kernel record of %d bytes: %w (the BPF object does not match this binary)", len(raw), err)
 	}
 	s.events++
 	e := &s.ev
@@ -251,6 +254,7 @@ func (s *Session) handle(raw []byte) {
 	case event.KindFork:
 		s.diag.Fork(e)
 	}
+	return nil
 }
 
 // emit hands a record to every sink.
@@ -303,7 +307,10 @@ func (s *Session) finish(loopErr error) (*capture.Summary, error) {
 	rd.SetDeadline(time.Now().Add(drainGrace))
 	var rec ringbuf.Record
 	for rd.ReadInto(&rec) == nil {
-		s.handle(rec.RawSample)
+		if err := s.handle(rec.RawSample); err != nil {
+			loopErr = errors.Join(loopErr, err)
+			break
+		}
 	}
 	end := MonoNow()
 	s.diag.Tick(end)
