@@ -126,7 +126,7 @@ func TestNoBTF(t *testing.T) {
 func TestUnwritableOutput(t *testing.T) {
 	privtest.Require(t)
 	r := runBinary(t, exec.Command(binary, "trace", "--port", "7070", "-o", "/nonexistent/dir/cap.jsonl"))
-	checkCleanError(t, r, "-o /nonexistent/dir/cap.jsonl")
+	checkCleanError(t, r, "cannot write the capture file /nonexistent/dir/cap.jsonl: no such file or directory")
 }
 
 // programsOf lists the BPF programs process pid holds, from the prog_id

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -122,7 +123,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.output != "" {
 		file, err := capture.Create(f.output)
 		if err != nil {
-			return usageErrorf("-o %s: %v", f.output, errors.Unwrap(err))
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return usageErrorf("cannot write the capture file %s: %v", f.output, err)
 		}
 		defer file.Close()
 		sinks = append(sinks, capture.NewWriter(file))
