@@ -90,16 +90,16 @@ func MonoNow() uint64 {
 
 // Session is one run of the tracer.
 type Session struct {
-	cfg          Config
-	probe        *kernel.Probe
-	sinks        []Sink
-	clock        Clock
-	tracker      *timeline.Tracker
-	diag         *Diagnoser
-	ev           event.Event
-	events       uint64
-	lost         capture.Losses
-	log          io.Writer
+	cfg     Config
+	probe   *kernel.Probe
+	sinks   []Sink
+	clock   Clock
+	tracker *timeline.Tracker
+	diag    *Diagnoser
+	ev      event.Event
+	events  uint64
+	lost    capture.Losses
+	log     io.Writer
 }
 
 // Run traces until ctx ends or cfg.Duration passes, then detaches, drains
@@ -327,6 +327,8 @@ func (s *Session) finish(loopErr error) (*capture.Summary, error) {
 		Sockets:     s.tracker.SocketsSeen,
 		Lost:        s.lost,
 		Leaks:       s.diag.Leaks(),
+
+		TimewaitUnfollowed: s.diag.TimewaitUnwatched(),
 	}
 	errs := []error{loopErr, detachErr}
 	for _, sink := range s.sinks {

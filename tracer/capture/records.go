@@ -233,4 +233,7 @@ type Summary struct {
 	Sockets     uint64    `json:"sockets"`
 	Lost        Losses    `json:"lost"`
 	Leaks       []Leak    `json:"leaks"` // leaks at the end: still open, or how they ended
+	// TimewaitUnfollowed counts timewait sockets whose phases were not
+	// followed because too many were alive at once.
+	TimewaitUnfollowed uint64 `json:"timewait_unfollowed,omitempty"`
 }
