@@ -10,8 +10,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -25,6 +23,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
 )
 
 type config struct {
@@ -464,36 +464,15 @@ func runCheck(cfg *config, port int) (*checkResult, error) {
 
 // analyze groups the capture's transitions by socket.
 func (c *checkResult) analyze(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	type rec struct {
-		Type   string `json:"type"`
-		Cookie uint64 `json:"cookie"`
-		Old    string `json:"old"`
-		New    string `json:"new"`
-		Gap    bool   `json:"gap"`
-	}
 	seqs := map[uint64][]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var r rec
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if r.Type != "transition" {
-			continue
-		}
+	_, err := captureSummary(path, func(r *capture.Transition) {
 		c.transitions++
 		if r.Gap {
 			c.gaps++
 		}
 		seqs[r.Cookie] = append(seqs[r.Cookie], r.Old+">"+r.New)
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	c.sockets = len(seqs)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,24 +18,14 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
 )
 
 // summary is the tracer's closing summary, from the capture file's last
 // record (-o) or, without one, from the live table's last lines.
 type summary struct {
-	Type        string `json:"type"`
-	Events      uint64 `json:"events"`
-	Transitions uint64 `json:"transitions"`
-	Sockets     uint64 `json:"sockets"`
-	DurationNs  int64  `json:"duration_ns"`
-	Lost        struct {
-		RingbufFull     uint64 `json:"ringbuf_full"`
-		RecursionMisses uint64 `json:"recursion_misses"`
-		InflightFull    uint64 `json:"inflight_full"`
-		QueueFull       uint64 `json:"queue_full"`
-		Gaps            uint64 `json:"gaps"`
-	} `json:"lost"`
-	Leaks []json.RawMessage `json:"leaks"`
+	capture.Summary
 	// fromCapture: the counts come from the capture file, which has
 	// inflight_full too; the table's summary line does not.
 	fromCapture bool
@@ -49,7 +38,7 @@ func (s *summary) lostEvents() uint64 {
 	if !s.fromCapture {
 		return s.lostTotal // the table's own total
 	}
-	return s.Lost.RingbufFull + s.Lost.RecursionMisses + s.Lost.QueueFull
+	return s.Lost.Total()
 }
 
 // drainer reads the tracer's stdout (the live table) as fast as it comes,
@@ -159,7 +148,7 @@ func (d *drainer) tableSummary() (*summary, error) {
 			}
 			return 0
 		}
-		s := &summary{Type: "summary", Events: n(m[1]), Transitions: n(m[2]), Sockets: n(m[3])}
+		s := &summary{Summary: capture.Summary{Type: capture.TypeSummary, Events: n(m[1]), Transitions: n(m[2]), Sockets: n(m[3])}}
 		if dur, err := time.ParseDuration(m[4]); err == nil {
 			s.DurationNs = int64(dur)
 		}
@@ -363,7 +352,7 @@ func (t *tracerProc) stop() (*tracerResult, error) {
 	}
 	var err error
 	if t.capFile != "" {
-		res.sum, err = captureSummary(t.capFile)
+		res.sum, err = captureSummary(t.capFile, nil)
 	} else {
 		res.sum, err = t.drain.tableSummary()
 	}
@@ -373,33 +362,30 @@ func (t *tracerProc) stop() (*tracerResult, error) {
 	return res, nil
 }
 
-// captureSummary reads the last line of a capture file.
-func captureSummary(path string) (*summary, error) {
+// captureSummary reads a capture file with the project's reader and
+// returns its summary record; onTransition, if set, sees every transition.
+func captureSummary(path string, onTransition func(*capture.Transition)) (*summary, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	const tail = 64 << 10
-	off := st.Size() - tail
-	if off < 0 {
-		off = 0
-	}
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	lines := bytes.Split(bytes.TrimRight(buf, "\n"), []byte("\n"))
-	for i := len(lines) - 1; i >= 0; i-- {
-		var s summary
-		if json.Unmarshal(lines[i], &s) == nil && s.Type == "summary" {
-			s.fromCapture = true
-			return &s, nil
+	rd := capture.NewReader(bufio.NewReaderSize(f, 1<<20))
+	for {
+		rec, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: no summary record at the end", path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		switch r := rec.(type) {
+		case *capture.Transition:
+			if onTransition != nil {
+				onTransition(r)
+			}
+		case *capture.Summary:
+			return &summary{Summary: *r, fromCapture: true}, nil
 		}
 	}
-	return nil, fmt.Errorf("%s: no summary record at the end", path)
 }
