@@ -3,6 +3,7 @@ package tracer_test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -212,15 +213,10 @@ func TestSocketOlderThanTrace(t *testing.T) {
 	c := dial(t, addr)
 	(<-accepted).Close() // the peer closes; c is left in CLOSE_WAIT
 	fd := fdOf(t, c)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		// Wait for the FIN to land before the trace starts.
-		if _, err := c.Read(make([]byte, 1)); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("peer close not seen")
-		}
+	// Wait for the FIN to land before the trace starts: EOF.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("peer close not seen: %v", err)
 	}
 
 	s := startSession(t, tracer.Config{LeakAfter: 200 * time.Millisecond}, 17105)

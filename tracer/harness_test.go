@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -215,20 +216,15 @@ func startSessionWith(t *testing.T, cfg tracer.Config, sinks []tracer.Sink, port
 		defer close(s.done)
 		s.sum, s.err = tracer.Run(ctx, cfg, append([]tracer.Sink{s.rec}, sinks...)...)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(cfg.ReadyFile); err == nil {
-			break
-		}
+	testwait.Until(t, 20*time.Second, "the tracer's ready file", func() bool {
 		select {
 		case <-s.done:
 			t.Fatalf("tracer stopped before it was ready: %v", s.err)
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("tracer not ready after 20s")
-		}
-	}
+		_, err := os.Stat(cfg.ReadyFile)
+		return err == nil
+	})
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -114,30 +115,26 @@ http {
 // waitForChild returns the first child of pid.
 func waitForChild(t *testing.T, pid int) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	child := 0
+	testwait.Until(t, 10*time.Second, fmt.Sprintf("a child of process %d", pid), func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 		if f := strings.Fields(string(b)); len(f) > 0 {
-			n, _ := strconv.Atoi(f[0])
-			return n
+			child, _ = strconv.Atoi(f[0])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("process %d has no child after 10s", pid)
-	return 0
+		return child > 0
+	})
+	return child
 }
 
 func waitForListener(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp4", addr); err == nil {
+	testwait.Until(t, 10*time.Second, "a listener on "+addr, func() bool {
+		c, err := net.Dial("tcp4", addr)
+		if err == nil {
 			c.Close()
-			return
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on %s after 10s", addr)
+		return err == nil
+	})
 }
 
 // TestRedis traces a real Redis that started before the trace: the

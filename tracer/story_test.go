@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -58,16 +59,8 @@ func startServerAt(t *testing.T, addr string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			return srv
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("demo server not listening after 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.File(t, 10*time.Second, "the demo server to listen", ready)
+	return srv
 }
 
 // runClient runs demo/client to completion and returns its pid, exit code

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
 // binary is tcptrail built once for the end-to-end tests.
@@ -175,16 +176,14 @@ func startTracer(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			return cmd, &out, &errb
+	testwait.Until(t, 20*time.Second, "the tracer's ready file", func() bool {
+		if cmd.ProcessState != nil {
+			t.Fatalf("tracer exited before it was ready; stderr:\n%s", errb.String())
 		}
-		if time.Now().After(deadline) || cmd.ProcessState != nil {
-			t.Fatalf("tracer not ready; stderr:\n%s", errb.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		_, err := os.Stat(ready)
+		return err == nil
+	})
+	return cmd, &out, &errb
 }
 
 // oneConnection opens and closes one loopback connection on port.
@@ -251,14 +250,9 @@ func TestSignalLeavesCompleteCapture(t *testing.T) {
 			if fi.Mode().Perm() != 0o600 {
 				t.Errorf("capture mode %v, want 0600", fi.Mode().Perm())
 			}
-			deadline := time.Now().Add(5 * time.Second)
 			for _, id := range mine {
-				for loaded(id) {
-					if time.Now().After(deadline) {
-						t.Fatalf("program %d still loaded after the tracer exited", id)
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
+				testwait.Until(t, 5*time.Second, fmt.Sprintf("program %d to leave the kernel", id),
+					func() bool { return !loaded(id) })
 			}
 		})
 	}
@@ -333,17 +327,10 @@ func TestKilledTracerLeavesReadableCapture(t *testing.T) {
 	oneConnection(t, 17203)
 	// The writer flushes whenever the event stream goes quiet: wait until
 	// the last transition is on disk, then kill without warning.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Until(t, 5*time.Second, "12 transitions on disk", func() bool {
 		b, _ := os.ReadFile(capPath)
-		if strings.Count(string(b), `"type":"transition"`) == 12 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("transitions not on disk after 5s:\n%s", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Count(string(b), `"type":"transition"`) == 12
+	})
 	cmd.Process.Kill()
 	cmd.Wait()
 

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
 func openFDs(t *testing.T) int {
@@ -48,22 +50,18 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	// The kernel frees programs after an RCU grace period: wait for it.
-	deadline := time.Now().Add(5 * time.Second)
 	for _, id := range ids {
-		for {
+		testwait.Until(t, 5*time.Second, fmt.Sprintf("program %d to leave the kernel", id), func() bool {
 			prog, err := ebpf.NewProgramFromID(id)
-			if errors.Is(err, os.ErrNotExist) {
-				break
+			if err == nil {
+				prog.Close()
+				return false
 			}
-			if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("program %d: %v", id, err)
 			}
-			prog.Close()
-			if time.Now().After(deadline) {
-				t.Fatalf("program %d still in the kernel 5s after Close", id)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return true
+		})
 	}
 	if after := openFDs(t); after != before {
 		t.Fatalf("%d fds open before Load, %d after Close", before, after)
