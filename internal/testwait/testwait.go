@@ -3,6 +3,7 @@
 package testwait
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -24,4 +25,9 @@ func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 func File(t testing.TB, timeout time.Duration, what, path string) {
 	t.Helper()
 	Until(t, timeout, what, func() bool { return exists(path) })
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
