@@ -3,6 +3,9 @@ package tracer
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +50,10 @@ type Diagnoser struct {
 	twUnwatched uint64
 	diag        *socktable.Conn // kept open: timewait lookups are frequent
 
+	// finTimeoutMs is net.ipv4.tcp_fin_timeout: how long a FIN_WAIT2
+	// timewait socket waits for the peer's FIN (0: unknown).
+	finTimeoutMs int64
+
 	// RecordCalls: emit a record for every call, routine ones included
 	// (a capture wants them; the live table does not).
 	RecordCalls bool
@@ -86,7 +93,22 @@ func NewDiagnoser(tr *timeline.Tracker, clock Clock, leakAfter time.Duration, em
 		stuck:     make(map[uint64]*stuckLeak),
 		timewait:  make(map[uint64]*twWatch),
 		twByTuple: make(map[tuple]uint64),
+
+		finTimeoutMs: readFinTimeoutMs(),
 	}
+}
+
+// readFinTimeoutMs reads net.ipv4.tcp_fin_timeout (seconds), 0 if it can't.
+func readFinTimeoutMs() int64 {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_fin_timeout")
+	if err != nil {
+		return 0
+	}
+	sec, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return int64(sec) * 1000
 }
 
 func (d *Diagnoser) wall(mono uint64) time.Time { return d.clock.Time(mono).UTC() }
@@ -550,7 +572,7 @@ func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 // transition itself: TIME_WAIT if the peer's FIN had arrived, FIN_WAIT2
 // (waiting for it) if not.
 func (d *Diagnoser) handedOver(e *event.Event) {
-	state, timer := event.FinWait2, int64(0)
+	state, timer := event.FinWait2, d.finTimeoutMs
 	if e.PeerFIN() {
 		state, timer = event.TimeWait, 60_000
 	}

@@ -40,7 +40,11 @@ func (t *Table) Record(rec any) error {
 		case "start":
 			t.Line(r.Time, "EXISTING", fmt.Sprintf("#%d %s:%d -> %s:%d %s, owned by %s", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners)))
 		case "timewait":
-			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d now %s (timewait socket, %s left; %s)", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, timeline.FmtDur(time.Duration(r.TimerMs)*time.Millisecond), r.Note))
+			left := ""
+			if r.TimerMs > 0 {
+				left = ", " + timeline.FmtDur(time.Duration(r.TimerMs)*time.Millisecond) + " left"
+			}
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d now %s (timewait socket%s; %s)", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, left, r.Note))
 		case "timewait_gone":
 			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d timewait socket gone: %s", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note))
 		}
