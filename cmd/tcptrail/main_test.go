@@ -20,10 +20,16 @@ import (
 	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
-// binary is tcptrail built once for the end-to-end tests.
+// binary is tcptrail built once for the end-to-end tests (or prebuilt).
 var binary string
 
 func TestMain(m *testing.M) {
+	// TCPTRAIL_TEST_BINDIR: a prebuilt tcptrail, for machines that run the
+	// compiled tests without a Go toolchain (the kernel matrix, vm/).
+	if dir := os.Getenv("TCPTRAIL_TEST_BINDIR"); dir != "" {
+		binary = filepath.Join(dir, "tcptrail")
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "tcptrail-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
