@@ -28,6 +28,7 @@ enum { false = 0, true = 1 };
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -71,8 +72,11 @@ struct sock_common {
 	unsigned long skc_flags;
 };
 
+struct socket;
+
 struct sock {
 	struct sock_common __sk_common;
+	struct socket *sk_socket;
 	int sk_err;
 	__u16 sk_protocol;
 	__u16 sk_type;
@@ -83,9 +87,12 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
+struct file;
+
 struct socket {
 	short type;
 	struct sock *sk;
+	struct file *file;
 };
 
 struct inode {
@@ -114,11 +121,31 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+/* The registers a syscall entered with. arm64 keeps regs[] inside an
+ * anonymous union; CO-RE finds the field through it. */
+#if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long si;
 	unsigned long di;
 	unsigned long dx;
 	unsigned long orig_ax;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	__u64 regs[31];
+	__u64 orig_x0;
+	__s32 syscallno;
+};
+#else
+#error "tcptrail's BPF programs are built for x86 (amd64) and arm64"
+#endif
+
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live; /* threads not yet exited: 0 once the group is dead */
 };
 
 struct task_struct {
@@ -126,6 +153,7 @@ struct task_struct {
 	int pid;
 	int tgid;
 	struct files_struct *files;
+	struct signal_struct *signal;
 	struct task_struct *group_leader;
 	char comm[16];
 };

@@ -41,11 +41,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define PF_EXITING 0x00000004
+#define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define SOCK_DONE 1 /* enum sock_flags: set when the peer's FIN is received */
 #define TCP_LISTEN 10
 
-/* x86_64 syscall numbers of the calls tcptrail correlates. */
+/* Syscall numbers of the calls tcptrail correlates, and where a syscall's
+ * arguments and number are in the registers it entered with. */
+#if defined(__TARGET_ARCH_x86)
 #define NR_close 3
 #define NR_dup 32
 #define NR_dup2 33
@@ -55,17 +58,36 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NR_shutdown 48
 #define NR_bind 49
 #define NR_listen 50
+#define NR_execve 59
 #define NR_accept4 288
+#define NR_execveat 322
+#define NR_close_range 436
+#define SYSCALL_ARG1(regs) ((regs)->di)
+#define SYSCALL_ARG2(regs) ((regs)->si)
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_dup 23
+#define NR_dup2 -1 /* arm64 has dup3 only */
+#define NR_dup3 24
+#define NR_close 57
+#define NR_bind 200
+#define NR_listen 201
+#define NR_accept 202
+#define NR_connect 203
+#define NR_shutdown 210
+#define NR_execve 221
+#define NR_accept4 242
+#define NR_execveat 281
+#define NR_close_range 436
+#define SYSCALL_ARG1(regs) ((regs)->regs[0])
+#define SYSCALL_ARG2(regs) ((regs)->regs[1])
+#define SYSCALL_NR(regs) ((regs)->syscallno)
+#endif
 
-/* Settings, written by the loader before the programs are loaded. */
-const volatile bool filter_ports = false;
-/* Bit p is set when port p is wanted, as a local or as a remote port. */
-const volatile __u64 port_bits[1024] = {};
-/* Only sockets owned by this process (0: every process). */
-const volatile __u32 filter_tgid = 0;
-/* Wake the reader only once this much is pending; the reader also polls on a
- * short deadline, so sparse events are not held back. 0 wakes on every event. */
-const volatile __u64 wakeup_bytes = 0;
+/* Settings and kernel features, written by the loader before load. Branches
+ * on them are resolved by the verifier, so a helper the kernel lacks is never
+ * seen by it when the setting says not to use it. */
+const volatile struct config cfg = {};
 
 /* Counters read by user space (the .bss map). Every loss has a counter. */
 __u64 ringbuf_full = 0;      /* events dropped: no room in the ring buffer */
@@ -81,27 +103,40 @@ struct {
 	__type(value, struct event);
 } events SEC(".maps");
 
-/* What a thread's current syscall is working on. */
+/* What a thread's current (or just finished) syscall is working on. */
 struct inflight {
 	__u64 sk;        /* the socket behind fd (0: not a traced socket yet) */
 	__u64 uaddr;     /* bind/connect: the user's sockaddr */
+	__u64 victim_sk; /* dup2/dup3: the socket the new fd held, closed by the call */
 	__s32 fd;
-	__u32 arg;       /* shutdown: how */
+	__s32 victim_fd; /* dup2/dup3: the fd that is replaced */
+	__u32 arg;       /* shutdown: how; close_range: the last fd */
 	__u8 call;       /* enum tt_call */
 	__u8 changed;    /* a transition ran inside the call on this socket */
 	__u8 mptcp;      /* fd's socket is an MPTCP socket: its TCP subflow changes state */
 	__u8 state;      /* the socket's state at entry */
 	__u8 shared;     /* the fd's file had other references at entry */
-	__u8 _pad[3];
+	__u8 exited;     /* the call returned; its file release may still be pending */
+	__u8 _pad[2];
 };
 
 /*
  * inflight: pid_tgid -> the socket syscall that thread is in. Inserted at
- * sys_enter of connect/accept/bind/listen/close/shutdown/dup on a TCP socket,
- * deleted at its sys_exit, or when the thread exits (a thread killed inside
- * a blocking accept never reaches sys_exit). A thread is in at most one
- * syscall, so the map holds one entry per thread inside such a call; LRU so
- * that a missed deletion can never fill it.
+ * sys_enter of connect/accept/bind/listen/close/shutdown/dup*, close_range
+ * and execve on a TCP socket (close_range and execve on any fds), deleted at
+ * its sys_exit, or when the thread exits (a thread killed inside a blocking
+ * accept never reaches sys_exit).
+ *
+ * A call that drops the last reference of a socket's file may release the
+ * socket after sys_exit: the final fput runs as task_work on the way back to
+ * user space (close(2) before 6.6; close_range, dup2 over an fd and
+ * close-on-exec on every kernel). Such entries stay, marked exited, so that
+ * those transitions are still tied to the call; they are matched only for
+ * sockets whose file is being released, and replaced by the thread's next
+ * correlated syscall.
+ *
+ * A thread is in at most one syscall, so the map holds one entry per thread;
+ * LRU so that a missed deletion can never fill it.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -113,8 +148,8 @@ struct {
 /*
  * owned_socks: socket address -> 1, for the sockets of the --pid process.
  * Inserted when that process's syscall works on a socket, deleted when the
- * socket reaches CLOSE. Used only when filter_tgid is set. LRU: a socket the
- * process leaked forever must not block new ones.
+ * socket reaches CLOSE. Used only when cfg.filter_tgid is set. LRU: a socket
+ * the process leaked forever must not block new ones.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -136,14 +171,60 @@ struct {
 	__type(value, __u8);
 } owned_ports SEC(".maps");
 
+/* Where and when a new connection's LISTEN->SYN_RECV ran. */
+struct syn_recv {
+	__u64 ts_ns;
+	__u64 pid_tgid;
+	__u8 flags;
+	__u8 _pad[7];
+	char comm[16];
+};
+
+/*
+ * syn_recvs: new child socket -> its LISTEN->SYN_RECV, held back. Kernels
+ * that change the state of a clone of the listener before giving it the
+ * connection's addresses and cookie (6.12 and older) would report that first
+ * step with the listener's identity and remote 0.0.0.0:0. Inserted at such a
+ * LISTEN->SYN_RECV, deleted at the child's next transition, which reports it
+ * first with the child's own identity. LRU: a child whose next transition was
+ * skipped must not hold a place forever.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct syn_recv);
+} syn_recvs SEC(".maps");
+
+/*
+ * sock_ids: socket address -> identity, only where the kernel gives tracing
+ * programs no socket cookie (before 5.12). Inserted at a socket's first
+ * traced event (its cookie if sock_diag already made one, otherwise a
+ * synthetic id with TT_SYNTHETIC_ID set), deleted when it reaches CLOSE.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sock_ids SEC(".maps");
+
+/* next_id: per CPU, the counter behind synthetic ids. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} next_id SEC(".maps");
+
 static __always_inline bool port_wanted(__u16 port)
 {
-	return port_bits[port >> 6] & (1ULL << (port & 63));
+	return cfg.port_bits[port >> 6] & (1ULL << (port & 63));
 }
 
 static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
 {
-	if (!filter_ports)
+	if (!cfg.filter_ports)
 		return true;
 	return port_wanted(sport) || port_wanted(dport);
 }
@@ -169,12 +250,66 @@ static __always_inline void mark_owned(__u64 sk)
 	bpf_map_update_elem(&owned_socks, &sk, &one, BPF_ANY);
 }
 
+/* The current task. Through the BTF-typed helper where the kernel has it
+ * (plain loads); otherwise as an address to read from. */
+static __always_inline struct task_struct *current_task(void)
+{
+	if (cfg.task_btf)
+		return bpf_get_current_task_btf();
+	return (struct task_struct *)bpf_get_current_task();
+}
+
+static __always_inline __u32 current_flags(void)
+{
+	if (cfg.task_btf)
+		return bpf_get_current_task_btf()->flags;
+	return BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags);
+}
+
+/* The identity of a socket seen in a transition: its cookie, or where the
+ * kernel has no cookie helper for tracing programs, the id sock_ids keeps. */
+static __always_inline __u64 sock_id(const struct sock *sk)
+{
+	__u64 key = (__u64)sk, id, *have, *ctr;
+	__u32 zero = 0;
+
+	if (cfg.cookie_helper)
+		return bpf_get_socket_cookie((void *)sk);
+	have = bpf_map_lookup_elem(&sock_ids, &key);
+	if (have)
+		return *have;
+	id = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!id) {
+		ctr = bpf_map_lookup_elem(&next_id, &zero);
+		if (!ctr)
+			return 0;
+		*ctr += 1;
+		id = TT_SYNTHETIC_ID | ((__u64)bpf_get_smp_processor_id() << 48) | *ctr;
+	}
+	bpf_map_update_elem(&sock_ids, &key, &id, BPF_ANY);
+	return id;
+}
+
+/* The identity of a socket a call works on, without making one: 0 when the
+ * socket has had no traced transition and no cookie yet. */
+static __always_inline __u64 known_sock_id(const struct sock *sk)
+{
+	__u64 key = (__u64)sk, *have;
+
+	if (!cfg.cookie_helper) {
+		have = bpf_map_lookup_elem(&sock_ids, &key);
+		if (have)
+			return *have;
+	}
+	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
+
 /* Size of a record in the ring buffer: the event and its 8-byte header. */
 #define RECORD_BYTES (sizeof(struct event) + 8)
 
 /*
  * Wake the reader only when this record makes the pending data cross
- * wakeup_bytes, not for every record past it: a wakeup is an IRQ-work
+ * cfg.wakeup_bytes, not for every record past it: a wakeup is an IRQ-work
  * self-interrupt, and the softirqs that run on its way out recurse into
  * this very program and are skipped. The reader also polls on a short
  * deadline, so nothing waits long without a wakeup.
@@ -184,7 +319,7 @@ static __always_inline void submit(struct event *e)
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	if (avail >= wakeup_bytes && avail < wakeup_bytes + RECORD_BYTES)
+	if (avail >= cfg.wakeup_bytes && avail < cfg.wakeup_bytes + RECORD_BYTES)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }
@@ -200,12 +335,10 @@ static __always_inline struct event *reserve(void)
 
 static __always_inline void fill_task(struct event *e, __u64 pid_tgid)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-
 	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
-	e->flags = (task->flags & PF_EXITING) ? TT_FLAG_EXITING : 0;
+	e->flags = (current_flags() & PF_EXITING) ? TT_FLAG_EXITING : 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
@@ -227,6 +360,90 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	}
 }
 
+/* Whether file has no references left: it is being released (__fput). */
+static __always_inline bool file_released(const struct file *file)
+{
+	if (bpf_core_field_exists(file->f_ref)) {
+		/* FILE_REF_NOREF and FILE_REF_DEAD both read as negative. */
+		return (__s64)BPF_CORE_READ(file, f_ref.refcnt.counter) < 0;
+	}
+	return BPF_CORE_READ(file, f_count.counter) == 0;
+}
+
+/* Whether sk changes state because its file is being released right now:
+ * the final fput of a close, close_range, dup2 or close-on-exec. */
+static __always_inline bool sock_released(const struct sock *sk)
+{
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	struct file *file;
+
+	if (!sock)
+		return false;
+	file = BPF_CORE_READ(sock, file);
+	return file && file_released(file);
+}
+
+/* Whether a transition of sk in this thread was caused by the call in. *fd
+ * and *call are set to the call's. */
+static __always_inline bool caused_by(struct inflight *in, const struct sock *sk, __s32 *fd,
+				      __u8 *call)
+{
+	__u64 skaddr = (__u64)sk;
+
+	switch (in->call) {
+	case TT_CALL_CLOSE_RANGE:
+	case TT_CALL_EXECVE:
+		/* These close fds tcptrail does not walk: any socket whose file
+		 * they release is theirs. */
+		if (!sock_released(sk))
+			return false;
+		*fd = in->call == TT_CALL_CLOSE_RANGE ? in->fd : -1;
+		*call = in->call;
+		return true;
+	}
+	if (in->victim_sk && in->victim_sk == skaddr) {
+		if (in->exited && !sock_released(sk))
+			return false;
+		*fd = in->victim_fd;
+		*call = TT_CALL_DUP_OVER;
+		return true;
+	}
+	/* Softirq work for other sockets also runs while a syscall is in
+	 * progress, so the call being open is not enough: the socket must
+	 * match. An MPTCP fd changes state through its TCP subflow, a
+	 * different sock, so for those the call alone has to do. */
+	if (in->sk != skaddr && !in->mptcp)
+		return false;
+	if (in->exited && !sock_released(sk))
+		return false;
+	*fd = in->fd;
+	*call = in->call;
+	return true;
+}
+
+/* Report a LISTEN->SYN_RECV that was held back, now that the child has its
+ * own addresses and cookie. */
+static __always_inline void report_syn_recv(const struct sock *sk, struct syn_recv *sr, __u64 id)
+{
+	struct event *e = reserve();
+
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = sr->ts_ns;
+	e->pid = sr->pid_tgid >> 32;
+	e->tid = (__u32)sr->pid_tgid;
+	e->flags = sr->flags;
+	__builtin_memcpy(e->comm, sr->comm, sizeof(e->comm));
+	fill_sock(e, sk);
+	e->kind = TT_EVENT_STATE;
+	e->cookie = id;
+	e->oldstate = TCP_LISTEN;
+	e->newstate = TCP_SYN_RECV;
+	e->fd = -1;
+	submit(e);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
 {
@@ -235,10 +452,12 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 skaddr = (__u64)sk;
 	struct inflight *in;
+	struct syn_recv *sr;
 	struct event *e;
 	__u16 sport, dport;
 	__u8 call = 0;
 	__s32 fd = -1;
+	__u64 id;
 
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
@@ -253,20 +472,26 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	if (!ports_wanted(sport, dport))
 		return 0;
 
-	/* Did this transition run inside a syscall of this thread on this very
-	 * socket? Softirq work for other sockets also runs with a syscall in
-	 * progress, so the syscall being open is not enough: the socket must
-	 * match. An MPTCP fd changes state through its TCP subflow, a different
-	 * sock, so for those the call alone has to do. */
-	in = bpf_map_lookup_elem(&inflight, &pid_tgid);
-	if (in && (in->sk == skaddr || in->mptcp)) {
-		call = in->call;
-		fd = in->fd;
-		in->changed = 1;
+	/* A new child that still carries its listener's addresses and cookie:
+	 * hold the step back until the child is itself. Where the kernel
+	 * changes the state after giving it its addresses, dport is set. */
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && dport == 0) {
+		struct syn_recv held = {};
+
+		held.ts_ns = bpf_ktime_get_ns();
+		held.pid_tgid = pid_tgid;
+		held.flags = (current_flags() & PF_EXITING) ? TT_FLAG_EXITING : 0;
+		bpf_get_current_comm(held.comm, sizeof(held.comm));
+		bpf_map_update_elem(&syn_recvs, &skaddr, &held, BPF_ANY);
+		return 0;
 	}
 
-	if (filter_tgid) {
-		bool mine = (pid_tgid >> 32) == filter_tgid && call;
+	in = bpf_map_lookup_elem(&inflight, &pid_tgid);
+	if (in && caused_by(in, sk, &fd, &call))
+		in->changed = 1;
+
+	if (cfg.filter_tgid) {
+		bool mine = (pid_tgid >> 32) == cfg.filter_tgid && call;
 
 		if (mine) {
 			mark_owned(skaddr);
@@ -282,9 +507,18 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 			bpf_map_delete_elem(&owned_socks, &skaddr);
 	}
 
+	id = sock_id(sk);
+	if (oldstate == TCP_SYN_RECV) {
+		sr = bpf_map_lookup_elem(&syn_recvs, &skaddr);
+		if (sr) {
+			report_syn_recv(sk, sr, id);
+			bpf_map_delete_elem(&syn_recvs, &skaddr);
+		}
+	}
+
 	e = reserve();
 	if (!e)
-		return 0;
+		goto out;
 	fill_task(e, pid_tgid);
 	/* sk is a trusted tracepoint argument: plain loads, no helper calls. */
 	e->family = family;
@@ -304,8 +538,10 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	 * socket this says which phase it starts in, TIME_WAIT or FIN_WAIT2. */
 	if (sk->__sk_common.skc_flags & (1UL << SOCK_DONE))
 		e->flags |= TT_FLAG_PEER_FIN;
+	if (call && in && in->exited)
+		e->flags |= TT_FLAG_AFTER_CALL;
 	e->kind = TT_EVENT_STATE;
-	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->cookie = id;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->call = call;
@@ -313,6 +549,9 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	e->ret = 0;
 	e->arg = in && call ? in->arg : 0;
 	submit(e);
+out:
+	if (!cfg.cookie_helper && newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&sock_ids, &skaddr);
 	return 0;
 }
 
@@ -334,7 +573,7 @@ static __always_inline bool file_shared(struct file *file)
  * *shared tells whether the file has other references. */
 static __always_inline struct sock *fd_to_tcp_sock(int fd, bool *shared)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds;
 	struct file *file;
@@ -373,6 +612,9 @@ static __always_inline __u8 call_of(long nr)
 	case NR_dup:
 	case NR_dup2:
 	case NR_dup3: return TT_CALL_DUP;
+	case NR_close_range: return TT_CALL_CLOSE_RANGE;
+	case NR_execve:
+	case NR_execveat: return TT_CALL_EXECVE;
 	}
 	return 0;
 }
@@ -386,12 +628,36 @@ static __always_inline __u16 user_sockaddr_port(__u64 uaddr)
 	return bpf_ntohs(port);
 }
 
+/* Whether a call on sk concerns a traced port. */
+static __always_inline bool sock_wanted(const struct sock *sk)
+{
+	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	return ports_wanted(sport, dport);
+}
+
+/* dup2/dup3 onto an fd that holds a traced TCP socket closes that socket. */
+static __always_inline void note_victim(struct inflight *in, int newfd)
+{
+	bool shared = false;
+	struct sock *victim;
+
+	if (newfd == in->fd)
+		return;
+	victim = fd_to_tcp_sock(newfd, &shared);
+	if (!victim || shared || !sock_wanted(victim))
+		return;
+	in->victim_sk = (__u64)victim;
+	in->victim_fd = newfd;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 {
 	struct inflight in = {};
+	struct sock *sk = NULL;
 	__u64 pid_tgid;
-	struct sock *sk;
 	__u8 call;
 
 	/* This runs for every syscall on the host: the id test comes first. */
@@ -400,41 +666,64 @@ int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 
 	in.call = call;
-	in.fd = (int)regs->di; /* a trusted tp_btf argument: a plain load */
+	in.fd = (int)SYSCALL_ARG1(regs); /* a trusted tp_btf argument: a plain load */
 	pid_tgid = bpf_get_current_pid_tgid();
-	if (filter_tgid && (pid_tgid >> 32) != filter_tgid && call != TT_CALL_CLOSE &&
-	    call != TT_CALL_SHUTDOWN)
+	if (cfg.filter_tgid && (pid_tgid >> 32) != cfg.filter_tgid && call != TT_CALL_CLOSE &&
+	    call != TT_CALL_SHUTDOWN && call != TT_CALL_CLOSE_RANGE && call != TT_CALL_EXECVE &&
+	    call != TT_CALL_DUP)
 		return 0;
 
-	if (call != TT_CALL_ACCEPT) {
+	switch (call) {
+	case TT_CALL_CLOSE_RANGE:
+		/* The fds it closes are not walked: the transitions of the
+		 * sockets it releases are recognised as they come. */
+		in.arg = (__u32)SYSCALL_ARG2(regs);
+		goto keep;
+	case TT_CALL_EXECVE:
+		in.fd = -1;
+		goto keep;
+	case TT_CALL_ACCEPT:
+		/* An accept's socket is only known at exit. */
+		goto keep;
+	}
+
+	{
 		bool shared = false;
 
 		sk = fd_to_tcp_sock(in.fd, &shared);
-		if (!sk)
+		if (call == TT_CALL_DUP && id != NR_dup)
+			note_victim(&in, (int)SYSCALL_ARG2(regs));
+		if (!sk && !in.victim_sk)
 			return 0;
-		in.shared = shared;
-		in.sk = (__u64)sk;
-		in.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
-		in.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (sk) {
+			in.shared = shared;
+			in.sk = (__u64)sk;
+			in.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
+			in.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		}
 	}
 	if (call == TT_CALL_BIND || call == TT_CALL_CONNECT)
-		in.uaddr = regs->si;
+		in.uaddr = SYSCALL_ARG2(regs);
 
 	/* Close, shutdown, listen and dup of an untraced socket cost nothing
 	 * more; neither does a connect to an untraced port. A bind is kept
 	 * whatever its port: a failed one is explained if a traced socket
-	 * holds the address. An accept's socket is only known at exit. */
-	if (filter_ports && call != TT_CALL_BIND && call != TT_CALL_ACCEPT) {
+	 * holds the address. */
+	if (cfg.filter_ports && sk && call != TT_CALL_BIND) {
 		__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 		__u16 dport = call == TT_CALL_CONNECT ? user_sockaddr_port(in.uaddr) :
 			      bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 
-		if (!ports_wanted(sport, dport))
-			return 0;
+		if (!ports_wanted(sport, dport)) {
+			if (!in.victim_sk)
+				return 0;
+			in.sk = 0;
+		}
 	}
 	if (call == TT_CALL_SHUTDOWN)
-		in.arg = (__u32)regs->si;
+		in.arg = (__u32)SYSCALL_ARG2(regs);
 
+keep:
 	if (bpf_map_update_elem(&inflight, &pid_tgid, &in, BPF_ANY))
 		__sync_fetch_and_add(&inflight_full, 1);
 	return 0;
@@ -464,8 +753,8 @@ static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s3
 		 * often not among the traced ones). User space drops the rest. */
 		if (!ports_wanted(sport, dport) && ret != -98 && ret != -99)
 			return;
-		if (filter_tgid) {
-			if ((pid_tgid >> 32) == filter_tgid)
+		if (cfg.filter_tgid) {
+			if ((pid_tgid >> 32) == cfg.filter_tgid)
 				mark_owned((__u64)sk);
 			else if (!owned_by_target((__u64)sk, sport))
 				return;
@@ -487,7 +776,7 @@ static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s3
 	e->family = 0;
 	if (sk) {
 		fill_sock(e, sk);
-		e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e->cookie = known_sock_id(sk);
 		/* Entry and exit states: a close that changed the state while
 		 * no transition was seen lost its transitions (skipped by the
 		 * kernel), it did not "change nothing". */
@@ -525,13 +814,17 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 	struct sock *sk;
 	long id;
 
-	id = regs->orig_ax;
+	id = SYSCALL_NR(regs);
 	if (!call_of(id))
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
 	in = bpf_map_lookup_elem(&inflight, &pid_tgid);
 	if (!in)
 		return 0;
+	/* Left by an earlier call: this thread has been back in user space
+	 * since, so that call's releases are over. */
+	if (in->exited)
+		goto done;
 
 	switch (in->call) {
 	case TT_CALL_ACCEPT:
@@ -546,10 +839,13 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 		break;
 	case TT_CALL_DUP:
 		/* A second fd on the same socket: one more handle to close. */
-		if (ret >= 0) {
+		if (ret >= 0 && in->sk) {
 			in->arg = in->fd;
 			emit_call(in, (struct sock *)in->sk, ret, 0, pid_tgid);
 		}
+		/* The socket that was on the new fd is released after this. */
+		if (ret >= 0 && in->victim_sk)
+			goto keep;
 		break;
 	case TT_CALL_CLOSE:
 		/* A close that changed nothing because another fd or process
@@ -559,6 +855,15 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 		 * it, and its sock must not be read here. */
 		if (in->shared && !in->changed && ret == 0)
 			emit_call(in, (struct sock *)in->sk, in->fd, ret, pid_tgid);
+		/* The last reference, not yet released: the kernel releases
+		 * it on the way back to user space. */
+		if (!in->shared && !in->changed && ret == 0)
+			goto keep;
+		break;
+	case TT_CALL_CLOSE_RANGE:
+	case TT_CALL_EXECVE:
+		if (ret == 0)
+			goto keep;
 		break;
 	case TT_CALL_SHUTDOWN:
 		/* The fd is still open: the sock is alive. */
@@ -577,12 +882,16 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 		}
 		break;
 	}
+done:
 	bpf_map_delete_elem(&inflight, &pid_tgid);
+	return 0;
+keep:
+	in->exited = 1;
 	return 0;
 }
 
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
+int BPF_PROG(handle_exit, struct task_struct *task)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct event *e;
@@ -591,10 +900,12 @@ int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 	bpf_map_delete_elem(&inflight, &pid_tgid);
 
 	/* One record per process, when its last thread exits: its fds are
-	 * closed right after this, and those closes run with no close() call. */
-	if (!group_dead)
+	 * closed right after this, and those closes run with no close() call.
+	 * The group is dead once no live thread is left (only newer kernels
+	 * pass that as the tracepoint's second argument). */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
-	if (filter_tgid && (pid_tgid >> 32) != filter_tgid)
+	if (cfg.filter_tgid && (pid_tgid >> 32) != cfg.filter_tgid)
 		return 0;
 	e = reserve();
 	if (!e)
@@ -616,7 +927,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	 * of the parent's sockets. */
 	if (child->files == parent->files)
 		return 0;
-	if (filter_tgid && parent->tgid != filter_tgid)
+	if (cfg.filter_tgid && parent->tgid != cfg.filter_tgid)
 		return 0;
 	e = reserve();
 	if (!e)

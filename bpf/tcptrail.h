@@ -21,12 +21,32 @@ enum tt_call {
 	TT_CALL_LISTEN = 4,
 	TT_CALL_CLOSE = 5,
 	TT_CALL_SHUTDOWN = 6,
-	TT_CALL_DUP = 7,
+	TT_CALL_DUP = 7,         /* dup, dup2, dup3: a new fd on the socket */
+	TT_CALL_CLOSE_RANGE = 8, /* close_range(2): fd is the range's first fd */
+	TT_CALL_DUP_OVER = 9,    /* dup2/dup3 replaced fd, which held the socket */
+	TT_CALL_EXECVE = 10,     /* execve/execveat closed close-on-exec fds */
 };
 
 enum tt_flags {
 	TT_FLAG_EXITING = 1, /* the current task was exiting (PF_EXITING) */
 	TT_FLAG_PEER_FIN = 2, /* the peer's FIN had arrived (SOCK_DONE) */
+	TT_FLAG_AFTER_CALL = 4, /* ran after the call returned, while its file was released */
+};
+
+/* Socket identities made up by tcptrail where the kernel cannot give programs
+ * of this type a socket cookie: this bit is set in them, never in a cookie. */
+#define TT_SYNTHETIC_ID (1ULL << 63)
+
+/* Settings, written by the loader before the programs are loaded: the
+ * filters, and what the running kernel offers (found by probing). */
+struct config {
+	__u64 wakeup_bytes;  /* wake the reader once this much is pending (0: always) */
+	__u32 filter_tgid;   /* only sockets owned by this process (0: every process) */
+	__u8 filter_ports;   /* port_bits says which ports are traced */
+	__u8 cookie_helper;  /* bpf_get_socket_cookie() works in tracing programs (5.12+) */
+	__u8 task_btf;       /* bpf_get_current_task_btf() exists (5.11+) */
+	__u8 _pad;
+	__u64 port_bits[1024]; /* bit p: port p is traced, as local or remote port */
 };
 
 struct event {

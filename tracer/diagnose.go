@@ -238,7 +238,7 @@ func (d *Diagnoser) endLeak(leak *stuckLeak, tr *timeline.Transition) {
 	end.AgeNs = age
 	switch tr.Cause.Kind {
 	case timeline.CauseClose, timeline.CauseShutdown, timeline.CauseRSTSent:
-		if tr.Cause.Call == event.CallClose || tr.Cause.Call == event.CallShutdown {
+		if tr.Cause.Call.Releases() || tr.Cause.Call == event.CallShutdown {
 			end.Phase = "closed_late"
 			end.Message = fmt.Sprintf("closed late: %s by %s[%d] after %s in CLOSE_WAIT",
 				causeText(&tr.Cause), e.CommString(), e.PID, timeline.FmtDur(time.Duration(age)))
@@ -364,6 +364,7 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	now := e.MonoNs
 	var holders []timeline.Holder
 	seen := make(map[uint64]bool)
+	seenTuple := make(map[tuple]bool) // sockets known by a synthetic id
 	d.tracker.Sockets(func(s *timeline.Socket) {
 		if !holds(s.Local, want) {
 			return
@@ -374,9 +375,14 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 			h.StateNs = int64(now - s.SinceNs)
 		}
 		seen[s.Cookie] = true
+		if s.Cookie&event.SyntheticID != 0 {
+			seenTuple[tuple{s.Local, s.Remote}] = true
+		}
 		holders = append(holders, h)
 	})
-	entries, _ := dumpAll(func(t *socktable.Entry) bool { return !seen[t.Cookie] && holds(t.Local, want) })
+	entries, _ := dumpAll(func(t *socktable.Entry) bool {
+		return !seen[t.Cookie] && !seenTuple[tuple{t.Local, t.Remote}] && holds(t.Local, want)
+	})
 	var unknown []socktable.Entry
 	inodes := make(map[uint32]bool)
 	for _, t := range entries {
@@ -507,7 +513,7 @@ func (d *Diagnoser) stillCloseWait(s *timeline.Socket) bool {
 		return true
 	}
 	return ent != nil && ent.Local == s.Local && ent.Remote == s.Remote &&
-		ent.Cookie == s.Cookie && ent.State == uint8(event.CloseWait)
+		event.SameSocket(ent.Cookie, s.Cookie) && ent.State == uint8(event.CloseWait)
 }
 
 func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64) {
@@ -662,7 +668,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 		if ent != nil && (ent.Local != w.local || ent.Remote != w.remote) {
 			ent = nil
 		}
-		if ent == nil || ent.Cookie != cookie || ent.Inode != 0 {
+		if ent == nil || !event.SameSocket(ent.Cookie, cookie) || ent.Inode != 0 {
 			rec := &capture.Snapshot{
 				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
 				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),

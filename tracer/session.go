@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 			s.diag.RecordCalls = true
 		}
 	}
-	fmt.Fprintf(s.log, "tcptrail: attached to tracepoint sock:inet_sock_set_state and the socket syscalls as BTF tracepoints (tp_btf): no tracefs, debugfs or bpffs needed\n")
+	fmt.Fprintf(s.log, "tcptrail: runs with %s\n", probe.Features)
 
 	if err := s.begin(); err != nil {
 		return nil, err

@@ -46,6 +46,7 @@ type traceFlags struct {
 	wakeupSize byteSize
 	bare       bool
 	cpuProfile string
+	verbose    bool
 }
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
@@ -69,6 +70,7 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	_ = fs.MarkHidden("wakeup-size")
 	fs.BoolVar(&f.bare, "transitions-only", false, "trace state changes only: no owners, causes or syscall diagnoses")
 	_ = fs.MarkHidden("transitions-only")
+	fs.BoolVarP(&f.verbose, "verbose", "v", false, "when the kernel rejects the BPF programs, print the verifier's whole log")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to `FILE`")
 	_ = fs.MarkHidden("cpu-profile")
 
@@ -160,7 +162,12 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sum, err := tracer.Run(ctx, cfg, sinks...)
 	if err != nil {
-		if errors.Is(err, kernel.ErrPrivileges) || errors.Is(err, kernel.ErrNoBTF) {
+		var lerr *kernel.LoadError
+		if f.verbose && errors.As(err, &lerr) {
+			fmt.Fprintln(stderr, lerr.Log())
+		}
+		if errors.Is(err, kernel.ErrPrivileges) || errors.Is(err, kernel.ErrNoBTF) ||
+			errors.Is(err, kernel.ErrUnsupportedKernel) {
 			return usageError{err}
 		}
 		return err

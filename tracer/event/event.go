@@ -45,9 +45,34 @@ const (
 	CallClose    Call = 5
 	CallShutdown Call = 6
 	CallDup      Call = 7 // dup, dup2, dup3: Arg is the old fd, FD the new one
+	// The calls below release sockets without naming them: their
+	// transitions come while the socket's file is released, often after
+	// the call returned (FlagAfterCall).
+	CallCloseRange Call = 8  // close_range(2): FD is the range's first fd, Arg its last
+	CallDupOver    Call = 9  // dup2/dup3 onto FD, which held the socket
+	CallExecve     Call = 10 // execve/execveat closing close-on-exec fds; FD is -1
 )
 
-var callNames = [...]string{"", "connect", "accept", "bind", "listen", "close", "shutdown", "dup"}
+var callNames = [...]string{"", "connect", "accept", "bind", "listen", "close", "shutdown", "dup",
+	"close_range", "dup_over", "execve"}
+
+// Releases reports whether the call closes an fd: its transitions are the
+// owner's own doing.
+func (c Call) Releases() bool {
+	return c == CallClose || c == CallCloseRange || c == CallDupOver || c == CallExecve
+}
+
+// SyntheticID is set in the socket identities tcptrail makes up where the
+// kernel gives its programs no socket cookie (before Linux 5.12); never in a
+// kernel cookie. The socket table does not know such an identity: match its
+// sockets by address instead.
+const SyntheticID uint64 = 1 << 63
+
+// SameSocket reports whether a socket the kernel's table lists with cookie
+// tableCookie may be the traced socket id, whose addresses already matched.
+func SameSocket(tableCookie, id uint64) bool {
+	return tableCookie == id || id&SyntheticID != 0
+}
 
 func (c Call) String() string {
 	if int(c) < len(callNames) {
@@ -70,6 +95,9 @@ func ParseCall(s string) (Call, bool) {
 const (
 	FlagExiting uint8 = 1 // the current task was exiting
 	FlagPeerFIN uint8 = 2 // transitions: the peer's FIN had arrived
+	// transitions: ran after the call returned, while the socket's file was
+	// released on the way back to user space
+	FlagAfterCall uint8 = 4
 )
 
 // Address families, as the kernel numbers them.

@@ -3,4 +3,4 @@
 // kernel's BPF subsystem.
 package kernel
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64 -type event tcptrail ../../bpf/tcptrail.bpf.c -- -I../../bpf
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type event tcptrail ../../bpf/tcptrail.bpf.c -- -I../../bpf

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -55,6 +56,9 @@ type Counters struct {
 
 // Probe is the loaded and attached kernel side.
 type Probe struct {
+	// Features is what the kernel offered and the programs use.
+	Features Features
+
 	objs   tcptrailObjects
 	progs  []*ebpf.Program
 	links  []link.Link
@@ -107,19 +111,23 @@ func Load(cfg Config) (*Probe, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
 	}
+	feat, err := ProbeFeatures()
+	if err != nil {
+		return nil, err
+	}
 	spec, err := loadTcptrail()
 	if err != nil {
 		return nil, err
 	}
-	if err := configure(spec, cfg); err != nil {
+	if err := configure(spec, cfg, feat); err != nil {
 		return nil, err
 	}
 
-	p := &Probe{}
+	p := &Probe{Features: feat}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load BPF programs (verifier): %+v", verr)
+			return nil, &LoadError{Err: verr}
 		}
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("%w (%v)", ErrPrivileges, err)
@@ -148,7 +156,7 @@ func Load(cfg Config) (*Probe, error) {
 	return p, nil
 }
 
-func configure(spec *ebpf.CollectionSpec, cfg Config) error {
+func configure(spec *ebpf.CollectionSpec, cfg Config, feat Features) error {
 	ring := cfg.RingBytes
 	if ring == 0 {
 		ring = DefaultRingBytes
@@ -158,32 +166,63 @@ func configure(spec *ebpf.CollectionSpec, cfg Config) error {
 	}
 	spec.Maps[tcptrailMapEvents].MaxEntries = uint32(ring)
 
-	var bits [1024]uint64
+	kc := tcptrailConfig{
+		WakeupBytes:  cfg.WakeupBytes,
+		FilterTgid:   cfg.PID,
+		FilterPorts:  boolByte(len(cfg.Ports) > 0),
+		CookieHelper: boolByte(feat.CookieHelper),
+		TaskBtf:      boolByte(feat.TaskBTF),
+	}
 	for _, port := range cfg.Ports {
-		bits[port>>6] |= 1 << (port & 63)
+		kc.PortBits[port>>6] |= 1 << (port & 63)
 	}
-	wakeup := cfg.WakeupBytes
-	if wakeup == 0 {
-		wakeup = DefaultWakeupBytes
+	if kc.WakeupBytes == 0 {
+		kc.WakeupBytes = DefaultWakeupBytes
 	}
-	if wakeup >= uint64(ring) {
-		wakeup = uint64(ring) / 2
+	if kc.WakeupBytes >= uint64(ring) {
+		kc.WakeupBytes = uint64(ring) / 2
 	}
-	sets := []struct {
-		name  string
-		value any
-	}{
-		{tcptrailVarFilterPorts, len(cfg.Ports) > 0},
-		{tcptrailVarPortBits, bits},
-		{tcptrailVarFilterTgid, cfg.PID},
-		{tcptrailVarWakeupBytes, wakeup},
-	}
-	for _, s := range sets {
-		if err := spec.Variables[s.name].Set(s.value); err != nil {
-			return fmt.Errorf("set %s: %w", s.name, err)
-		}
+	if err := spec.Variables[tcptrailVarCfg].Set(kc); err != nil {
+		return fmt.Errorf("set %s: %w", tcptrailVarCfg, err)
 	}
 	return nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// LoadError is a program the kernel's verifier rejected. Its message is one
+// line; the verifier's whole log is in Err, printed with %+v.
+type LoadError struct {
+	Err *ebpf.VerifierError
+}
+
+func (e *LoadError) Error() string {
+	return fmt.Sprintf("%v: the kernel rejected tcptrail's BPF programs: %s (--verbose shows the verifier's log)",
+		ErrUnsupportedKernel, verifierReason(e.Err))
+}
+
+func (e *LoadError) Unwrap() error { return ErrUnsupportedKernel }
+
+// Log is the verifier's whole log.
+func (e *LoadError) Log() string { return fmt.Sprintf("%+v", e.Err) }
+
+// verifierReason is the line of the verifier's log that says why: the last
+// one that is not a source line or a statistic.
+func verifierReason(v *ebpf.VerifierError) string {
+	for i := len(v.Log) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(v.Log[i])
+		if l == "" || strings.HasPrefix(l, ";") || strings.HasPrefix(l, "processed ") ||
+			strings.HasPrefix(l, "verification time") || strings.HasPrefix(l, "stack depth") {
+			continue
+		}
+		return l
+	}
+	return v.Cause.Error()
 }
 
 // OwnPort tells the kernel side that the --pid process listens on port, so

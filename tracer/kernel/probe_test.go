@@ -74,7 +74,7 @@ func TestConfigRejectsBadRingSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, size := range []int{1000, 4096 * 3} {
-		if err := configure(spec, Config{RingBytes: size}); err == nil {
+		if err := configure(spec, Config{RingBytes: size}, Features{}); err == nil {
 			t.Errorf("ring size %d accepted", size)
 		}
 	}

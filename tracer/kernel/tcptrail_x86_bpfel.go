@@ -13,6 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcptrailConfig struct {
+	_            structs.HostLayout
+	WakeupBytes  uint64
+	FilterTgid   uint32
+	FilterPorts  uint8
+	CookieHelper uint8
+	TaskBtf      uint8
+	Pad          uint8
+	PortBits     [1024]uint64
+}
+
 type tcptrailEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -39,17 +50,30 @@ type tcptrailEvent struct {
 }
 
 type tcptrailInflight struct {
+	_        structs.HostLayout
+	Sk       uint64
+	Uaddr    uint64
+	VictimSk uint64
+	Fd       int32
+	VictimFd int32
+	Arg      uint32
+	Call     uint8
+	Changed  uint8
+	Mptcp    uint8
+	State    uint8
+	Shared   uint8
+	Exited   uint8
+	Pad      [2]uint8
+	_        [4]byte
+}
+
+type tcptrailSynRecv struct {
 	_       structs.HostLayout
-	Sk      uint64
-	Uaddr   uint64
-	Fd      int32
-	Arg     uint32
-	Call    uint8
-	Changed uint8
-	Mptcp   uint8
-	State   uint8
-	Shared  uint8
-	Pad     [3]uint8
+	TsNs    uint64
+	PidTgid uint64
+	Flags   uint8
+	Pad     [7]uint8
+	Comm    [16]int8
 }
 
 // Names of all BPF objects in the ELF.
@@ -58,19 +82,19 @@ type tcptrailInflight struct {
 const (
 	tcptrailMapEvents          = "events"
 	tcptrailMapInflight        = "inflight"
+	tcptrailMapNextId          = "next_id"
 	tcptrailMapOwnedPorts      = "owned_ports"
 	tcptrailMapOwnedSocks      = "owned_socks"
+	tcptrailMapSockIds         = "sock_ids"
+	tcptrailMapSynRecvs        = "syn_recvs"
 	tcptrailProgHandleExit     = "handle_exit"
 	tcptrailProgHandleFork     = "handle_fork"
 	tcptrailProgHandleSetState = "handle_set_state"
 	tcptrailProgHandleSysEnter = "handle_sys_enter"
 	tcptrailProgHandleSysExit  = "handle_sys_exit"
-	tcptrailVarFilterPorts     = "filter_ports"
-	tcptrailVarFilterTgid      = "filter_tgid"
+	tcptrailVarCfg             = "cfg"
 	tcptrailVarInflightFull    = "inflight_full"
-	tcptrailVarPortBits        = "port_bits"
 	tcptrailVarRingbufFull     = "ringbuf_full"
-	tcptrailVarWakeupBytes     = "wakeup_bytes"
 )
 
 // loadTcptrail returns the embedded CollectionSpec for tcptrail.
@@ -128,20 +152,20 @@ type tcptrailProgramSpecs struct {
 type tcptrailMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
+	NextId     *ebpf.MapSpec `ebpf:"next_id"`
 	OwnedPorts *ebpf.MapSpec `ebpf:"owned_ports"`
 	OwnedSocks *ebpf.MapSpec `ebpf:"owned_socks"`
+	SockIds    *ebpf.MapSpec `ebpf:"sock_ids"`
+	SynRecvs   *ebpf.MapSpec `ebpf:"syn_recvs"`
 }
 
 // tcptrailVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailVariableSpecs struct {
-	FilterPorts  *ebpf.VariableSpec `ebpf:"filter_ports"`
-	FilterTgid   *ebpf.VariableSpec `ebpf:"filter_tgid"`
+	Cfg          *ebpf.VariableSpec `ebpf:"cfg"`
 	InflightFull *ebpf.VariableSpec `ebpf:"inflight_full"`
-	PortBits     *ebpf.VariableSpec `ebpf:"port_bits"`
 	RingbufFull  *ebpf.VariableSpec `ebpf:"ringbuf_full"`
-	WakeupBytes  *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tcptrailObjects contains all objects after they have been loaded into the kernel.
@@ -166,16 +190,22 @@ func (o *tcptrailObjects) Close() error {
 type tcptrailMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Inflight   *ebpf.Map `ebpf:"inflight"`
+	NextId     *ebpf.Map `ebpf:"next_id"`
 	OwnedPorts *ebpf.Map `ebpf:"owned_ports"`
 	OwnedSocks *ebpf.Map `ebpf:"owned_socks"`
+	SockIds    *ebpf.Map `ebpf:"sock_ids"`
+	SynRecvs   *ebpf.Map `ebpf:"syn_recvs"`
 }
 
 func (m *tcptrailMaps) Close() error {
 	return _TcptrailClose(
 		m.Events,
 		m.Inflight,
+		m.NextId,
 		m.OwnedPorts,
 		m.OwnedSocks,
+		m.SockIds,
+		m.SynRecvs,
 	)
 }
 
@@ -183,12 +213,9 @@ func (m *tcptrailMaps) Close() error {
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailVariables struct {
-	FilterPorts  *ebpf.Variable `ebpf:"filter_ports"`
-	FilterTgid   *ebpf.Variable `ebpf:"filter_tgid"`
+	Cfg          *ebpf.Variable `ebpf:"cfg"`
 	InflightFull *ebpf.Variable `ebpf:"inflight_full"`
-	PortBits     *ebpf.Variable `ebpf:"port_bits"`
 	RingbufFull  *ebpf.Variable `ebpf:"ringbuf_full"`
-	WakeupBytes  *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tcptrailPrograms contains all programs after they have been loaded into the kernel.

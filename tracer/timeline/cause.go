@@ -96,8 +96,9 @@ func classify(e *event.Event, exitedBy uint32) Cause {
 			old == event.Listen || old == event.SynSent || old == event.SynRecv) && e.SkErr == 0)
 	if active {
 		switch {
-		case e.Call == event.CallClose:
+		case e.Call.Releases():
 			c.Kind = CauseClose
+			c.How = e.Arg
 		case e.Call == event.CallShutdown:
 			c.Kind = CauseShutdown
 			c.How = e.Arg
@@ -144,7 +145,7 @@ func (c *Cause) AppendText(b []byte) []byte {
 	case CauseListen:
 		return appendCall(b, "listen", c.FD)
 	case CauseClose:
-		return appendCall(b, "close", c.FD)
+		return c.appendRelease(b)
 	case CauseShutdown:
 		b = append(b, "shutdown(fd "...)
 		b = strconv.AppendInt(b, int64(c.FD), 10)
@@ -168,8 +169,8 @@ func (c *Cause) AppendText(b []byte) []byte {
 		return append(b, "RST received"...)
 	case CauseRSTSent:
 		b = append(b, "RST sent by "...)
-		if c.Call == event.CallClose {
-			return appendCall(b, "close", c.FD)
+		if c.Call.Releases() {
+			return c.appendRelease(b)
 		}
 		if c.Call == event.CallShutdown {
 			return appendCall(b, "shutdown", c.FD)
@@ -182,6 +183,29 @@ func (c *Cause) AppendText(b []byte) []byte {
 		return append(b, "timed out"...)
 	}
 	return append(b, '?')
+}
+
+// appendRelease names the call that closed the socket's last fd:
+// "close(fd 7)", "close_range(fd 3 and up)", "dup2 over fd 7",
+// "execve (close-on-exec)".
+func (c *Cause) appendRelease(b []byte) []byte {
+	switch c.Call {
+	case event.CallCloseRange:
+		b = append(b, "close_range(fd "...)
+		b = strconv.AppendInt(b, int64(c.FD), 10)
+		if c.How == ^uint32(0) || int32(c.How) < 0 {
+			return append(b, " and up)"...)
+		}
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(c.How), 10)
+		return append(b, ')')
+	case event.CallDupOver:
+		b = append(b, "dup2 over fd "...)
+		return strconv.AppendInt(b, int64(c.FD), 10)
+	case event.CallExecve:
+		return append(b, "execve (close-on-exec)"...)
+	}
+	return appendCall(b, "close", c.FD)
 }
 
 func appendCall(b []byte, name string, fd int32) []byte {

@@ -162,9 +162,21 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 	t.owners = append(t.owners[:0], s.Owners...)
 	tr.Owners = t.owners
 
-	// A transition inside close(fd) means that fd is gone.
-	if e.Call == event.CallClose && e.FD >= 0 {
-		t.removeOwner(s, e.PID, e.FD)
+	// A transition caused by closing an fd means that fd is gone; for
+	// calls that do not say which fd, every fd of that process the call
+	// could have closed.
+	switch e.Call {
+	case event.CallClose, event.CallDupOver:
+		if e.FD >= 0 {
+			t.removeOwner(s, e.PID, e.FD)
+		}
+	case event.CallExecve, event.CallCloseRange:
+		for i := len(s.Owners) - 1; i >= 0; i-- {
+			o := s.Owners[i]
+			if o.PID == e.PID && (e.Call == event.CallExecve || (o.FD >= e.FD && uint32(o.FD) <= e.Arg)) {
+				t.removeOwner(s, o.PID, o.FD)
+			}
+		}
 	}
 
 	s.State = e.New

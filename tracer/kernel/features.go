@@ -1,0 +1,114 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+)
+
+// Features is what the running kernel offers tcptrail, found by loading
+// small probe programs: never by its version number, which distributions
+// backport around.
+type Features struct {
+	// CookieHelper: bpf_get_socket_cookie() works in tracing programs
+	// (Linux 5.12). Without it the programs make up socket identities,
+	// which sock_diag does not know.
+	CookieHelper bool
+	// TaskBTF: bpf_get_current_task_btf() exists (Linux 5.11). Without it
+	// the current task is read through probe reads, a little slower.
+	TaskBTF bool
+}
+
+// ErrUnsupportedKernel wraps what a kernel lacks that tcptrail cannot do
+// without.
+var ErrUnsupportedKernel = errors.New("this kernel cannot run tcptrail")
+
+// Probe results are stable for the life of the process.
+var probed struct {
+	done bool
+	f    Features
+	err  error
+}
+
+// ProbeFeatures finds out what the running kernel offers. It returns an
+// error wrapping ErrUnsupportedKernel, in one sentence naming what is
+// missing, when tcptrail cannot run at all.
+func ProbeFeatures() (Features, error) {
+	if probed.done {
+		return probed.f, probed.err
+	}
+	probed.f, probed.err = probeFeatures()
+	probed.done = true
+	return probed.f, probed.err
+}
+
+func probeFeatures() (Features, error) {
+	var f Features
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return f, unsupported("BPF ring buffers (Linux 5.8)", err)
+	}
+	if err := probeTracing(nil); err != nil {
+		return f, unsupported("BTF-typed tracepoints (tp_btf, Linux 5.5)", err)
+	}
+	f.CookieHelper = probeTracing(asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), // the tracepoint's sk
+		asm.FnGetSocketCookie.Call(),
+	}) == nil
+	f.TaskBTF = probeTracing(asm.Instructions{asm.FnGetCurrentTaskBtf.Call()}) == nil
+	return f, nil
+}
+
+func unsupported(what string, err error) error {
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%w: it lacks %s", ErrUnsupportedKernel, what)
+	}
+	return fmt.Errorf("%w: it lacks %s (%v)", ErrUnsupportedKernel, what, err)
+}
+
+// probeTracing loads (without attaching) a tp_btf program on
+// sock:inet_sock_set_state made of body followed by "return 0".
+func probeTracing(body asm.Instructions) error {
+	insns := append(body, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceRawTp,
+		AttachTo:     "inet_sock_set_state",
+		License:      "Dual BSD/GPL",
+		Instructions: insns,
+	}, ebpf.ProgramOptions{LogDisabled: true})
+	if err != nil {
+		return err
+	}
+	return prog.Close()
+}
+
+// Degraded lists, one phrase each, what tcptrail does less well on this
+// kernel. Empty when nothing is.
+func (f Features) Degraded() []string {
+	var d []string
+	if !f.CookieHelper {
+		d = append(d, "no socket cookies in tracing programs (Linux 5.12): tcptrail names sockets itself and matches them with the socket table by address")
+	}
+	if !f.TaskBTF {
+		d = append(d, "no BTF-typed current task (Linux 5.11): reads it through probe reads")
+	}
+	return d
+}
+
+// String says in one line what tcptrail runs with.
+func (f Features) String() string {
+	var b strings.Builder
+	b.WriteString("tp_btf tracepoints (sock:inet_sock_set_state, raw_syscalls, sched), ring buffer")
+	if f.CookieHelper {
+		b.WriteString(", socket cookies")
+	}
+	if d := f.Degraded(); len(d) > 0 {
+		b.WriteString("; degraded: ")
+		b.WriteString(strings.Join(d, "; "))
+	}
+	return b.String()
+}
