@@ -27,9 +27,12 @@ var demoBin string
 func TestMain(m *testing.M) {
 	// Re-executed as a helper process that holds inherited fds until its
 	// stdin closes: a real second owner for the fork tests.
-	if os.Getenv("TCPTRAIL_TEST_HELPER") == "hold" {
+	switch os.Getenv("TCPTRAIL_TEST_HELPER") {
+	case "hold":
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
+	case "exec":
+		execHelper()
 	}
 	// TCPTRAIL_TEST_BINDIR: prebuilt demo-server and demo-client, for
 	// machines that run the compiled tests without a Go toolchain (the

@@ -102,3 +102,20 @@ func BenchmarkDecode(b *testing.B) {
 		_ = Decode(raw, &e)
 	}
 }
+
+func TestSameSocket(t *testing.T) {
+	cases := []struct {
+		table, id uint64
+		want      bool
+	}{
+		{4097, 4097, true},
+		{4097, 4098, false},
+		{4097, SyntheticID | 5, true}, // a made-up id: the addresses decide
+		{0, SyntheticID | 1<<48 | 1, true},
+	}
+	for _, c := range cases {
+		if got := SameSocket(c.table, c.id); got != c.want {
+			t.Errorf("SameSocket(%#x, %#x) = %v, want %v", c.table, c.id, got, c.want)
+		}
+	}
+}
