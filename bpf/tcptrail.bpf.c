@@ -652,8 +652,8 @@ static __always_inline void note_victim(struct inflight *in, int newfd)
 	in->victim_fd = newfd;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
+/* Entry of syscall id with the registers it entered with. */
+static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 {
 	struct inflight in = {};
 	struct sock *sk = NULL;
@@ -806,15 +806,13 @@ static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s3
 	submit(e);
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
+/* Exit of syscall id with its return value. */
+static __always_inline int on_sys_exit(long id, long ret)
 {
 	__u64 pid_tgid;
 	struct inflight *in;
 	struct sock *sk;
-	long id;
 
-	id = SYSCALL_NR(regs);
 	if (!call_of(id))
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
@@ -889,6 +887,52 @@ keep:
 	in->exited = 1;
 	return 0;
 }
+
+/*
+ * The syscall hooks, in two variants. The raw_syscalls tracepoints run for
+ * every syscall of every process on the host, which all pay for it; hooks
+ * on the syscall functions themselves (fentry/fexit) run only for the calls
+ * tcptrail needs. The loader picks the second where the kernel allows it
+ * and attaches each fentry/fexit pair to its syscall's function (the
+ * "syscall" in their section names is a placeholder it replaces).
+ */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
+{
+	return on_sys_enter(regs, id);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(SYSCALL_NR(regs), ret);
+}
+
+#define SYSCALL_HOOKS(name)                                                  \
+	SEC("fentry/syscall")                                                \
+	int BPF_PROG(enter_##name, struct pt_regs *regs)                     \
+	{                                                                    \
+		return on_sys_enter(regs, NR_##name);                        \
+	}                                                                    \
+	SEC("fexit/syscall")                                                 \
+	int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)            \
+	{                                                                    \
+		return on_sys_exit(NR_##name, ret);                          \
+	}
+
+SYSCALL_HOOKS(close)
+SYSCALL_HOOKS(close_range)
+SYSCALL_HOOKS(connect)
+SYSCALL_HOOKS(accept)
+SYSCALL_HOOKS(accept4)
+SYSCALL_HOOKS(bind)
+SYSCALL_HOOKS(listen)
+SYSCALL_HOOKS(shutdown)
+SYSCALL_HOOKS(dup)
+SYSCALL_HOOKS(dup2) /* not on arm64: the loader leaves it out there */
+SYSCALL_HOOKS(dup3)
+SYSCALL_HOOKS(execve)
+SYSCALL_HOOKS(execveat)
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task)

@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 			s.diag.RecordCalls = true
 		}
 	}
-	fmt.Fprintf(s.log, "tcptrail: runs with %s\n", probe.Features)
+	fmt.Fprintf(s.log, "tcptrail: runs with %s\n", probe)
 
 	if err := s.begin(); err != nil {
 		return nil, err

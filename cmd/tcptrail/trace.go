@@ -47,6 +47,7 @@ type traceFlags struct {
 	bare       bool
 	cpuProfile string
 	verbose    bool
+	hooks      string
 }
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
@@ -71,6 +72,8 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	fs.BoolVar(&f.bare, "transitions-only", false, "trace state changes only: no owners, causes or syscall diagnoses")
 	_ = fs.MarkHidden("transitions-only")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "when the kernel rejects the BPF programs, print the verifier's whole log")
+	fs.StringVar(&f.hooks, "syscall-hooks", "auto", "hook the socket syscalls as `auto`, function (fentry/fexit) or tracepoint")
+	_ = fs.MarkHidden("syscall-hooks")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to `FILE`")
 	_ = fs.MarkHidden("cpu-profile")
 
@@ -96,6 +99,11 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	}
 	if f.leakAfter <= 0 {
 		return nil, usageErrorf("trace: --leak-after must be positive")
+	}
+	switch f.hooks {
+	case "auto", string(kernel.HooksFunction), string(kernel.HooksTracepoint):
+	default:
+		return nil, usageErrorf("trace: --syscall-hooks %q: want auto, function or tracepoint", f.hooks)
 	}
 	if r := int(f.ringSize); r < os.Getpagesize() || r&(r-1) != 0 {
 		return nil, usageErrorf("trace: --ring-size %d must be a power of two of at least %d", r, os.Getpagesize())
@@ -142,6 +150,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			RingBytes:       int(f.ringSize),
 			WakeupBytes:     uint64(f.wakeupSize),
 			TransitionsOnly: f.bare,
+			SyscallHooks:    syscallHooks(f.hooks),
 		},
 		Duration:  f.duration,
 		LeakAfter: f.leakAfter,
@@ -184,4 +193,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "tcptrail: capture written to %s\n", f.output)
 	}
 	return nil
+}
+
+func syscallHooks(flag string) kernel.Hooks {
+	if flag == "auto" {
+		return kernel.HooksAuto
+	}
+	return kernel.Hooks(flag)
 }

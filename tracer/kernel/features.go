@@ -3,11 +3,12 @@ package kernel
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 )
 
 // Features is what the running kernel offers tcptrail, found by loading
@@ -21,6 +22,12 @@ type Features struct {
 	// TaskBTF: bpf_get_current_task_btf() exists (Linux 5.11). Without it
 	// the current task is read through probe reads, a little slower.
 	TaskBTF bool
+	// FunctionTracing: fentry/fexit programs attach to the syscall
+	// functions, and the kernel keeps a trampoline alive while a task
+	// sleeps in the function it traces (a blocking accept): Linux 5.12's
+	// bpf_tramp_image. Without it the syscalls are hooked through the
+	// raw_syscalls tracepoints, which every syscall on the host pays for.
+	FunctionTracing bool
 }
 
 // ErrUnsupportedKernel wraps what a kernel lacks that tcptrail cannot do
@@ -59,7 +66,36 @@ func probeFeatures() (Features, error) {
 		asm.FnGetSocketCookie.Call(),
 	}) == nil
 	f.TaskBTF = probeTracing(asm.Instructions{asm.FnGetCurrentTaskBtf.Call()}) == nil
+	f.FunctionTracing = probeFunctionTracing() == nil
 	return f, nil
+}
+
+// probeFunctionTracing attaches an empty fexit program to close(2)'s
+// function and detaches it.
+func probeFunctionTracing() error {
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return err
+	}
+	if _, err := kspec.AnyTypeByName("bpf_tramp_image"); err != nil {
+		return fmt.Errorf("no trampoline images: %w", err)
+	}
+	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceFExit,
+		AttachTo:     syscallFunction("close"),
+		License:      "Dual BSD/GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	}, ebpf.ProgramOptions{LogDisabled: true})
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 func unsupported(what string, err error) error {
@@ -97,18 +133,4 @@ func (f Features) Degraded() []string {
 		d = append(d, "no BTF-typed current task (Linux 5.11): reads it through probe reads")
 	}
 	return d
-}
-
-// String says in one line what tcptrail runs with.
-func (f Features) String() string {
-	var b strings.Builder
-	b.WriteString("tp_btf tracepoints (sock:inet_sock_set_state, raw_syscalls, sched), ring buffer")
-	if f.CookieHelper {
-		b.WriteString(", socket cookies")
-	}
-	if d := f.Degraded(); len(d) > 0 {
-		b.WriteString("; degraded: ")
-		b.WriteString(strings.Join(d, "; "))
-	}
-	return b.String()
 }

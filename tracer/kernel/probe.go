@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"sort"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -30,7 +32,23 @@ type Config struct {
 	// fork or exit tracing, so no owners or causes. It measures what the
 	// correlation costs.
 	TransitionsOnly bool
+	// SyscallHooks chooses how the socket syscalls are hooked: HooksAuto
+	// (the zero value) takes functions where the kernel allows it.
+	SyscallHooks Hooks
 }
+
+// Hooks is how tcptrail hooks the socket syscalls.
+type Hooks string
+
+const (
+	HooksAuto Hooks = ""
+	// HooksTracepoint: the raw_syscalls sys_enter/sys_exit tracepoints,
+	// which run for every syscall on the host.
+	HooksTracepoint Hooks = "tracepoint"
+	// HooksFunction: fentry/fexit on the syscall functions tcptrail needs;
+	// other syscalls pay nothing.
+	HooksFunction Hooks = "function"
+)
 
 // DefaultRingBytes holds about 37k events: over 100 ms at 300k events/s,
 // twice the reader's polling period. Its pages are mapped twice (the ring
@@ -59,7 +77,10 @@ type Probe struct {
 	// Features is what the kernel offered and the programs use.
 	Features Features
 
-	objs   tcptrailObjects
+	// Hooks is how the socket syscalls are hooked ("" with TransitionsOnly).
+	Hooks Hooks
+
+	coll   *ebpf.Collection
 	progs  []*ebpf.Program
 	links  []link.Link
 	reader *ringbuf.Reader
@@ -101,8 +122,8 @@ func hasCaps() bool {
 	return has(unix.CAP_BPF) && has(unix.CAP_PERFMON)
 }
 
-// Load loads the programs with cfg's filters and attaches them. Attachment
-// uses BTF-typed tracepoints only: no tracefs, debugfs or bpffs is needed.
+// Load loads the programs with cfg's filters, in the variants the kernel
+// supports, and attaches them. No tracefs, debugfs or bpffs is needed.
 func Load(cfg Config) (*Probe, error) {
 	if err := Preflight(); err != nil {
 		return nil, err
@@ -122,9 +143,25 @@ func Load(cfg Config) (*Probe, error) {
 	if err := configure(spec, cfg, feat); err != nil {
 		return nil, err
 	}
-
 	p := &Probe{Features: feat}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+	if !cfg.TransitionsOnly {
+		p.Hooks = cfg.SyscallHooks
+		if p.Hooks == HooksAuto {
+			p.Hooks = HooksTracepoint
+			if feat.FunctionTracing {
+				p.Hooks = HooksFunction
+			}
+		}
+		if p.Hooks == HooksFunction && !feat.FunctionTracing {
+			return nil, fmt.Errorf("%w: it cannot hook syscall functions (fentry/fexit); use the tracepoint hooks", ErrUnsupportedKernel)
+		}
+	}
+	if err := selectPrograms(spec, cfg, p.Hooks); err != nil {
+		return nil, err
+	}
+
+	p.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, &LoadError{Err: verr}
@@ -134,26 +171,105 @@ func Load(cfg Config) (*Probe, error) {
 		}
 		return nil, fmt.Errorf("load BPF programs: %w", err)
 	}
-	p.progs = []*ebpf.Program{p.objs.HandleSetState, p.objs.HandleSysEnter,
-		p.objs.HandleSysExit, p.objs.HandleExit, p.objs.HandleFork}
-	attach := p.progs
-	if cfg.TransitionsOnly {
-		attach = attach[:1]
+	// The state-change program first: Counters and tests count on it.
+	names := make([]string, 0, len(spec.Programs))
+	for name := range spec.Programs {
+		if name != tcptrailProgHandleSetState {
+			names = append(names, name)
+		}
 	}
-	for _, prog := range attach {
+	sort.Strings(names)
+	names = append([]string{tcptrailProgHandleSetState}, names...)
+	for _, name := range names {
+		prog := p.coll.Programs[name]
+		p.progs = append(p.progs, prog)
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
 			p.Close()
-			return nil, fmt.Errorf("attach %s: %w", prog, err)
+			return nil, fmt.Errorf("attach %s to %s: %w", name, spec.Programs[name].AttachTo, err)
 		}
 		p.links = append(p.links, l)
 	}
-	p.reader, err = ringbuf.NewReader(p.objs.Events)
+	p.reader, err = ringbuf.NewReader(p.coll.Maps[tcptrailMapEvents])
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	return p, nil
+}
+
+// String says in one line what the probe runs with, and what is degraded.
+func (p *Probe) String() string {
+	var b strings.Builder
+	b.WriteString("tp_btf tracepoints sock:inet_sock_set_state and sched_process_fork/exit")
+	switch p.Hooks {
+	case HooksFunction:
+		fmt.Fprintf(&b, ", fentry/fexit on %d socket syscall functions", len(archSyscalls()))
+	case HooksTracepoint:
+		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little)")
+	default:
+		b.WriteString(" only (no owners or causes)")
+	}
+	if p.Features.CookieHelper {
+		b.WriteString(", socket cookies")
+	}
+	if d := p.Features.Degraded(); len(d) > 0 {
+		b.WriteString("; degraded: ")
+		b.WriteString(strings.Join(d, "; "))
+	}
+	return b.String()
+}
+
+// archSyscalls are the syscalls hooked as functions, by their names in the
+// kernel (sys_<name>), on this architecture.
+func archSyscalls() []string {
+	calls := []string{"close", "close_range", "connect", "accept", "accept4", "bind", "listen",
+		"shutdown", "dup", "dup3", "execve", "execveat"}
+	if runtime.GOARCH == "amd64" {
+		calls = append(calls, "dup2") // arm64 has dup3 only
+	}
+	return calls
+}
+
+// syscallFunction is the kernel function behind syscall name: the
+// architecture's wrapper, which takes the user's registers.
+func syscallFunction(name string) string {
+	if runtime.GOARCH == "arm64" {
+		return "__arm64_sys_" + name
+	}
+	return "__x64_sys_" + name
+}
+
+// selectPrograms drops from spec the programs this run does not use, and
+// points each function hook at its syscall.
+func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
+	keep := map[string]bool{tcptrailProgHandleSetState: true}
+	if !cfg.TransitionsOnly {
+		keep[tcptrailProgHandleExit] = true
+		keep[tcptrailProgHandleFork] = true
+	}
+	switch hooks {
+	case HooksTracepoint:
+		keep[tcptrailProgHandleSysEnter] = true
+		keep[tcptrailProgHandleSysExit] = true
+	case HooksFunction:
+		for _, call := range archSyscalls() {
+			for _, name := range []string{"enter_" + call, "exit_" + call} {
+				ps, ok := spec.Programs[name]
+				if !ok {
+					return fmt.Errorf("no program %s in the BPF object", name)
+				}
+				ps.AttachTo = syscallFunction(call)
+				keep[name] = true
+			}
+		}
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	return nil
 }
 
 func configure(spec *ebpf.CollectionSpec, cfg Config, feat Features) error {
@@ -230,7 +346,7 @@ func verifierReason(v *ebpf.VerifierError) string {
 // kernel learns this by itself for listen() calls made while tracing; this
 // is for listeners that existed before.
 func (p *Probe) OwnPort(port uint16) error {
-	return p.objs.OwnedPorts.Update(port, uint8(1), ebpf.UpdateAny)
+	return p.coll.Maps[tcptrailMapOwnedPorts].Update(port, uint8(1), ebpf.UpdateAny)
 }
 
 // Reader is the ring buffer the programs write to. Closing the probe closes
@@ -240,10 +356,10 @@ func (p *Probe) Reader() *ringbuf.Reader { return p.reader }
 // Counters reads the loss counters.
 func (p *Probe) Counters() (Counters, error) {
 	var c Counters
-	if err := p.objs.RingbufFull.Get(&c.RingbufFull); err != nil {
+	if err := p.coll.Variables[tcptrailVarRingbufFull].Get(&c.RingbufFull); err != nil {
 		return c, fmt.Errorf("read ringbuf_full: %w", err)
 	}
-	if err := p.objs.InflightFull.Get(&c.InflightFull); err != nil {
+	if err := p.coll.Variables[tcptrailVarInflightFull].Get(&c.InflightFull); err != nil {
 		return c, fmt.Errorf("read inflight_full: %w", err)
 	}
 	for _, prog := range p.progs {
@@ -291,6 +407,8 @@ func (p *Probe) Close() error {
 	if p.reader != nil {
 		errs = append(errs, p.reader.Close())
 	}
-	errs = append(errs, p.objs.Close())
+	if p.coll != nil {
+		p.coll.Close()
+	}
 	return errors.Join(errs...)
 }

@@ -80,21 +80,47 @@ type tcptrailSynRecv struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptrailMapEvents          = "events"
-	tcptrailMapInflight        = "inflight"
-	tcptrailMapNextId          = "next_id"
-	tcptrailMapOwnedPorts      = "owned_ports"
-	tcptrailMapOwnedSocks      = "owned_socks"
-	tcptrailMapSockIds         = "sock_ids"
-	tcptrailMapSynRecvs        = "syn_recvs"
-	tcptrailProgHandleExit     = "handle_exit"
-	tcptrailProgHandleFork     = "handle_fork"
-	tcptrailProgHandleSetState = "handle_set_state"
-	tcptrailProgHandleSysEnter = "handle_sys_enter"
-	tcptrailProgHandleSysExit  = "handle_sys_exit"
-	tcptrailVarCfg             = "cfg"
-	tcptrailVarInflightFull    = "inflight_full"
-	tcptrailVarRingbufFull     = "ringbuf_full"
+	tcptrailMapEvents           = "events"
+	tcptrailMapInflight         = "inflight"
+	tcptrailMapNextId           = "next_id"
+	tcptrailMapOwnedPorts       = "owned_ports"
+	tcptrailMapOwnedSocks       = "owned_socks"
+	tcptrailMapSockIds          = "sock_ids"
+	tcptrailMapSynRecvs         = "syn_recvs"
+	tcptrailProgEnterAccept     = "enter_accept"
+	tcptrailProgEnterAccept4    = "enter_accept4"
+	tcptrailProgEnterBind       = "enter_bind"
+	tcptrailProgEnterClose      = "enter_close"
+	tcptrailProgEnterCloseRange = "enter_close_range"
+	tcptrailProgEnterConnect    = "enter_connect"
+	tcptrailProgEnterDup        = "enter_dup"
+	tcptrailProgEnterDup2       = "enter_dup2"
+	tcptrailProgEnterDup3       = "enter_dup3"
+	tcptrailProgEnterExecve     = "enter_execve"
+	tcptrailProgEnterExecveat   = "enter_execveat"
+	tcptrailProgEnterListen     = "enter_listen"
+	tcptrailProgEnterShutdown   = "enter_shutdown"
+	tcptrailProgExitAccept      = "exit_accept"
+	tcptrailProgExitAccept4     = "exit_accept4"
+	tcptrailProgExitBind        = "exit_bind"
+	tcptrailProgExitClose       = "exit_close"
+	tcptrailProgExitCloseRange  = "exit_close_range"
+	tcptrailProgExitConnect     = "exit_connect"
+	tcptrailProgExitDup         = "exit_dup"
+	tcptrailProgExitDup2        = "exit_dup2"
+	tcptrailProgExitDup3        = "exit_dup3"
+	tcptrailProgExitExecve      = "exit_execve"
+	tcptrailProgExitExecveat    = "exit_execveat"
+	tcptrailProgExitListen      = "exit_listen"
+	tcptrailProgExitShutdown    = "exit_shutdown"
+	tcptrailProgHandleExit      = "handle_exit"
+	tcptrailProgHandleFork      = "handle_fork"
+	tcptrailProgHandleSetState  = "handle_set_state"
+	tcptrailProgHandleSysEnter  = "handle_sys_enter"
+	tcptrailProgHandleSysExit   = "handle_sys_exit"
+	tcptrailVarCfg              = "cfg"
+	tcptrailVarInflightFull     = "inflight_full"
+	tcptrailVarRingbufFull      = "ringbuf_full"
 )
 
 // loadTcptrail returns the embedded CollectionSpec for tcptrail.
@@ -139,11 +165,37 @@ type tcptrailSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailProgramSpecs struct {
-	HandleExit     *ebpf.ProgramSpec `ebpf:"handle_exit"`
-	HandleFork     *ebpf.ProgramSpec `ebpf:"handle_fork"`
-	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	HandleSysEnter *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
-	HandleSysExit  *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
+	EnterAccept     *ebpf.ProgramSpec `ebpf:"enter_accept"`
+	EnterAccept4    *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterBind       *ebpf.ProgramSpec `ebpf:"enter_bind"`
+	EnterClose      *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterCloseRange *ebpf.ProgramSpec `ebpf:"enter_close_range"`
+	EnterConnect    *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterDup        *ebpf.ProgramSpec `ebpf:"enter_dup"`
+	EnterDup2       *ebpf.ProgramSpec `ebpf:"enter_dup2"`
+	EnterDup3       *ebpf.ProgramSpec `ebpf:"enter_dup3"`
+	EnterExecve     *ebpf.ProgramSpec `ebpf:"enter_execve"`
+	EnterExecveat   *ebpf.ProgramSpec `ebpf:"enter_execveat"`
+	EnterListen     *ebpf.ProgramSpec `ebpf:"enter_listen"`
+	EnterShutdown   *ebpf.ProgramSpec `ebpf:"enter_shutdown"`
+	ExitAccept      *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4     *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitBind        *ebpf.ProgramSpec `ebpf:"exit_bind"`
+	ExitClose       *ebpf.ProgramSpec `ebpf:"exit_close"`
+	ExitCloseRange  *ebpf.ProgramSpec `ebpf:"exit_close_range"`
+	ExitConnect     *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitDup         *ebpf.ProgramSpec `ebpf:"exit_dup"`
+	ExitDup2        *ebpf.ProgramSpec `ebpf:"exit_dup2"`
+	ExitDup3        *ebpf.ProgramSpec `ebpf:"exit_dup3"`
+	ExitExecve      *ebpf.ProgramSpec `ebpf:"exit_execve"`
+	ExitExecveat    *ebpf.ProgramSpec `ebpf:"exit_execveat"`
+	ExitListen      *ebpf.ProgramSpec `ebpf:"exit_listen"`
+	ExitShutdown    *ebpf.ProgramSpec `ebpf:"exit_shutdown"`
+	HandleExit      *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFork      *ebpf.ProgramSpec `ebpf:"handle_fork"`
+	HandleSetState  *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSysEnter  *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
+	HandleSysExit   *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
 }
 
 // tcptrailMapSpecs contains maps before they are loaded into the kernel.
@@ -222,15 +274,67 @@ type tcptrailVariables struct {
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailPrograms struct {
-	HandleExit     *ebpf.Program `ebpf:"handle_exit"`
-	HandleFork     *ebpf.Program `ebpf:"handle_fork"`
-	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
-	HandleSysEnter *ebpf.Program `ebpf:"handle_sys_enter"`
-	HandleSysExit  *ebpf.Program `ebpf:"handle_sys_exit"`
+	EnterAccept     *ebpf.Program `ebpf:"enter_accept"`
+	EnterAccept4    *ebpf.Program `ebpf:"enter_accept4"`
+	EnterBind       *ebpf.Program `ebpf:"enter_bind"`
+	EnterClose      *ebpf.Program `ebpf:"enter_close"`
+	EnterCloseRange *ebpf.Program `ebpf:"enter_close_range"`
+	EnterConnect    *ebpf.Program `ebpf:"enter_connect"`
+	EnterDup        *ebpf.Program `ebpf:"enter_dup"`
+	EnterDup2       *ebpf.Program `ebpf:"enter_dup2"`
+	EnterDup3       *ebpf.Program `ebpf:"enter_dup3"`
+	EnterExecve     *ebpf.Program `ebpf:"enter_execve"`
+	EnterExecveat   *ebpf.Program `ebpf:"enter_execveat"`
+	EnterListen     *ebpf.Program `ebpf:"enter_listen"`
+	EnterShutdown   *ebpf.Program `ebpf:"enter_shutdown"`
+	ExitAccept      *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4     *ebpf.Program `ebpf:"exit_accept4"`
+	ExitBind        *ebpf.Program `ebpf:"exit_bind"`
+	ExitClose       *ebpf.Program `ebpf:"exit_close"`
+	ExitCloseRange  *ebpf.Program `ebpf:"exit_close_range"`
+	ExitConnect     *ebpf.Program `ebpf:"exit_connect"`
+	ExitDup         *ebpf.Program `ebpf:"exit_dup"`
+	ExitDup2        *ebpf.Program `ebpf:"exit_dup2"`
+	ExitDup3        *ebpf.Program `ebpf:"exit_dup3"`
+	ExitExecve      *ebpf.Program `ebpf:"exit_execve"`
+	ExitExecveat    *ebpf.Program `ebpf:"exit_execveat"`
+	ExitListen      *ebpf.Program `ebpf:"exit_listen"`
+	ExitShutdown    *ebpf.Program `ebpf:"exit_shutdown"`
+	HandleExit      *ebpf.Program `ebpf:"handle_exit"`
+	HandleFork      *ebpf.Program `ebpf:"handle_fork"`
+	HandleSetState  *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSysEnter  *ebpf.Program `ebpf:"handle_sys_enter"`
+	HandleSysExit   *ebpf.Program `ebpf:"handle_sys_exit"`
 }
 
 func (p *tcptrailPrograms) Close() error {
 	return _TcptrailClose(
+		p.EnterAccept,
+		p.EnterAccept4,
+		p.EnterBind,
+		p.EnterClose,
+		p.EnterCloseRange,
+		p.EnterConnect,
+		p.EnterDup,
+		p.EnterDup2,
+		p.EnterDup3,
+		p.EnterExecve,
+		p.EnterExecveat,
+		p.EnterListen,
+		p.EnterShutdown,
+		p.ExitAccept,
+		p.ExitAccept4,
+		p.ExitBind,
+		p.ExitClose,
+		p.ExitCloseRange,
+		p.ExitConnect,
+		p.ExitDup,
+		p.ExitDup2,
+		p.ExitDup3,
+		p.ExitExecve,
+		p.ExitExecveat,
+		p.ExitListen,
+		p.ExitShutdown,
 		p.HandleExit,
 		p.HandleFork,
 		p.HandleSetState,
