@@ -9,11 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/kernel"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -142,5 +144,50 @@ func TestCauseCloseOnExec(t *testing.T) {
 	st := waitStep(t, s.rec, local, event.Established, event.FinWait1)
 	if st.CauseKind != timeline.CauseClose || st.Cause != "execve (close-on-exec)" || st.CausePID != uint32(child.Process.Pid) {
 		t.Fatalf("got %v, want cause execve (close-on-exec) in pid %d", st, child.Process.Pid)
+	}
+}
+
+// TestSyscallHooks ties a connect and a close to their calls through each
+// way of hooking the syscalls the kernel offers: functions (fentry/fexit)
+// where it can, and the raw_syscalls tracepoints everywhere.
+func TestSyscallHooks(t *testing.T) {
+	requirePrivileges(t)
+	feat, err := kernel.ProbeFeatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := []kernel.Hooks{kernel.HooksTracepoint}
+	if feat.FunctionTracing {
+		hooks = append(hooks, kernel.HooksFunction)
+	} else {
+		t.Logf("this kernel cannot hook syscall functions: tracepoints only")
+	}
+	for i, h := range hooks {
+		t.Run(string(h), func(t *testing.T) {
+			port := uint16(17120 + i)
+			s := startSession(t, tracer.Config{Kernel: kernel.Config{SyscallHooks: h}}, port)
+			addr, _ := loopbackServer(t, port)
+			fd, local := rawConnect(t, addr, unix.SOCK_CLOEXEC)
+			if err := unix.Close(fd); err != nil {
+				t.Fatal(err)
+			}
+			// An ephemeral port is chosen after CLOSE->SYN_SENT: the
+			// remote address is what names this connection's first step.
+			var conn Step
+			s.rec.waitFor(t, 5*time.Second, "CLOSE->SYN_SENT to "+addr.String(), func() bool {
+				steps := s.rec.Steps(func(st Step) bool { return st.Remote == addr && st.New == event.SynSent })
+				if len(steps) > 0 {
+					conn = steps[0]
+				}
+				return len(steps) > 0
+			})
+			closed := waitStep(t, s.rec, local, event.Established, event.FinWait1)
+			if want := fmt.Sprintf("connect(fd %d)", fd); conn.Cause != want {
+				t.Errorf("%v: want %s", conn, want)
+			}
+			if want := fmt.Sprintf("close(fd %d)", fd); closed.Cause != want || closed.CausePID != uint32(os.Getpid()) {
+				t.Errorf("%v: want %s in pid %d", closed, want, os.Getpid())
+			}
+		})
 	}
 }

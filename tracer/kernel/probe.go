@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -253,7 +254,17 @@ func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
 		keep[tcptrailProgHandleSysEnter] = true
 		keep[tcptrailProgHandleSysExit] = true
 	case HooksFunction:
+		kspec, err := btf.LoadKernelSpec()
+		if err != nil {
+			return fmt.Errorf("kernel BTF: %w", err)
+		}
 		for _, call := range archSyscalls() {
+			// A syscall this kernel does not have (close_range before
+			// 5.9) cannot be called either: nothing to hook.
+			var fn *btf.Func
+			if kspec.TypeByName(syscallFunction(call), &fn) != nil {
+				continue
+			}
 			for _, name := range []string{"enter_" + call, "exit_" + call} {
 				ps, ok := spec.Programs[name]
 				if !ok {
