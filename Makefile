@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build demo test test-short generate check-generated bench bench-report fmt vet clean
+.PHONY: all build demo test test-short generate check-generated bench bench-systax bench-report fmt vet clean
 
 all: build
 
@@ -44,12 +44,20 @@ generate:
 check-generated: generate
 	git diff --exit-code -- tracer/kernel
 
-# Go benchmarks of the user-space path, then the loopback churn benchmark:
-# untraced and traced rounds alternating (root; about a minute).
+# Go benchmarks of the user-space path, the loopback churn benchmark
+# (untraced and traced rounds alternating; root, about a minute), then the
+# syscall tax.
 bench: build
 	$(GO) test -run '^$$' -bench 'Decode|Transition|Pipeline' -benchmem ./tracer/ ./tracer/event ./tracer/timeline ./tracer/capture
 	$(GO) build -o $(BIN)/churn ./bench/churn
 	$(SUDO) $(BIN)/churn -tracer $(BIN)/tcptrail
+	$(MAKE) --no-print-directory bench-systax
+
+# What an idle tracer adds to every syscall of unrelated processes:
+# untraced and traced rounds alternating (root; a few seconds).
+bench-systax: build
+	$(GO) build -o $(BIN)/systax ./bench/systax
+	$(SUDO) $(BIN)/systax -tracer $(BIN)/tcptrail
 
 # Reading and rendering a one-million-event capture.
 bench-report:

@@ -1,0 +1,476 @@
+// Command systax measures what an attached tcptrail costs processes that
+// have nothing to do with the traced ports: the time added to each of their
+// syscalls ("the syscall tax"). tcptrail's syscall hooks run on syscalls of
+// every process on the host (the raw_syscalls tracepoints on all of them,
+// the function hooks on the socket syscalls and close), and filter only
+// once they run.
+//
+// It times, in its own process, tight loops of raw syscalls: getppid (the
+// cheapest syscall there is, so the cost of the hooks stands out) and
+// openat+close of /dev/null (close is one of the hooked socket syscalls).
+// With -tracer it alternates untraced rounds (no tracer running) and traced
+// rounds (`tcptrail trace -q --port 7979` attached, idle) and prints, for
+// each call, the medians over the rounds, the added time and the worst
+// round's added time.
+//
+// Traced rounds need root. It builds for linux/amd64 and linux/arm64 with
+// CGO_ENABLED=0, to be copied into machines with other kernels.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, " ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+type config struct {
+	tracer     string
+	tracerArgs stringList
+	rounds     int
+	port       int
+	batch      time.Duration
+	batches    int
+	ready      time.Duration
+	settle     time.Duration
+}
+
+func main() {
+	cfg := &config{}
+	flag.StringVar(&cfg.tracer, "tracer", "", "the tcptrail binary; without it, untraced rounds only")
+	flag.Var(&cfg.tracerArgs, "tracer-arg", "extra argument for `tcptrail trace` (repeatable), e.g. -tracer-arg --transitions-only")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "untraced/traced round pairs")
+	flag.IntVar(&cfg.port, "port", 7979, "the tracer's --port (no traffic is expected there)")
+	flag.DurationVar(&cfg.batch, "batch", time.Millisecond, "length of one timed batch of calls (calibrated once, untraced)")
+	flag.IntVar(&cfg.batches, "batches", 100, "batches per call and round; the fastest one counts")
+	flag.DurationVar(&cfg.ready, "ready-timeout", 30*time.Second, "how long to wait for the tracer's ready file")
+	flag.DurationVar(&cfg.settle, "settle", 200*time.Millisecond, "pause before each round's measurement (after the tracer is ready, or after it exited)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fail(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
+	}
+
+	// The measuring goroutine stays on one OS thread for the whole run:
+	// no migration between threads mid-batch. It is also the thread that
+	// starts the tracers, so that their parent-death signal (sent when this
+	// thread exits) fires only when the process does.
+	runtime.LockOSThread()
+
+	if err := run(cfg); err != nil {
+		stopCurrent()
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, "systax: %v\n", err)
+	os.Exit(1)
+}
+
+// A call is one kind of syscall loop; run(n) makes n calls.
+type call struct {
+	name string
+	run  func(n int) error
+	n    int // calls per batch, calibrated
+}
+
+// /dev/null, NUL-terminated, kept alive for the whole run.
+var devNull, _ = syscall.BytePtrFromString("/dev/null")
+
+// atFDCWD as a variable: a negative constant does not convert to uintptr.
+var atFDCWD = unix.AT_FDCWD
+
+func getppidLoop(n int) error {
+	for i := 0; i < n; i++ {
+		syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+	}
+	return nil
+}
+
+// openCloseLoop opens /dev/null with openat (arm64 has no open syscall, so
+// both architectures make the same call) and closes it.
+func openCloseLoop(n int) error {
+	for i := 0; i < n; i++ {
+		fd, _, errno := syscall.RawSyscall6(syscall.SYS_OPENAT, uintptr(atFDCWD),
+			uintptr(unsafe.Pointer(devNull)), syscall.O_RDONLY|syscall.O_CLOEXEC, 0, 0, 0)
+		if errno != 0 {
+			return fmt.Errorf("openat /dev/null: %w", errno)
+		}
+		if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOSE, fd, 0, 0); errno != 0 {
+			return fmt.Errorf("close: %w", errno)
+		}
+	}
+	return nil
+}
+
+// calibrate sets c.n so that one batch takes about d (untraced): it
+// doubles n until a batch takes d, then scales n by the fastest of a few
+// batches of that size (a single one may have been preempted). Every round
+// then makes the same number of calls per batch.
+func (c *call) calibrate(d time.Duration) error {
+	n := 16
+	for {
+		best := time.Duration(1<<63 - 1)
+		for i := 0; i < 5; i++ {
+			start := time.Now()
+			if err := c.run(n); err != nil {
+				return err
+			}
+			best = min(best, time.Since(start))
+		}
+		if best >= d || n >= 1<<26 {
+			c.n = max(16, int(float64(n)*float64(d)/float64(best)))
+			return nil
+		}
+		n *= 2
+	}
+}
+
+// measure returns the ns per call of the fastest of batches batches.
+//
+// The fastest, not the median: interrupts, preemption by other tasks and
+// the tracer's own reader waking up only ever add time to a batch, while
+// what the hooks add is paid on every call of every batch. The minimum of
+// many short batches sheds most of the noise and keeps all of the tax; the
+// median of the rounds then sheds the rounds that were disturbed anyway.
+func (c *call) measure(batches int) (float64, error) {
+	best := time.Duration(1<<63 - 1)
+	for i := 0; i < batches; i++ {
+		start := time.Now()
+		if err := c.run(c.n); err != nil {
+			return 0, err
+		}
+		best = min(best, time.Since(start))
+	}
+	return float64(best) / float64(c.n), nil
+}
+
+func run(cfg *config) error {
+	if cfg.rounds < 1 || cfg.batches < 1 || cfg.batch <= 0 {
+		return errors.New("-rounds, -batches and -batch must be positive")
+	}
+	if cfg.tracer != "" {
+		if _, err := os.Stat(cfg.tracer); err != nil {
+			return fmt.Errorf("tracer: %w (build it: go build -o bin/tcptrail ./cmd/tcptrail)", err)
+		}
+		if os.Geteuid() != 0 {
+			return errors.New("traced rounds need root (tcptrail loads BPF programs): run it with sudo")
+		}
+	}
+	tmp, err := os.MkdirTemp("", "systax-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		stopCurrent()
+		os.RemoveAll(tmp)
+		fmt.Fprintf(os.Stderr, "systax: %v: stopped\n", s)
+		os.Exit(130)
+	}()
+
+	calls := []*call{
+		{name: "getppid", run: getppidLoop},
+		{name: "open+close /dev/null", run: openCloseLoop},
+	}
+	for _, c := range calls {
+		if err := c.calibrate(cfg.batch); err != nil {
+			return err
+		}
+		if _, err := c.measure(cfg.batches); err != nil { // warm-up
+			return err
+		}
+	}
+
+	var uts syscall.Utsname
+	_ = syscall.Uname(&uts)
+	fmt.Printf("systax: Linux %s %s, %d CPUs; each call and round: fastest of %d batches of",
+		utsString(uts.Release[:]), runtime.GOARCH, runtime.NumCPU(), cfg.batches)
+	for i, c := range calls {
+		sep := ","
+		if i == len(calls)-1 {
+			sep = ""
+		}
+		fmt.Printf(" %d %s%s", c.n, c.name, sep)
+	}
+	fmt.Println()
+	var traceArgs []string
+	if cfg.tracer != "" {
+		traceArgs = append([]string{"trace", "-q", "--port", strconv.Itoa(cfg.port)}, cfg.tracerArgs...)
+		fmt.Printf("traced rounds: %s %s --ready-file FILE\n", cfg.tracer, strings.Join(traceArgs, " "))
+	}
+
+	// untraced[i][c], traced[i][c]: ns per call of call c in round i.
+	var untraced, traced [][]float64
+	var hooks []string // the tracer's "runs with" lines, distinct
+	measureAll := func() ([]float64, error) {
+		time.Sleep(cfg.settle)
+		ns := make([]float64, len(calls))
+		for j, c := range calls {
+			v, err := c.measure(cfg.batches)
+			if err != nil {
+				return nil, err
+			}
+			ns[j] = v
+		}
+		return ns, nil
+	}
+	for i := 0; i < cfg.rounds; i++ {
+		u, err := measureAll()
+		if err != nil {
+			return err
+		}
+		untraced = append(untraced, u)
+		fmt.Printf("round %d:", i+1)
+		if cfg.tracer == "" {
+			for j, c := range calls {
+				fmt.Printf("  %s %.1f", c.name, u[j])
+			}
+			fmt.Println(" ns")
+			continue
+		}
+		t, err := startTracer(cfg, tmp, traceArgs)
+		if err != nil {
+			fmt.Println()
+			return err
+		}
+		tr, err := measureAll()
+		if err == nil {
+			err = t.alive()
+		}
+		if err != nil {
+			fmt.Println()
+			return err
+		}
+		line := t.runsWith()
+		if err := t.stop(); err != nil {
+			fmt.Println()
+			return err
+		}
+		if !slices.Contains(hooks, line) {
+			hooks = append(hooks, line)
+		}
+		traced = append(traced, tr)
+		for j, c := range calls {
+			fmt.Printf("  %s %.1f -> %.1f (%+.1f)", c.name, u[j], tr[j], tr[j]-u[j])
+		}
+		fmt.Println(" ns")
+	}
+
+	fmt.Println()
+	for _, h := range hooks {
+		fmt.Printf("tracer: %s\n", h)
+	}
+	if len(hooks) > 1 {
+		fmt.Println("(the rounds did not all run with the same hooks)")
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "ns per call, %d rounds\tuntraced\t", cfg.rounds)
+	if cfg.tracer != "" {
+		fmt.Fprint(tw, "traced\tadded (median)\tadded (worst)\t")
+	}
+	fmt.Fprintln(tw)
+	for j, c := range calls {
+		u := column(untraced, j)
+		fmt.Fprintf(tw, "%s\t%.1f\t", c.name, median(u))
+		if cfg.tracer != "" {
+			t := column(traced, j)
+			added := make([]float64, len(t))
+			for i := range t {
+				added[i] = t[i] - u[i]
+			}
+			fmt.Fprintf(tw, "%.1f\t%+.1f\t%+.1f\t", median(t), median(added), slices.Max(added))
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+func column(rows [][]float64, j int) []float64 {
+	col := make([]float64, len(rows))
+	for i, r := range rows {
+		col[i] = r[j]
+	}
+	return col
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// utsString converts a NUL-terminated utsname field ([]int8 or []uint8,
+// depending on the architecture).
+func utsString[T int8 | uint8](f []T) string {
+	b := make([]byte, 0, len(f))
+	for _, c := range f {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
+}
+
+// tracer is a running `tcptrail trace`.
+type tracer struct {
+	cmd     *exec.Cmd
+	stderr  *lockedBuffer
+	exited  chan struct{}
+	waitErr error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// current is the tracer running right now, for the signal handler and
+// for error paths.
+var (
+	currentMu sync.Mutex
+	current   *tracer
+)
+
+func setCurrent(t *tracer) {
+	currentMu.Lock()
+	current = t
+	currentMu.Unlock()
+}
+
+// stopCurrent stops the running tracer, if any, so that no programs stay
+// attached after systax exits.
+func stopCurrent() {
+	currentMu.Lock()
+	t := current
+	current = nil
+	currentMu.Unlock()
+	if t != nil {
+		_ = t.stop()
+	}
+}
+
+func startTracer(cfg *config, tmp string, traceArgs []string) (*tracer, error) {
+	ready := filepath.Join(tmp, "ready")
+	os.Remove(ready)
+	t := &tracer{stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	t.cmd = exec.Command(cfg.tracer, append(traceArgs, "--ready-file", ready)...)
+	t.cmd.Stderr = t.stderr
+	// Its own process group, so that a Ctrl-C on the terminal reaches only
+	// systax, which then stops it; SIGINT if systax dies without doing so.
+	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
+	if err := t.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start tracer: %w", err)
+	}
+	setCurrent(t)
+	go func() {
+		t.waitErr = t.cmd.Wait()
+		close(t.exited)
+	}()
+	deadline := time.NewTimer(cfg.ready)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return t, nil
+		}
+		select {
+		case <-t.exited:
+			setCurrent(nil)
+			return nil, fmt.Errorf("tracer exited before it was ready (%v): %s", t.waitErr, oneLine(t.stderr.String()))
+		case <-deadline.C:
+			return nil, fmt.Errorf("tracer not ready after %v: %s", cfg.ready, oneLine(t.stderr.String()))
+		case <-tick.C:
+		}
+	}
+}
+
+// alive fails if the tracer exited during the measurement.
+func (t *tracer) alive() error {
+	select {
+	case <-t.exited:
+		setCurrent(nil)
+		return fmt.Errorf("tracer exited during the measurement (%v): %s", t.waitErr, oneLine(t.stderr.String()))
+	default:
+		return nil
+	}
+}
+
+// runsWith is the tracer's "tcptrail: runs with ..." line, which says
+// which hooks are attached (printed before the ready file is written).
+func (t *tracer) runsWith() string {
+	for _, l := range strings.Split(t.stderr.String(), "\n") {
+		if strings.HasPrefix(l, "tcptrail: runs with ") {
+			return l
+		}
+	}
+	return "(the tracer printed no \"tcptrail: runs with\" line)"
+}
+
+// stop sends SIGINT and waits for the tracer to exit (SIGKILL after 20s).
+func (t *tracer) stop() error {
+	setCurrent(nil)
+	_ = t.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-t.exited:
+	case <-time.After(20 * time.Second):
+		_ = t.cmd.Process.Kill()
+		<-t.exited
+		return errors.New("tracer did not exit within 20s of SIGINT")
+	}
+	if t.waitErr != nil {
+		return fmt.Errorf("tracer: %v: %s", t.waitErr, oneLine(t.stderr.String()))
+	}
+	return nil
+}
+
+// oneLine is the last non-empty line of s (the tracer's error, usually).
+func oneLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if l := strings.TrimSpace(lines[len(lines)-1]); l != "" {
+		return l
+	}
+	return "no output"
+}
