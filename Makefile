@@ -16,6 +16,16 @@ build:
 	$(GO) build -o $(BIN)/demo-server ./demo/server
 	$(GO) build -o $(BIN)/demo-client ./demo/client
 
+# Static binaries for every architecture tcptrail supports:
+# bin/linux-amd64/, bin/linux-arm64/.
+ARCHES := amd64 arm64
+build-all: $(ARCHES:%=build-linux-%)
+
+build-linux-%:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/linux-$*/tcptrail ./cmd/tcptrail
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -o $(BIN)/linux-$*/demo-server ./demo/server
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -o $(BIN)/linux-$*/demo-client ./demo/client
+
 # The story from the README, traced live.
 demo: build
 	$(SUDO) BIN=$(BIN) OUT=out ./demo/run.sh
@@ -25,6 +35,13 @@ demo: build
 test: build vet
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(SUDO) env "PATH=$$PATH" CI=$(CI) $(GO) test -race -count=1 -timeout 20m ./...
+
+# The kernel matrix: Debian's kernels (5.10, 6.1, 6.12 on amd64, 6.1 on
+# arm64) booted under qemu, the demo and the privileged tests inside each
+# (vm/main.go). No root needed. KERNELS picks some: KERNELS="6.1 arm64-6.1".
+KERNELS ?=
+test-kernels:
+	$(GO) run ./vm $(KERNELS)
 
 # Pure tests only: no privileges needed.
 test-short:
