@@ -284,7 +284,9 @@ static __always_inline __u64 sock_id(const struct sock *sk)
 		if (!ctr)
 			return 0;
 		*ctr += 1;
-		id = TT_SYNTHETIC_ID | ((__u64)bpf_get_smp_processor_id() << 48) | *ctr;
+		/* CPU in bits 40-51, that CPU's count below. */
+		id = TT_SYNTHETIC_ID | (((__u64)bpf_get_smp_processor_id() & 0xfff) << 40) |
+		     (*ctr & ((1ULL << 40) - 1));
 	}
 	bpf_map_update_elem(&sock_ids, &key, &id, BPF_ANY);
 	return id;

@@ -34,8 +34,9 @@ enum tt_flags {
 };
 
 /* Socket identities made up by tcptrail where the kernel cannot give programs
- * of this type a socket cookie: this bit is set in them, never in a cookie. */
-#define TT_SYNTHETIC_ID (1ULL << 63)
+ * of this type a socket cookie: this bit is set in them, never in a cookie
+ * (a counter from 1). Below 2^53, so that JSON readers keep them exact. */
+#define TT_SYNTHETIC_ID (1ULL << 52)
 
 /* Settings, written by the loader before the programs are loaded: the
  * filters, and what the running kernel offers (found by probing). */

@@ -64,9 +64,10 @@ func (c Call) Releases() bool {
 
 // SyntheticID is set in the socket identities tcptrail makes up where the
 // kernel gives its programs no socket cookie (before Linux 5.12); never in a
-// kernel cookie. The socket table does not know such an identity: match its
-// sockets by address instead.
-const SyntheticID uint64 = 1 << 63
+// kernel cookie, a counter from 1. The socket table does not know such an
+// identity: match its sockets by address instead. Made-up identities stay
+// below 2^53, so JSON readers keep them exact.
+const SyntheticID uint64 = 1 << 52
 
 // SameSocket reports whether a socket the kernel's table lists with cookie
 // tableCookie may be the traced socket id, whose addresses already matched.

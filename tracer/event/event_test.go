@@ -111,7 +111,7 @@ func TestSameSocket(t *testing.T) {
 		{4097, 4097, true},
 		{4097, 4098, false},
 		{4097, SyntheticID | 5, true}, // a made-up id: the addresses decide
-		{0, SyntheticID | 1<<48 | 1, true},
+		{0, SyntheticID | 1<<40 | 1, true},
 	}
 	for _, c := range cases {
 		if got := SameSocket(c.table, c.id); got != c.want {
