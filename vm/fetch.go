@@ -158,7 +158,17 @@ func (a *apt) download(pkg, debs string) (root, version string, err error) {
 	}
 	deb := filepath.Join(debs, file)
 	if _, err := os.Stat(deb); err != nil {
-		if _, err := a.runIn(debs, "apt-get", "download", "-q", pkg); err != nil {
+		// Into a directory of its own, then in place: an interrupted
+		// download leaves no truncated package to be reused.
+		tmp, err := os.MkdirTemp(debs, "download")
+		if err != nil {
+			return "", "", err
+		}
+		defer os.RemoveAll(tmp)
+		if _, err := a.runIn(tmp, "apt-get", "download", "-q", pkg); err != nil {
+			return "", "", err
+		}
+		if err := os.Rename(filepath.Join(tmp, file), deb); err != nil {
 			return "", "", err
 		}
 	}

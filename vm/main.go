@@ -26,7 +26,7 @@ import (
 // kernel is one entry of the matrix: the newest linux-image-<series>.*
 // -<arch>-unsigned package of a Debian suite.
 type kernel struct {
-	name   string // what -kernels and KERNELS call it
+	name   string // on the command line and in KERNELS
 	suite  string
 	arch   string // Debian's and Go's name alike
 	series string
@@ -64,6 +64,9 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if _, err := os.Stat("vm/init.sh"); err != nil {
+		check(fmt.Errorf("run me from the repository's root (go run ./vm): %v", err))
+	}
 
 	var kernels []kernel
 	for _, name := range flag.Args() {
