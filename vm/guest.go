@@ -181,8 +181,8 @@ func boot(ctx context.Context, k kernel, vmlinuz, initrd, dir string) error {
 	q := qemu[k.arch]
 	args := append([]string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		// Multi-threaded TCG crashed guests while BPF programs attached and
-		// detached; nested KVM is far slower than TCG.
+		// TCG runs both architectures alike on any host; multi-threaded
+		// TCG crashed guests while BPF programs attached and detached.
 		"-accel", "tcg,thread=single", "-smp", "2", "-m", "2048",
 		"-kernel", vmlinuz, "-initrd", initrd,
 		"-append", "console=" + q.console + " panic=-1 results=" + q.device,
