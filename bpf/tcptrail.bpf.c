@@ -654,8 +654,8 @@ static __always_inline void note_victim(struct inflight *in, int newfd)
 	in->victim_fd = newfd;
 }
 
-/* Entry of syscall id with the registers it entered with. */
-static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
+/* Entry of syscall id with its first two arguments. */
+static __always_inline int on_sys_enter(long id, __u64 arg1, __u64 arg2)
 {
 	struct inflight in = {};
 	struct sock *sk = NULL;
@@ -668,7 +668,7 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 		return 0;
 
 	in.call = call;
-	in.fd = (int)SYSCALL_ARG1(regs); /* a trusted tp_btf argument: a plain load */
+	in.fd = (int)arg1;
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (cfg.filter_tgid && (pid_tgid >> 32) != cfg.filter_tgid && call != TT_CALL_CLOSE &&
 	    call != TT_CALL_SHUTDOWN && call != TT_CALL_CLOSE_RANGE && call != TT_CALL_EXECVE &&
@@ -679,7 +679,7 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	case TT_CALL_CLOSE_RANGE:
 		/* The fds it closes are not walked: the transitions of the
 		 * sockets it releases are recognised as they come. */
-		in.arg = (__u32)SYSCALL_ARG2(regs);
+		in.arg = (__u32)arg2;
 		goto keep;
 	case TT_CALL_EXECVE:
 		in.fd = -1;
@@ -694,7 +694,7 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 
 		sk = fd_to_tcp_sock(in.fd, &shared);
 		if (call == TT_CALL_DUP && id != NR_dup)
-			note_victim(&in, (int)SYSCALL_ARG2(regs));
+			note_victim(&in, (int)arg2);
 		if (!sk && !in.victim_sk)
 			return 0;
 		if (sk) {
@@ -705,7 +705,7 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 		}
 	}
 	if (call == TT_CALL_BIND || call == TT_CALL_CONNECT)
-		in.uaddr = SYSCALL_ARG2(regs);
+		in.uaddr = arg2;
 
 	/* Close, shutdown, listen and dup of an untraced socket cost nothing
 	 * more; neither does a connect to an untraced port. A bind is kept
@@ -723,7 +723,7 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 		}
 	}
 	if (call == TT_CALL_SHUTDOWN)
-		in.arg = (__u32)SYSCALL_ARG2(regs);
+		in.arg = (__u32)arg2;
 
 keep:
 	if (bpf_map_update_elem(&inflight, &pid_tgid, &in, BPF_ANY))
@@ -893,15 +893,23 @@ keep:
 /*
  * The syscall hooks, in two variants. The raw_syscalls tracepoints run for
  * every syscall of every process on the host, which all pay for it; hooks
- * on the syscall functions themselves (fentry/fexit) run only for the calls
+ * on the functions behind the syscalls (fentry/fexit) run only for the calls
  * tcptrail needs. The loader picks the second where the kernel allows it
- * and attaches each fentry/fexit pair to its syscall's function (the
- * "syscall" in their section names is a placeholder it replaces).
+ * and points each fentry/fexit pair at its function (the "syscall" in their
+ * section names is a placeholder it replaces): the architecture's syscall
+ * wrapper, which takes the user's registers, or for the socket calls the
+ * __sys_* function behind it, which takes the arguments themselves (kernel
+ * BTF often lacks the socket calls' wrappers).
  */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 {
-	return on_sys_enter(regs, id);
+	/* This runs for every syscall on the host: the id test comes first,
+	 * before the registers are read. */
+	if (!call_of(id))
+		return 0;
+	/* regs is a trusted tp_btf argument: plain loads. */
+	return on_sys_enter(id, SYSCALL_ARG1(regs), SYSCALL_ARG2(regs));
 }
 
 SEC("tp_btf/sys_exit")
@@ -910,11 +918,13 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 	return on_sys_exit(SYSCALL_NR(regs), ret);
 }
 
-#define SYSCALL_HOOKS(name)                                                  \
+/* Hooks on a syscall wrapper: name(const struct pt_regs *regs). */
+#define WRAPPER_HOOKS(name)                                                  \
 	SEC("fentry/syscall")                                                \
 	int BPF_PROG(enter_##name, struct pt_regs *regs)                     \
 	{                                                                    \
-		return on_sys_enter(regs, NR_##name);                        \
+		return on_sys_enter(NR_##name, SYSCALL_ARG1(regs),           \
+				    SYSCALL_ARG2(regs));                     \
 	}                                                                    \
 	SEC("fexit/syscall")                                                 \
 	int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)            \
@@ -922,19 +932,82 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 		return on_sys_exit(NR_##name, ret);                          \
 	}
 
-SYSCALL_HOOKS(close)
-SYSCALL_HOOKS(close_range)
-SYSCALL_HOOKS(connect)
-SYSCALL_HOOKS(accept)
-SYSCALL_HOOKS(accept4)
-SYSCALL_HOOKS(bind)
-SYSCALL_HOOKS(listen)
-SYSCALL_HOOKS(shutdown)
-SYSCALL_HOOKS(dup)
-SYSCALL_HOOKS(dup2) /* not on arm64: the loader leaves it out there */
-SYSCALL_HOOKS(dup3)
-SYSCALL_HOOKS(execve)
-SYSCALL_HOOKS(execveat)
+WRAPPER_HOOKS(close)
+WRAPPER_HOOKS(close_range)
+WRAPPER_HOOKS(connect)
+WRAPPER_HOOKS(accept)
+WRAPPER_HOOKS(accept4)
+WRAPPER_HOOKS(bind)
+WRAPPER_HOOKS(listen)
+WRAPPER_HOOKS(shutdown)
+WRAPPER_HOOKS(dup)
+WRAPPER_HOOKS(dup2) /* not on arm64: the loader leaves it out there */
+WRAPPER_HOOKS(dup3)
+WRAPPER_HOOKS(execve)
+WRAPPER_HOOKS(execveat)
+
+/* Hooks on the functions behind the socket syscalls, which take the
+ * arguments themselves; fexit sees them all, then the return value. */
+SEC("fentry/syscall")
+int BPF_PROG(enter_sys_connect, int fd, void *uaddr)
+{
+	return on_sys_enter(NR_connect, fd, (__u64)uaddr);
+}
+
+SEC("fexit/syscall")
+int BPF_PROG(exit_sys_connect, int fd, void *uaddr, int addrlen, int ret)
+{
+	return on_sys_exit(NR_connect, ret);
+}
+
+SEC("fentry/syscall")
+int BPF_PROG(enter_sys_bind, int fd, void *uaddr)
+{
+	return on_sys_enter(NR_bind, fd, (__u64)uaddr);
+}
+
+SEC("fexit/syscall")
+int BPF_PROG(exit_sys_bind, int fd, void *uaddr, int addrlen, int ret)
+{
+	return on_sys_exit(NR_bind, ret);
+}
+
+SEC("fentry/syscall")
+int BPF_PROG(enter_sys_listen, int fd, int backlog)
+{
+	return on_sys_enter(NR_listen, fd, backlog);
+}
+
+SEC("fexit/syscall")
+int BPF_PROG(exit_sys_listen, int fd, int backlog, int ret)
+{
+	return on_sys_exit(NR_listen, ret);
+}
+
+SEC("fentry/syscall")
+int BPF_PROG(enter_sys_shutdown, int fd, int how)
+{
+	return on_sys_enter(NR_shutdown, fd, how);
+}
+
+SEC("fexit/syscall")
+int BPF_PROG(exit_sys_shutdown, int fd, int how, int ret)
+{
+	return on_sys_exit(NR_shutdown, ret);
+}
+
+/* accept and accept4 both come here. */
+SEC("fentry/syscall")
+int BPF_PROG(enter_sys_accept4, int fd)
+{
+	return on_sys_enter(NR_accept4, fd, 0);
+}
+
+SEC("fexit/syscall")
+int BPF_PROG(exit_sys_accept4, int fd, void *addr, void *addrlen, int flags, int ret)
+{
+	return on_sys_exit(NR_accept4, ret);
+}
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task)

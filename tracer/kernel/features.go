@@ -28,6 +28,8 @@ type Features struct {
 	// bpf_tramp_image. Without it the syscalls are hooked through the
 	// raw_syscalls tracepoints, which every syscall on the host pays for.
 	FunctionTracing bool
+	// FunctionTracingErr says why FunctionTracing is false.
+	FunctionTracingErr error
 }
 
 // ErrUnsupportedKernel wraps what a kernel lacks that tcptrail cannot do
@@ -66,24 +68,30 @@ func probeFeatures() (Features, error) {
 		asm.FnGetSocketCookie.Call(),
 	}) == nil
 	f.TaskBTF = probeTracing(asm.Instructions{asm.FnGetCurrentTaskBtf.Call()}) == nil
-	f.FunctionTracing = probeFunctionTracing() == nil
+	f.FunctionTracingErr = probeFunctionTracing()
+	f.FunctionTracing = f.FunctionTracingErr == nil
 	return f, nil
 }
 
-// probeFunctionTracing attaches an empty fexit program to close(2)'s
-// function and detaches it.
+// probeFunctionTracing checks that every syscall tcptrail needs can be
+// hooked as a function, then attaches an empty fexit program to the first
+// of them and detaches it.
 func probeFunctionTracing() error {
 	kspec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return err
 	}
 	if _, err := kspec.AnyTypeByName("bpf_tramp_image"); err != nil {
-		return fmt.Errorf("no trampoline images: %w", err)
+		return errNoTrampolineImages
+	}
+	plan, _, err := planFunctionHooks(kspec)
+	if err != nil {
+		return err
 	}
 	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
 		Type:         ebpf.Tracing,
 		AttachType:   ebpf.AttachTraceFExit,
-		AttachTo:     syscallFunction("close"),
+		AttachTo:     plan[0].target,
 		License:      "Dual BSD/GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	}, ebpf.ProgramOptions{LogDisabled: true})

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sort"
 	"strings"
 
@@ -205,7 +204,7 @@ func (p *Probe) String() string {
 	b.WriteString("tp_btf tracepoints sock:inet_sock_set_state and sched_process_fork/exit")
 	switch p.Hooks {
 	case HooksFunction:
-		fmt.Fprintf(&b, ", fentry/fexit on %d socket syscall functions", len(archSyscalls()))
+		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-3)/2)
 	case HooksTracepoint:
 		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little)")
 	default:
@@ -219,26 +218,6 @@ func (p *Probe) String() string {
 		b.WriteString(strings.Join(d, "; "))
 	}
 	return b.String()
-}
-
-// archSyscalls are the syscalls hooked as functions, by their names in the
-// kernel (sys_<name>), on this architecture.
-func archSyscalls() []string {
-	calls := []string{"close", "close_range", "connect", "accept", "accept4", "bind", "listen",
-		"shutdown", "dup", "dup3", "execve", "execveat"}
-	if runtime.GOARCH == "amd64" {
-		calls = append(calls, "dup2") // arm64 has dup3 only
-	}
-	return calls
-}
-
-// syscallFunction is the kernel function behind syscall name: the
-// architecture's wrapper, which takes the user's registers.
-func syscallFunction(name string) string {
-	if runtime.GOARCH == "arm64" {
-		return "__arm64_sys_" + name
-	}
-	return "__x64_sys_" + name
 }
 
 // selectPrograms drops from spec the programs this run does not use, and
@@ -258,19 +237,17 @@ func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
 		if err != nil {
 			return fmt.Errorf("kernel BTF: %w", err)
 		}
-		for _, call := range archSyscalls() {
-			// A syscall this kernel does not have (close_range before
-			// 5.9) cannot be called either: nothing to hook.
-			var fn *btf.Func
-			if kspec.TypeByName(syscallFunction(call), &fn) != nil {
-				continue
-			}
-			for _, name := range []string{"enter_" + call, "exit_" + call} {
+		plan, _, err := planFunctionHooks(kspec)
+		if err != nil {
+			return err
+		}
+		for _, h := range plan {
+			for _, name := range []string{h.enter, h.exit} {
 				ps, ok := spec.Programs[name]
 				if !ok {
 					return fmt.Errorf("no program %s in the BPF object", name)
 				}
-				ps.AttachTo = syscallFunction(call)
+				ps.AttachTo = h.target
 				keep[name] = true
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
 	"github.com/tcptrail/tcptrail/internal/testwait"
@@ -33,8 +34,22 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 		t.Fatalf("%+v", err)
 	}
 	ids := p.ProgramIDs()
-	if len(ids) != 5 {
-		t.Fatalf("want 5 programs loaded, got %d", len(ids))
+	// Transitions, fork and exit, plus the syscall hooks: two tracepoint
+	// programs, or an fentry/fexit pair per hooked function.
+	want := 5
+	if p.Hooks == HooksFunction {
+		kspec, err := btf.LoadKernelSpec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, _, err := planFunctionHooks(kspec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = 3 + 2*len(plan)
+	}
+	if len(ids) != want || len(p.links) != want {
+		t.Fatalf("want %d programs loaded and attached (%s hooks), got %d loaded, %d attached", want, p.Hooks, len(ids), len(p.links))
 	}
 	c, err := p.Counters()
 	if err != nil {

@@ -80,47 +80,57 @@ type tcptrailSynRecv struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptrailMapEvents           = "events"
-	tcptrailMapInflight         = "inflight"
-	tcptrailMapNextId           = "next_id"
-	tcptrailMapOwnedPorts       = "owned_ports"
-	tcptrailMapOwnedSocks       = "owned_socks"
-	tcptrailMapSockIds          = "sock_ids"
-	tcptrailMapSynRecvs         = "syn_recvs"
-	tcptrailProgEnterAccept     = "enter_accept"
-	tcptrailProgEnterAccept4    = "enter_accept4"
-	tcptrailProgEnterBind       = "enter_bind"
-	tcptrailProgEnterClose      = "enter_close"
-	tcptrailProgEnterCloseRange = "enter_close_range"
-	tcptrailProgEnterConnect    = "enter_connect"
-	tcptrailProgEnterDup        = "enter_dup"
-	tcptrailProgEnterDup2       = "enter_dup2"
-	tcptrailProgEnterDup3       = "enter_dup3"
-	tcptrailProgEnterExecve     = "enter_execve"
-	tcptrailProgEnterExecveat   = "enter_execveat"
-	tcptrailProgEnterListen     = "enter_listen"
-	tcptrailProgEnterShutdown   = "enter_shutdown"
-	tcptrailProgExitAccept      = "exit_accept"
-	tcptrailProgExitAccept4     = "exit_accept4"
-	tcptrailProgExitBind        = "exit_bind"
-	tcptrailProgExitClose       = "exit_close"
-	tcptrailProgExitCloseRange  = "exit_close_range"
-	tcptrailProgExitConnect     = "exit_connect"
-	tcptrailProgExitDup         = "exit_dup"
-	tcptrailProgExitDup2        = "exit_dup2"
-	tcptrailProgExitDup3        = "exit_dup3"
-	tcptrailProgExitExecve      = "exit_execve"
-	tcptrailProgExitExecveat    = "exit_execveat"
-	tcptrailProgExitListen      = "exit_listen"
-	tcptrailProgExitShutdown    = "exit_shutdown"
-	tcptrailProgHandleExit      = "handle_exit"
-	tcptrailProgHandleFork      = "handle_fork"
-	tcptrailProgHandleSetState  = "handle_set_state"
-	tcptrailProgHandleSysEnter  = "handle_sys_enter"
-	tcptrailProgHandleSysExit   = "handle_sys_exit"
-	tcptrailVarCfg              = "cfg"
-	tcptrailVarInflightFull     = "inflight_full"
-	tcptrailVarRingbufFull      = "ringbuf_full"
+	tcptrailMapEvents            = "events"
+	tcptrailMapInflight          = "inflight"
+	tcptrailMapNextId            = "next_id"
+	tcptrailMapOwnedPorts        = "owned_ports"
+	tcptrailMapOwnedSocks        = "owned_socks"
+	tcptrailMapSockIds           = "sock_ids"
+	tcptrailMapSynRecvs          = "syn_recvs"
+	tcptrailProgEnterAccept      = "enter_accept"
+	tcptrailProgEnterAccept4     = "enter_accept4"
+	tcptrailProgEnterBind        = "enter_bind"
+	tcptrailProgEnterClose       = "enter_close"
+	tcptrailProgEnterCloseRange  = "enter_close_range"
+	tcptrailProgEnterConnect     = "enter_connect"
+	tcptrailProgEnterDup         = "enter_dup"
+	tcptrailProgEnterDup2        = "enter_dup2"
+	tcptrailProgEnterDup3        = "enter_dup3"
+	tcptrailProgEnterExecve      = "enter_execve"
+	tcptrailProgEnterExecveat    = "enter_execveat"
+	tcptrailProgEnterListen      = "enter_listen"
+	tcptrailProgEnterShutdown    = "enter_shutdown"
+	tcptrailProgEnterSysAccept4  = "enter_sys_accept4"
+	tcptrailProgEnterSysBind     = "enter_sys_bind"
+	tcptrailProgEnterSysConnect  = "enter_sys_connect"
+	tcptrailProgEnterSysListen   = "enter_sys_listen"
+	tcptrailProgEnterSysShutdown = "enter_sys_shutdown"
+	tcptrailProgExitAccept       = "exit_accept"
+	tcptrailProgExitAccept4      = "exit_accept4"
+	tcptrailProgExitBind         = "exit_bind"
+	tcptrailProgExitClose        = "exit_close"
+	tcptrailProgExitCloseRange   = "exit_close_range"
+	tcptrailProgExitConnect      = "exit_connect"
+	tcptrailProgExitDup          = "exit_dup"
+	tcptrailProgExitDup2         = "exit_dup2"
+	tcptrailProgExitDup3         = "exit_dup3"
+	tcptrailProgExitExecve       = "exit_execve"
+	tcptrailProgExitExecveat     = "exit_execveat"
+	tcptrailProgExitListen       = "exit_listen"
+	tcptrailProgExitShutdown     = "exit_shutdown"
+	tcptrailProgExitSysAccept4   = "exit_sys_accept4"
+	tcptrailProgExitSysBind      = "exit_sys_bind"
+	tcptrailProgExitSysConnect   = "exit_sys_connect"
+	tcptrailProgExitSysListen    = "exit_sys_listen"
+	tcptrailProgExitSysShutdown  = "exit_sys_shutdown"
+	tcptrailProgHandleExit       = "handle_exit"
+	tcptrailProgHandleFork       = "handle_fork"
+	tcptrailProgHandleSetState   = "handle_set_state"
+	tcptrailProgHandleSysEnter   = "handle_sys_enter"
+	tcptrailProgHandleSysExit    = "handle_sys_exit"
+	tcptrailVarCfg               = "cfg"
+	tcptrailVarInflightFull      = "inflight_full"
+	tcptrailVarRingbufFull       = "ringbuf_full"
 )
 
 // loadTcptrail returns the embedded CollectionSpec for tcptrail.
@@ -165,37 +175,47 @@ type tcptrailSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailProgramSpecs struct {
-	EnterAccept     *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4    *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterBind       *ebpf.ProgramSpec `ebpf:"enter_bind"`
-	EnterClose      *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterCloseRange *ebpf.ProgramSpec `ebpf:"enter_close_range"`
-	EnterConnect    *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterDup        *ebpf.ProgramSpec `ebpf:"enter_dup"`
-	EnterDup2       *ebpf.ProgramSpec `ebpf:"enter_dup2"`
-	EnterDup3       *ebpf.ProgramSpec `ebpf:"enter_dup3"`
-	EnterExecve     *ebpf.ProgramSpec `ebpf:"enter_execve"`
-	EnterExecveat   *ebpf.ProgramSpec `ebpf:"enter_execveat"`
-	EnterListen     *ebpf.ProgramSpec `ebpf:"enter_listen"`
-	EnterShutdown   *ebpf.ProgramSpec `ebpf:"enter_shutdown"`
-	ExitAccept      *ebpf.ProgramSpec `ebpf:"exit_accept"`
-	ExitAccept4     *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitBind        *ebpf.ProgramSpec `ebpf:"exit_bind"`
-	ExitClose       *ebpf.ProgramSpec `ebpf:"exit_close"`
-	ExitCloseRange  *ebpf.ProgramSpec `ebpf:"exit_close_range"`
-	ExitConnect     *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitDup         *ebpf.ProgramSpec `ebpf:"exit_dup"`
-	ExitDup2        *ebpf.ProgramSpec `ebpf:"exit_dup2"`
-	ExitDup3        *ebpf.ProgramSpec `ebpf:"exit_dup3"`
-	ExitExecve      *ebpf.ProgramSpec `ebpf:"exit_execve"`
-	ExitExecveat    *ebpf.ProgramSpec `ebpf:"exit_execveat"`
-	ExitListen      *ebpf.ProgramSpec `ebpf:"exit_listen"`
-	ExitShutdown    *ebpf.ProgramSpec `ebpf:"exit_shutdown"`
-	HandleExit      *ebpf.ProgramSpec `ebpf:"handle_exit"`
-	HandleFork      *ebpf.ProgramSpec `ebpf:"handle_fork"`
-	HandleSetState  *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	HandleSysEnter  *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
-	HandleSysExit   *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
+	EnterAccept      *ebpf.ProgramSpec `ebpf:"enter_accept"`
+	EnterAccept4     *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterBind        *ebpf.ProgramSpec `ebpf:"enter_bind"`
+	EnterClose       *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterCloseRange  *ebpf.ProgramSpec `ebpf:"enter_close_range"`
+	EnterConnect     *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterDup         *ebpf.ProgramSpec `ebpf:"enter_dup"`
+	EnterDup2        *ebpf.ProgramSpec `ebpf:"enter_dup2"`
+	EnterDup3        *ebpf.ProgramSpec `ebpf:"enter_dup3"`
+	EnterExecve      *ebpf.ProgramSpec `ebpf:"enter_execve"`
+	EnterExecveat    *ebpf.ProgramSpec `ebpf:"enter_execveat"`
+	EnterListen      *ebpf.ProgramSpec `ebpf:"enter_listen"`
+	EnterShutdown    *ebpf.ProgramSpec `ebpf:"enter_shutdown"`
+	EnterSysAccept4  *ebpf.ProgramSpec `ebpf:"enter_sys_accept4"`
+	EnterSysBind     *ebpf.ProgramSpec `ebpf:"enter_sys_bind"`
+	EnterSysConnect  *ebpf.ProgramSpec `ebpf:"enter_sys_connect"`
+	EnterSysListen   *ebpf.ProgramSpec `ebpf:"enter_sys_listen"`
+	EnterSysShutdown *ebpf.ProgramSpec `ebpf:"enter_sys_shutdown"`
+	ExitAccept       *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4      *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitBind         *ebpf.ProgramSpec `ebpf:"exit_bind"`
+	ExitClose        *ebpf.ProgramSpec `ebpf:"exit_close"`
+	ExitCloseRange   *ebpf.ProgramSpec `ebpf:"exit_close_range"`
+	ExitConnect      *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitDup          *ebpf.ProgramSpec `ebpf:"exit_dup"`
+	ExitDup2         *ebpf.ProgramSpec `ebpf:"exit_dup2"`
+	ExitDup3         *ebpf.ProgramSpec `ebpf:"exit_dup3"`
+	ExitExecve       *ebpf.ProgramSpec `ebpf:"exit_execve"`
+	ExitExecveat     *ebpf.ProgramSpec `ebpf:"exit_execveat"`
+	ExitListen       *ebpf.ProgramSpec `ebpf:"exit_listen"`
+	ExitShutdown     *ebpf.ProgramSpec `ebpf:"exit_shutdown"`
+	ExitSysAccept4   *ebpf.ProgramSpec `ebpf:"exit_sys_accept4"`
+	ExitSysBind      *ebpf.ProgramSpec `ebpf:"exit_sys_bind"`
+	ExitSysConnect   *ebpf.ProgramSpec `ebpf:"exit_sys_connect"`
+	ExitSysListen    *ebpf.ProgramSpec `ebpf:"exit_sys_listen"`
+	ExitSysShutdown  *ebpf.ProgramSpec `ebpf:"exit_sys_shutdown"`
+	HandleExit       *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFork       *ebpf.ProgramSpec `ebpf:"handle_fork"`
+	HandleSetState   *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSysEnter   *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
+	HandleSysExit    *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
 }
 
 // tcptrailMapSpecs contains maps before they are loaded into the kernel.
@@ -274,37 +294,47 @@ type tcptrailVariables struct {
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailPrograms struct {
-	EnterAccept     *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4    *ebpf.Program `ebpf:"enter_accept4"`
-	EnterBind       *ebpf.Program `ebpf:"enter_bind"`
-	EnterClose      *ebpf.Program `ebpf:"enter_close"`
-	EnterCloseRange *ebpf.Program `ebpf:"enter_close_range"`
-	EnterConnect    *ebpf.Program `ebpf:"enter_connect"`
-	EnterDup        *ebpf.Program `ebpf:"enter_dup"`
-	EnterDup2       *ebpf.Program `ebpf:"enter_dup2"`
-	EnterDup3       *ebpf.Program `ebpf:"enter_dup3"`
-	EnterExecve     *ebpf.Program `ebpf:"enter_execve"`
-	EnterExecveat   *ebpf.Program `ebpf:"enter_execveat"`
-	EnterListen     *ebpf.Program `ebpf:"enter_listen"`
-	EnterShutdown   *ebpf.Program `ebpf:"enter_shutdown"`
-	ExitAccept      *ebpf.Program `ebpf:"exit_accept"`
-	ExitAccept4     *ebpf.Program `ebpf:"exit_accept4"`
-	ExitBind        *ebpf.Program `ebpf:"exit_bind"`
-	ExitClose       *ebpf.Program `ebpf:"exit_close"`
-	ExitCloseRange  *ebpf.Program `ebpf:"exit_close_range"`
-	ExitConnect     *ebpf.Program `ebpf:"exit_connect"`
-	ExitDup         *ebpf.Program `ebpf:"exit_dup"`
-	ExitDup2        *ebpf.Program `ebpf:"exit_dup2"`
-	ExitDup3        *ebpf.Program `ebpf:"exit_dup3"`
-	ExitExecve      *ebpf.Program `ebpf:"exit_execve"`
-	ExitExecveat    *ebpf.Program `ebpf:"exit_execveat"`
-	ExitListen      *ebpf.Program `ebpf:"exit_listen"`
-	ExitShutdown    *ebpf.Program `ebpf:"exit_shutdown"`
-	HandleExit      *ebpf.Program `ebpf:"handle_exit"`
-	HandleFork      *ebpf.Program `ebpf:"handle_fork"`
-	HandleSetState  *ebpf.Program `ebpf:"handle_set_state"`
-	HandleSysEnter  *ebpf.Program `ebpf:"handle_sys_enter"`
-	HandleSysExit   *ebpf.Program `ebpf:"handle_sys_exit"`
+	EnterAccept      *ebpf.Program `ebpf:"enter_accept"`
+	EnterAccept4     *ebpf.Program `ebpf:"enter_accept4"`
+	EnterBind        *ebpf.Program `ebpf:"enter_bind"`
+	EnterClose       *ebpf.Program `ebpf:"enter_close"`
+	EnterCloseRange  *ebpf.Program `ebpf:"enter_close_range"`
+	EnterConnect     *ebpf.Program `ebpf:"enter_connect"`
+	EnterDup         *ebpf.Program `ebpf:"enter_dup"`
+	EnterDup2        *ebpf.Program `ebpf:"enter_dup2"`
+	EnterDup3        *ebpf.Program `ebpf:"enter_dup3"`
+	EnterExecve      *ebpf.Program `ebpf:"enter_execve"`
+	EnterExecveat    *ebpf.Program `ebpf:"enter_execveat"`
+	EnterListen      *ebpf.Program `ebpf:"enter_listen"`
+	EnterShutdown    *ebpf.Program `ebpf:"enter_shutdown"`
+	EnterSysAccept4  *ebpf.Program `ebpf:"enter_sys_accept4"`
+	EnterSysBind     *ebpf.Program `ebpf:"enter_sys_bind"`
+	EnterSysConnect  *ebpf.Program `ebpf:"enter_sys_connect"`
+	EnterSysListen   *ebpf.Program `ebpf:"enter_sys_listen"`
+	EnterSysShutdown *ebpf.Program `ebpf:"enter_sys_shutdown"`
+	ExitAccept       *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4      *ebpf.Program `ebpf:"exit_accept4"`
+	ExitBind         *ebpf.Program `ebpf:"exit_bind"`
+	ExitClose        *ebpf.Program `ebpf:"exit_close"`
+	ExitCloseRange   *ebpf.Program `ebpf:"exit_close_range"`
+	ExitConnect      *ebpf.Program `ebpf:"exit_connect"`
+	ExitDup          *ebpf.Program `ebpf:"exit_dup"`
+	ExitDup2         *ebpf.Program `ebpf:"exit_dup2"`
+	ExitDup3         *ebpf.Program `ebpf:"exit_dup3"`
+	ExitExecve       *ebpf.Program `ebpf:"exit_execve"`
+	ExitExecveat     *ebpf.Program `ebpf:"exit_execveat"`
+	ExitListen       *ebpf.Program `ebpf:"exit_listen"`
+	ExitShutdown     *ebpf.Program `ebpf:"exit_shutdown"`
+	ExitSysAccept4   *ebpf.Program `ebpf:"exit_sys_accept4"`
+	ExitSysBind      *ebpf.Program `ebpf:"exit_sys_bind"`
+	ExitSysConnect   *ebpf.Program `ebpf:"exit_sys_connect"`
+	ExitSysListen    *ebpf.Program `ebpf:"exit_sys_listen"`
+	ExitSysShutdown  *ebpf.Program `ebpf:"exit_sys_shutdown"`
+	HandleExit       *ebpf.Program `ebpf:"handle_exit"`
+	HandleFork       *ebpf.Program `ebpf:"handle_fork"`
+	HandleSetState   *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSysEnter   *ebpf.Program `ebpf:"handle_sys_enter"`
+	HandleSysExit    *ebpf.Program `ebpf:"handle_sys_exit"`
 }
 
 func (p *tcptrailPrograms) Close() error {
@@ -322,6 +352,11 @@ func (p *tcptrailPrograms) Close() error {
 		p.EnterExecveat,
 		p.EnterListen,
 		p.EnterShutdown,
+		p.EnterSysAccept4,
+		p.EnterSysBind,
+		p.EnterSysConnect,
+		p.EnterSysListen,
+		p.EnterSysShutdown,
 		p.ExitAccept,
 		p.ExitAccept4,
 		p.ExitBind,
@@ -335,6 +370,11 @@ func (p *tcptrailPrograms) Close() error {
 		p.ExitExecveat,
 		p.ExitListen,
 		p.ExitShutdown,
+		p.ExitSysAccept4,
+		p.ExitSysBind,
+		p.ExitSysConnect,
+		p.ExitSysListen,
+		p.ExitSysShutdown,
 		p.HandleExit,
 		p.HandleFork,
 		p.HandleSetState,
