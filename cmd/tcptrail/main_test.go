@@ -18,6 +18,7 @@ import (
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
 	"github.com/tcptrail/tcptrail/internal/testwait"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
 )
 
 // binary is tcptrail built once for the end-to-end tests (or prebuilt).
@@ -210,6 +211,17 @@ func oneConnection(t *testing.T, port int) {
 	}
 	c.Close()
 	s.Close()
+	// The last ACKs may be processed a little later (timers, softirqs on
+	// another CPU): wait until the kernel is done with both ends, so that
+	// whatever the tracer misses is its own doing. Its ring buffer may
+	// still hold the events: that is the drain under test.
+	busy := uint32(socktable.AllStates &^ (1<<5 | 1<<6 | 1<<7 | 1<<10)) // not FIN_WAIT2, TIME_WAIT, CLOSE, LISTEN
+	testwait.Until(t, 5*time.Second, "the connection's ends to close", func() bool {
+		left, err := socktable.DumpFunc(syscall.AF_INET, busy, func(e *socktable.Entry) bool {
+			return e.Local.Port() == uint16(port) || e.Remote.Port() == uint16(port)
+		})
+		return err == nil && len(left) == 0
+	})
 }
 
 // TestSignalLeavesCompleteCapture: SIGTERM and SIGINT detach, drain, write
