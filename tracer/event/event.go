@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 )
 
 // Kind says what a record reports.
@@ -68,6 +69,20 @@ func (c Call) Releases() bool {
 // identity: match its sockets by address instead. Made-up identities stay
 // below 2^53, so JSON readers keep them exact.
 const SyntheticID uint64 = 1 << 52
+
+// AppendID appends a socket's identity as shown to people: "#4097" for a
+// cookie, "#~1.42" for a made-up identity (CPU 1's 42nd), short enough
+// for a table column. JSON carries the number itself.
+func AppendID(b []byte, id uint64) []byte {
+	b = append(b, '#')
+	if id&SyntheticID == 0 {
+		return strconv.AppendUint(b, id, 10)
+	}
+	b = append(b, '~')
+	b = strconv.AppendUint(b, (id>>40)&0xfff, 10)
+	b = append(b, '.')
+	return strconv.AppendUint(b, id&(1<<40-1), 10)
+}
 
 // SameSocket reports whether a socket the kernel's table lists with cookie
 // tableCookie may be the traced socket id, whose addresses already matched.

@@ -119,3 +119,18 @@ func TestSameSocket(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendID(t *testing.T) {
+	for _, c := range []struct {
+		id   uint64
+		want string
+	}{
+		{4097, "#4097"},
+		{SyntheticID | 42, "#~0.42"},
+		{SyntheticID | 3<<40 | 7, "#~3.7"},
+	} {
+		if got := string(AppendID(nil, c.id)); got != c.want {
+			t.Errorf("AppendID(%#x) = %q, want %q", c.id, got, c.want)
+		}
+	}
+}

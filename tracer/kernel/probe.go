@@ -206,7 +206,11 @@ func (p *Probe) String() string {
 	case HooksFunction:
 		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-3)/2)
 	case HooksTracepoint:
-		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little)")
+		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little")
+		if err := p.Features.FunctionTracingErr; err != nil {
+			fmt.Fprintf(&b, "; no function hooks: %v", err)
+		}
+		b.WriteString(")")
 	default:
 		b.WriteString(" only (no owners or causes)")
 	}

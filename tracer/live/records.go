@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -38,15 +39,15 @@ func (t *Table) Record(rec any) error {
 	case *capture.Snapshot:
 		switch r.Reason {
 		case "start":
-			t.Line(r.Time, "EXISTING", fmt.Sprintf("#%d %s:%d -> %s:%d %s, owned by %s", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners)))
+			t.Line(r.Time, "EXISTING", fmt.Sprintf("%s %s:%d -> %s:%d %s, owned by %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners)))
 		case "timewait":
 			left := ""
 			if r.TimerMs > 0 {
 				left = ", " + timeline.FmtDur(time.Duration(r.TimerMs)*time.Millisecond) + " left"
 			}
-			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d now %s (timewait socket%s; %s)", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, left, r.Note))
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d now %s (timewait socket%s; %s)", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, left, r.Note))
 		case "timewait_gone":
-			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("#%d %s:%d -> %s:%d timewait socket gone: %s", r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note))
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d timewait socket gone: %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note))
 		}
 	case *capture.Call:
 		if r.Note != "" {

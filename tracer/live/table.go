@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -158,12 +159,8 @@ func appendOwners(b []byte, owners []timeline.Owner) []byte {
 	return b
 }
 
-// appendCookie prints the low digits of the socket cookie: enough to tell
-// sockets apart on screen; JSON has the whole value.
-func appendCookie(b []byte, cookie uint64) []byte {
-	b = append(b, '#')
-	return strconv.AppendUint(b, cookie, 10)
-}
+// appendCookie prints the socket's identity (event.AppendID).
+func appendCookie(b []byte, cookie uint64) []byte { return event.AppendID(b, cookie) }
 
 // AppendDuration formats ns compactly: 850ns, 12.3µs, 4.56ms, 1.002s, 3m04s.
 // Integer arithmetic only: this runs for every line.
