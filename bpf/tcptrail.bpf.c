@@ -1009,6 +1009,27 @@ int BPF_PROG(exit_sys_accept4, int fd, void *addr, void *addrlen, int flags, int
 	return on_sys_exit(NR_accept4, ret);
 }
 
+/* A thread other than the leader that executes a program becomes the
+ * leader (de_thread): its pid_tgid changes in the middle of execve. Move its
+ * call there, so that the close-on-exec releases after the call find it. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p, int old_pid)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 old = (pid_tgid & ~0xffffffffULL) | (__u32)old_pid;
+	struct inflight *in;
+
+	if (old == pid_tgid)
+		return 0;
+	in = bpf_map_lookup_elem(&inflight, &old);
+	if (!in)
+		return 0;
+	if (bpf_map_update_elem(&inflight, &pid_tgid, in, BPF_ANY))
+		__sync_fetch_and_add(&inflight_full, 1);
+	bpf_map_delete_elem(&inflight, &old);
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task)
 {

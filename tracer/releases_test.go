@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,9 +96,19 @@ func TestCauseCloseRange(t *testing.T) {
 	}
 }
 
+func init() {
+	// The exec helper's main goroutine stays on the main thread, the
+	// leader: "exec from the leader" means it.
+	if os.Getenv("TCPTRAIL_TEST_HELPER") == "exec" {
+		runtime.LockOSThread()
+	}
+}
+
 // execHelper (TCPTRAIL_TEST_HELPER=exec) connects a close-on-exec socket to
 // TCPTRAIL_TEST_ADDR, prints its local address, and on a line from stdin
-// executes itself as a "hold" helper, which closes the socket.
+// executes itself as a "hold" helper, which closes the socket. With
+// TCPTRAIL_TEST_EXEC_THREAD=other it executes from a thread other than the
+// leader, which the kernel turns into the leader during execve.
 func execHelper() {
 	fd, local, err := connectRaw(netip.MustParseAddrPort(os.Getenv("TCPTRAIL_TEST_ADDR")), unix.SOCK_CLOEXEC)
 	if err != nil {
@@ -106,8 +117,25 @@ func execHelper() {
 	}
 	fmt.Printf("%s %d\n", local, fd)
 	bufio.NewReader(os.Stdin).ReadString('\n')
+	if os.Getenv("TCPTRAIL_TEST_EXEC_THREAD") != "other" {
+		execHold()
+	}
+	// The main goroutine holds the leader thread: a goroutine locked to
+	// its own thread runs elsewhere.
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			fmt.Fprintln(os.Stderr, "exec helper: not on another thread")
+			os.Exit(1)
+		}
+		execHold()
+	}()
+	select {}
+}
+
+func execHold() {
 	env := append(os.Environ(), "TCPTRAIL_TEST_HELPER=hold")
-	err = unix.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$"}, env)
+	err := unix.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$"}, env)
 	fmt.Fprintln(os.Stderr, "exec:", err)
 	os.Exit(1)
 }
@@ -116,34 +144,39 @@ func TestCauseCloseOnExec(t *testing.T) {
 	t.Parallel()
 	s := startSession(t, tracer.Config{}, 17113)
 	addr, _ := loopbackServer(t, 17113)
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "TCPTRAIL_TEST_HELPER=exec", "TCPTRAIL_TEST_ADDR="+addr.String())
-	child.Stderr = os.Stderr
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); child.Process.Kill(); child.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	fields := strings.Fields(line)
-	local := netip.MustParseAddrPort(fields[0])
-	if _, err := strconv.Atoi(fields[1]); err != nil {
-		t.Fatalf("helper said %q", line)
-	}
-	fmt.Fprintln(stdin, "exec")
-	st := waitStep(t, s.rec, local, event.Established, event.FinWait1)
-	if st.CauseKind != timeline.CauseClose || st.Cause != "execve (close-on-exec)" || st.CausePID != uint32(child.Process.Pid) {
-		t.Fatalf("got %v, want cause execve (close-on-exec) in pid %d", st, child.Process.Pid)
+	for _, thread := range []string{"leader", "other"} {
+		t.Run(thread, func(t *testing.T) {
+			child := exec.Command(os.Args[0], "-test.run=^$")
+			child.Env = append(os.Environ(), "TCPTRAIL_TEST_HELPER=exec", "TCPTRAIL_TEST_ADDR="+addr.String(),
+				"TCPTRAIL_TEST_EXEC_THREAD="+thread)
+			child.Stderr = os.Stderr
+			stdin, err := child.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := child.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := child.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { stdin.Close(); child.Process.Kill(); child.Wait() })
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			if err != nil {
+				t.Fatalf("helper: %v", err)
+			}
+			fields := strings.Fields(line)
+			local := netip.MustParseAddrPort(fields[0])
+			if _, err := strconv.Atoi(fields[1]); err != nil {
+				t.Fatalf("helper said %q", line)
+			}
+			fmt.Fprintln(stdin, "exec")
+			st := waitStep(t, s.rec, local, event.Established, event.FinWait1)
+			if st.CauseKind != timeline.CauseClose || st.Cause != "execve (close-on-exec)" || st.CausePID != uint32(child.Process.Pid) {
+				t.Fatalf("got %v, want cause execve (close-on-exec) in pid %d", st, child.Process.Pid)
+			}
+		})
 	}
 }
 

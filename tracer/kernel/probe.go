@@ -201,10 +201,10 @@ func Load(cfg Config) (*Probe, error) {
 // String says in one line what the probe runs with, and what is degraded.
 func (p *Probe) String() string {
 	var b strings.Builder
-	b.WriteString("tp_btf tracepoints sock:inet_sock_set_state and sched_process_fork/exit")
+	b.WriteString("tp_btf tracepoints sock:inet_sock_set_state and sched_process_fork/exec/exit")
 	switch p.Hooks {
 	case HooksFunction:
-		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-3)/2)
+		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-4)/2)
 	case HooksTracepoint:
 		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little")
 		if err := p.Features.FunctionTracingErr; err != nil {
@@ -231,6 +231,7 @@ func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
 	if !cfg.TransitionsOnly {
 		keep[tcptrailProgHandleExit] = true
 		keep[tcptrailProgHandleFork] = true
+		keep[tcptrailProgHandleExec] = true
 	}
 	switch hooks {
 	case HooksTracepoint:

@@ -123,6 +123,7 @@ const (
 	tcptrailProgExitSysConnect   = "exit_sys_connect"
 	tcptrailProgExitSysListen    = "exit_sys_listen"
 	tcptrailProgExitSysShutdown  = "exit_sys_shutdown"
+	tcptrailProgHandleExec       = "handle_exec"
 	tcptrailProgHandleExit       = "handle_exit"
 	tcptrailProgHandleFork       = "handle_fork"
 	tcptrailProgHandleSetState   = "handle_set_state"
@@ -211,6 +212,7 @@ type tcptrailProgramSpecs struct {
 	ExitSysConnect   *ebpf.ProgramSpec `ebpf:"exit_sys_connect"`
 	ExitSysListen    *ebpf.ProgramSpec `ebpf:"exit_sys_listen"`
 	ExitSysShutdown  *ebpf.ProgramSpec `ebpf:"exit_sys_shutdown"`
+	HandleExec       *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit       *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleFork       *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleSetState   *ebpf.ProgramSpec `ebpf:"handle_set_state"`
@@ -330,6 +332,7 @@ type tcptrailPrograms struct {
 	ExitSysConnect   *ebpf.Program `ebpf:"exit_sys_connect"`
 	ExitSysListen    *ebpf.Program `ebpf:"exit_sys_listen"`
 	ExitSysShutdown  *ebpf.Program `ebpf:"exit_sys_shutdown"`
+	HandleExec       *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit       *ebpf.Program `ebpf:"handle_exit"`
 	HandleFork       *ebpf.Program `ebpf:"handle_fork"`
 	HandleSetState   *ebpf.Program `ebpf:"handle_set_state"`
@@ -375,6 +378,7 @@ func (p *tcptrailPrograms) Close() error {
 		p.ExitSysConnect,
 		p.ExitSysListen,
 		p.ExitSysShutdown,
+		p.HandleExec,
 		p.HandleExit,
 		p.HandleFork,
 		p.HandleSetState,
