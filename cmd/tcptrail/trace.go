@@ -176,7 +176,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintln(stderr, lerr.Log())
 		}
 		if errors.Is(err, kernel.ErrPrivileges) || errors.Is(err, kernel.ErrNoBTF) ||
-			errors.Is(err, kernel.ErrUnsupportedKernel) {
+			errors.Is(err, kernel.ErrUnsupportedKernel) || errors.Is(err, kernel.ErrNoFunctionHooks) {
 			return usageError{err}
 		}
 		return err

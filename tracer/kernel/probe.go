@@ -62,6 +62,10 @@ const DefaultWakeupBytes = 256 << 10
 // ErrPrivileges is returned when the process may not load BPF programs.
 var ErrPrivileges = errors.New("tcptrail needs CAP_BPF and CAP_PERFMON (or root): run it with sudo")
 
+// ErrNoFunctionHooks is returned when function hooks were asked for on a
+// kernel that cannot give them.
+var ErrNoFunctionHooks = errors.New("this kernel cannot hook syscall functions")
+
 // ErrNoBTF is returned when the kernel exposes no BTF.
 var ErrNoBTF = errors.New("kernel BTF not found: tcptrail needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")
 
@@ -153,7 +157,7 @@ func Load(cfg Config) (*Probe, error) {
 			}
 		}
 		if p.Hooks == HooksFunction && !feat.FunctionTracing {
-			return nil, fmt.Errorf("%w: it cannot hook syscall functions (fentry/fexit); use the tracepoint hooks", ErrUnsupportedKernel)
+			return nil, fmt.Errorf("%w (fentry/fexit: %v): use the tracepoint hooks", ErrNoFunctionHooks, feat.FunctionTracingErr)
 		}
 	}
 	if err := selectPrograms(spec, cfg, p.Hooks); err != nil {
