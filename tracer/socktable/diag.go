@@ -1,14 +1,17 @@
 // Package socktable asks the kernel's socket table (sock_diag netlink) about
 // TCP sockets, and /proc about which processes hold them. It sees what no
 // tracepoint reports: sockets older than the trace, and timewait sockets
-// (their FIN_WAIT2 → TIME_WAIT change and their expiry).
+// (their FIN_WAIT2 → TIME_WAIT change and their expiry). The package-level
+// functions ask our own network namespace; Namespaces asks the others.
 package socktable
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -26,6 +29,7 @@ type Entry struct {
 	Expires uint32 // ms left on the timer
 	Inode   uint32 // 0 for timewait sockets: no process holds them
 	UID     uint32
+	NetNS   uint32 // inode of the network namespace it was read from; 0 from a Conn of Open
 }
 
 const (
@@ -91,11 +95,15 @@ func DumpFunc(family uint8, states uint32, keep func(*Entry) bool) ([]Entry, err
 	return c.query(&req, unix.NLM_F_DUMP, keep)
 }
 
-// Conn is a sock_diag netlink socket kept open for repeated lookups.
+// Conn is a sock_diag netlink socket kept open for repeated lookups. It
+// sees the sockets of the network namespace it was created in, whichever
+// namespace later asks. It is safe for concurrent use: queries take turns.
 type Conn struct {
-	fd  int
-	seq uint32
-	buf []byte
+	mu    sync.Mutex
+	fd    int // -1 once closed
+	seq   uint32
+	buf   []byte
+	netns uint32 // copied into each Entry; 0: not known
 }
 
 // Open opens a sock_diag socket.
@@ -107,8 +115,19 @@ func Open() (*Conn, error) {
 	return &Conn{fd: fd, buf: make([]byte, 64<<10)}, nil
 }
 
-// Close closes the socket.
-func (c *Conn) Close() error { return unix.Close(c.fd) }
+// Close closes the socket. It waits for a query in progress, so that the
+// fd number is never reused under it; later queries fail with
+// net.ErrClosed. Closing twice is harmless.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return nil
+	}
+	err := unix.Close(c.fd)
+	c.fd = -1
+	return err
+}
 
 // Lookup finds the TCP socket with this four-tuple, timewait sockets
 // included. It returns nil, nil when there is none. Note that the kernel
@@ -155,7 +174,12 @@ func putAddr(dst []byte, a netip.Addr) {
 }
 
 func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) ([]Entry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	fd := c.fd
+	if fd < 0 {
+		return nil, net.ErrClosed
+	}
 	const hdrLen = unix.SizeofNlMsghdr
 	reqLen := int(unsafe.Sizeof(*req))
 	msg := make([]byte, hdrLen+reqLen)
@@ -203,6 +227,7 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) (
 				continue
 			}
 			e := decode((*inetDiagMsg)(unsafe.Pointer(&m.Data[0])))
+			e.NetNS = c.netns
 			if keep == nil || keep(&e) {
 				out = append(out, e)
 			}

@@ -16,6 +16,11 @@ type FDOwner struct {
 // OwnersOf scans /proc for the fds that refer to the given socket inodes.
 // It reads every process's fd table, so call it rarely: at start, and when
 // a diagnosis needs the holder of a socket older than the trace.
+//
+// It needs no network namespace: socket inodes come from one filesystem
+// (sockfs) for the whole host, so they are unique across namespaces, and a
+// process's fd links show them whichever namespace the socket is in. It
+// sees the processes of our pid namespace (all of them on the host's).
 func OwnersOf(inodes map[uint32]bool) map[uint32][]FDOwner {
 	out := make(map[uint32][]FDOwner)
 	if len(inodes) == 0 {
