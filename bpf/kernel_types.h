@@ -55,6 +55,33 @@ struct in6_addr {
 	} in6_u;
 };
 
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+/* A socket's cgroup: a pointer since 5.15; before, a union whose val is the
+ * pointer when its lowest bit is clear. */
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+	__u64 val;
+};
+
 typedef struct {
 	__s64 counter;
 } atomic64_t;
@@ -70,12 +97,14 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 	atomic64_t skc_cookie;
 	unsigned long skc_flags;
+	possible_net_t skc_net;
 };
 
 struct socket;
 
 struct sock {
 	struct sock_common __sk_common;
+	struct sock_cgroup_data sk_cgrp_data;
 	struct socket *sk_socket;
 	int sk_err;
 	__u16 sk_protocol;

@@ -209,6 +209,18 @@ struct {
 	__type(value, __u64);
 } sock_ids SEC(".maps");
 
+/*
+ * cgroup_filter: cgroup id -> 1, the cgroups whose sockets are traced when
+ * cfg.filter_cgroups is set (--cgroup, --container). Filled by the loader
+ * before attaching; never changed after.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
+
 /* next_id: per CPU, the counter behind synthetic ids. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -344,6 +356,40 @@ static __always_inline void fill_task(struct event *e, __u64 pid_tgid)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
+/* The inode of sk's network namespace: part of its identity, since
+ * namespaces reuse each other's addresses. */
+static __always_inline __u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* The cgroup v2 id of sk's creator (the socket keeps it), or 0. */
+static __always_inline __u64 sock_cgroup(const struct sock *sk)
+{
+	struct cgroup *cg;
+
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
+		cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	} else {
+		__u64 val = BPF_CORE_READ(sk, sk_cgrp_data.val);
+
+		cg = (val & 1) ? NULL : (struct cgroup *)val;
+	}
+	if (!cg)
+		return 0;
+	return BPF_CORE_READ(cg, kn, id);
+}
+
+/* Whether sk belongs to the namespace and cgroups being traced. */
+static __always_inline bool sock_in_scope(const struct sock *sk, __u32 netns, __u64 cgroup)
+{
+	if (cfg.filter_netns && netns != cfg.filter_netns)
+		return false;
+	if (cfg.filter_cgroups && !bpf_map_lookup_elem(&cgroup_filter, &cgroup))
+		return false;
+	return true;
+}
+
 /* Addresses, family and ports of sk. The local port comes from inet_sport:
  * skc_num is already 0 when a socket that never called bind() reaches CLOSE. */
 static __always_inline void fill_sock(struct event *e, const struct sock *sk)
@@ -353,6 +399,8 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->netns = sock_netns(sk);
+	e->cgroup = sock_cgroup(sk);
 	if (e->family == AF_INET) {
 		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
 		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
@@ -459,7 +507,8 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	__u16 sport, dport;
 	__u8 call = 0;
 	__s32 fd = -1;
-	__u64 id;
+	__u64 id, cgroup;
+	__u32 netns;
 
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
@@ -472,6 +521,10 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (!ports_wanted(sport, dport))
+		return 0;
+	netns = sock_netns(sk);
+	cgroup = sock_cgroup(sk);
+	if (!sock_in_scope(sk, netns, cgroup))
 		return 0;
 
 	/* A new child that still carries its listener's addresses and cookie:
@@ -528,6 +581,8 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	e->sport = sport;
 	e->dport = dport;
 	e->sk_err = sk->sk_err;
+	e->netns = netns;
+	e->cgroup = cgroup;
 	if (family == AF_INET) {
 		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
 		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
@@ -754,6 +809,8 @@ static __always_inline void emit_call(struct inflight *in, struct sock *sk, __s3
 		 * holder may be a traced socket (a client's fixed local port is
 		 * often not among the traced ones). User space drops the rest. */
 		if (!ports_wanted(sport, dport) && ret != -98 && ret != -99)
+			return;
+		if (!sock_in_scope(sk, sock_netns(sk), sock_cgroup(sk)))
 			return;
 		if (cfg.filter_tgid) {
 			if ((pid_tgid >> 32) == cfg.filter_tgid)
@@ -1052,6 +1109,7 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_task(e, pid_tgid);
+	e->cgroup = bpf_get_current_cgroup_id();
 	e->kind = TT_EVENT_EXIT;
 	e->fd = -1;
 	submit(e);
@@ -1074,6 +1132,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_task(e, bpf_get_current_pid_tgid());
+	e->cgroup = bpf_get_current_cgroup_id();
 	e->kind = TT_EVENT_FORK;
 	e->arg = child->tgid;
 	e->fd = -1;

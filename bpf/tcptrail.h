@@ -46,7 +46,9 @@ struct config {
 	__u8 filter_ports;   /* port_bits says which ports are traced */
 	__u8 cookie_helper;  /* bpf_get_socket_cookie() works in tracing programs (5.12+) */
 	__u8 task_btf;       /* bpf_get_current_task_btf() exists (5.11+) */
-	__u8 _pad;
+	__u8 filter_cgroups; /* only sockets whose cgroup is in cgroup_filter */
+	__u32 filter_netns;  /* only sockets of this network namespace (inode; 0: all) */
+	__u32 _pad;
 	__u64 port_bits[1024]; /* bit p: port p is traced, as local or remote port */
 };
 
@@ -72,6 +74,9 @@ struct event {
 	__u8 flags;      /* enum tt_flags */
 	__u8 _pad[3];
 	char comm[16];
+	__u64 cgroup;    /* socket events: the cgroup (v2) of the socket's creator; others: the task's */
+	__u32 netns;     /* socket events: the inode of the socket's network namespace; 0 otherwise */
+	__u32 _pad2;
 };
 
 #endif

@@ -350,8 +350,11 @@ func TestIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Close()
-	c.Close()
+	// Close the client only once the server's FIN arrived: closing both at
+	// once is a simultaneous close (CLOSING on both ends), another story.
 	local := localOf(c)
+	waitStep(t, s.rec, local, event.Established, event.CloseWait)
+	c.Close()
 	st := waitStep(t, s.rec, local, event.LastAck, event.Close)
 	if !st.Local.Addr().Is6() || st.Remote != netip.MustParseAddrPort("[::1]:17107") {
 		t.Fatalf("IPv6 addresses: %v", st)
@@ -393,7 +396,9 @@ func TestPIDFilter(t *testing.T) {
 }
 
 // TestSparseEventsArriveQuickly: the kernel batches reader wakeups, and the
-// reader's deadline bounds how long a lone event waits: under 100 ms.
+// reader's deadline bounds how long a lone event waits: one polling period,
+// plus what a loaded (or emulated) machine takes to schedule the reader and
+// get the event through: within three periods.
 func TestSparseEventsArriveQuickly(t *testing.T) {
 	t.Parallel()
 	s := startSession(t, tracer.Config{}, 17109)
@@ -401,12 +406,14 @@ func TestSparseEventsArriveQuickly(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		c := dial(t, addr)
 		(<-accepted).Close()
+		// The server's FIN first: no simultaneous close.
+		waitStep(t, s.rec, localOf(c), event.Established, event.CloseWait)
 		c.Close()
 		waitStep(t, s.rec, localOf(c), event.LastAck, event.Close)
 		time.Sleep(120 * time.Millisecond) // sparse: each connection alone in its poll period
 	}
 	for _, st := range s.rec.Steps(func(Step) bool { return true }) {
-		if lag := time.Duration(st.ArrivedNs - st.MonoNs); lag > 100*time.Millisecond {
+		if lag := time.Duration(st.ArrivedNs - st.MonoNs); lag > 3*tracer.DefaultPollInterval {
 			t.Errorf("%v reached the sink %v after it happened", st, lag)
 		}
 	}

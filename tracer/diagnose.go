@@ -48,7 +48,7 @@ type Diagnoser struct {
 	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	twUnwatched uint64
-	diag        *socktable.Conn // kept open: timewait lookups are frequent
+	table       SocketTable
 
 	// finTimeoutMs is net.ipv4.tcp_fin_timeout: how long a FIN_WAIT2
 	// timewait socket waits for the peer's FIN (0: unknown).
@@ -59,7 +59,11 @@ type Diagnoser struct {
 	RecordCalls bool
 }
 
-type tuple struct{ local, remote netip.AddrPort }
+// tuple names a connection: namespaces reuse each other's addresses.
+type tuple struct {
+	netns         uint32
+	local, remote netip.AddrPort
+}
 
 type stuckLeak struct {
 	rec   capture.Leak
@@ -72,6 +76,7 @@ type closeWait struct {
 }
 
 type twWatch struct {
+	netns         uint32
 	local, remote netip.AddrPort
 	family        uint16
 	state         uint8 // the phase it is in
@@ -80,13 +85,14 @@ type twWatch struct {
 	nextPoll      uint64 // when to look it up next (monotonic)
 }
 
-// NewDiagnoser returns a diagnoser that reports through emit.
-func NewDiagnoser(tr *timeline.Tracker, clock Clock, leakAfter time.Duration, emit func(any)) *Diagnoser {
+// NewDiagnoser returns a diagnoser that asks table and reports through emit.
+func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfter time.Duration, emit func(any)) *Diagnoser {
 	if leakAfter <= 0 {
 		leakAfter = DefaultLeakAfter
 	}
 	return &Diagnoser{
 		tracker:   tr,
+		table:     table,
 		clock:     clock,
 		leakAfter: leakAfter,
 		emit:      emit,
@@ -128,9 +134,19 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 		d.ports[p] = true
 	}
 	d.pid = pid
-	mine, err := dumpAll(d.wanted)
+	namespaces, err := d.table.Namespaces()
 	if err != nil {
-		return fmt.Errorf("list existing sockets: %w", err)
+		return fmt.Errorf("list network namespaces: %w", err)
+	}
+	var mine []socktable.Entry
+	for _, ns := range namespaces {
+		found, err := d.table.Dump(ns, d.wanted)
+		if err != nil {
+			// A namespace that went away meanwhile has no sockets left;
+			// the query is counted as failed.
+			continue
+		}
+		mine = append(mine, found...)
 	}
 	inodes := make(map[uint32]bool)
 	for _, e := range mine {
@@ -147,16 +163,16 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 		}
 		rec := &capture.Snapshot{
 			Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "start",
-			Socket: capture.SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+			Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
 			State:  event.State(e.State).String(), Owners: capture.Owners(own),
 		}
 		if e.Inode == 0 {
 			// A timewait socket: the kernel holds it, no process does.
 			rec.TimerMs = int64(e.Expires)
-			d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires))
+			d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires))
 		} else {
 			s := d.tracker.Add(timeline.Socket{
-				Cookie: e.Cookie, Family: e.Family, Local: e.Local, Remote: e.Remote,
+				Cookie: e.Cookie, NetNS: e.NetNS, Family: e.Family, Local: e.Local, Remote: e.Remote,
 				State: event.State(e.State), Owners: own,
 			})
 			if s.State == event.CloseWait {
@@ -166,19 +182,6 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 		d.emit(rec)
 	}
 	return nil
-}
-
-// dumpAll lists the TCP sockets of both families that keep accepts.
-func dumpAll(keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
-	v4, err := socktable.DumpFunc(unix.AF_INET, socktable.AllStates, keep)
-	if err != nil {
-		return nil, err
-	}
-	v6, err := socktable.DumpFunc(unix.AF_INET6, socktable.AllStates, keep)
-	if err != nil {
-		return nil, err
-	}
-	return append(v4, v6...), nil
 }
 
 func toOwners(in []socktable.FDOwner) []timeline.Owner {
@@ -287,7 +290,7 @@ func (d *Diagnoser) connectFailed(e *event.Event, errno string, owners []timelin
 	}
 	d.emit(&capture.ConnectFail{
 		Type: capture.TypeConnectFail, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs,
-		Socket: capture.SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+		Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
 		Errno:  errno, Owners: capture.Owners(owners),
 		Message: fmt.Sprintf("connect to %s failed (%s) in %s: %s", e.Remote, errno, who, why),
 	})
@@ -366,7 +369,7 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	seen := make(map[uint64]bool)
 	seenTuple := make(map[tuple]bool) // sockets known by a synthetic id
 	d.tracker.Sockets(func(s *timeline.Socket) {
-		if !holds(s.Local, want) {
+		if s.NetNS != e.NetNS || !holds(s.Local, want) {
 			return
 		}
 		h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State,
@@ -376,12 +379,12 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 		}
 		seen[s.Cookie] = true
 		if s.Cookie&event.SyntheticID != 0 {
-			seenTuple[tuple{s.Local, s.Remote}] = true
+			seenTuple[tuple{s.NetNS, s.Local, s.Remote}] = true
 		}
 		holders = append(holders, h)
 	})
-	entries, _ := dumpAll(func(t *socktable.Entry) bool {
-		return !seen[t.Cookie] && !seenTuple[tuple{t.Local, t.Remote}] && holds(t.Local, want)
+	entries, _ := d.table.Dump(e.NetNS, func(t *socktable.Entry) bool {
+		return !seen[t.Cookie] && !seenTuple[tuple{e.NetNS, t.Local, t.Remote}] && holds(t.Local, want)
 	})
 	var unknown []socktable.Entry
 	inodes := make(map[uint32]bool)
@@ -420,7 +423,7 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 		}
 		msg += h.Describe()
 		rec.Holders = append(rec.Holders, capture.Holder{
-			Socket: capture.SocketOf(h.Cookie, e.Family, h.Local, h.Remote),
+			Socket: capture.SocketOf(h.Cookie, e.NetNS, e.Family, h.Local, h.Remote),
 			State:  h.State.String(), StateNs: h.StateNs, Owners: capture.Owners(h.Owners), Why: h.Why(),
 		})
 	}
@@ -481,7 +484,8 @@ func (d *Diagnoser) Tick(now uint64) {
 		if s == nil || s.State != event.CloseWait || s.SinceNs != cw.since || s.LeakReported {
 			continue
 		}
-		if !d.stillCloseWait(s) {
+		still, confirmed := d.stillCloseWait(s)
+		if !still {
 			// Its way out of CLOSE_WAIT was lost (the kernel skipped those
 			// invocations, and counted them): no leak to report, and
 			// nothing more will come for it.
@@ -489,7 +493,7 @@ func (d *Diagnoser) Tick(now uint64) {
 			continue
 		}
 		s.LeakReported = true
-		d.reportStuck(s, now)
+		d.reportStuck(s, now, confirmed)
 	}
 	if len(d.timewait) > 0 && now-d.lastTWPoll >= uint64(twPollInterval) {
 		d.lastTWPoll = now
@@ -500,23 +504,16 @@ func (d *Diagnoser) Tick(now uint64) {
 // stillCloseWait asks the socket table whether s is still in CLOSE_WAIT
 // before it is called a leak: a false accusation is worse than a late one.
 // When the table cannot be asked, the tracker's word stands.
-func (d *Diagnoser) stillCloseWait(s *timeline.Socket) bool {
-	if d.diag == nil {
-		c, err := socktable.Open()
-		if err != nil {
-			return true
-		}
-		d.diag = c
-	}
-	ent, err := d.diag.Lookup(s.Local, s.Remote)
+func (d *Diagnoser) stillCloseWait(s *timeline.Socket) (still, confirmed bool) {
+	ent, err := d.table.Lookup(s.NetNS, s.Local, s.Remote)
 	if err != nil {
-		return true
+		return true, false
 	}
 	return ent != nil && ent.Local == s.Local && ent.Remote == s.Remote &&
-		event.SameSocket(ent.Cookie, s.Cookie) && ent.State == uint8(event.CloseWait)
+		event.SameSocket(ent.Cookie, s.Cookie) && ent.State == uint8(event.CloseWait), true
 }
 
-func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64) {
+func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) {
 	h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State, StateNs: -1, Owners: s.Owners}
 	since := d.clock.Time(s.SinceNs).UTC()
 	if s.SinceNs != 0 {
@@ -530,11 +527,15 @@ func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64) {
 	}
 	leak := &capture.Leak{
 		Type: capture.TypeLeak, Time: d.wall(now), MonoNs: now, Phase: "stuck",
-		Socket: capture.SocketOf(s.Cookie, s.Family, s.Local, s.Remote),
+		Socket: capture.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
 		State:  s.State.String(), Since: since, AgeNs: h.StateNs,
 		Owners: capture.Owners(s.Owners),
 		Message: fmt.Sprintf("CLOSE_WAIT leak: %s, held by %s: %s",
 			describeAge(&h), owner, h.Why()),
+	}
+	if !confirmed {
+		leak.Unconfirmed = true
+		leak.Message += " (not confirmed: the socket table could not be asked)"
 	}
 	d.stuck[s.Cookie] = &stuckLeak{rec: *leak, since: s.SinceNs}
 	d.replaceLeak(*leak)
@@ -551,7 +552,7 @@ func describeAge(h *timeline.Holder) string {
 
 // watchTimewait adds a timewait socket to the watch; false when the watch
 // is full (counted) or already has it.
-func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64) bool {
+func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64) bool {
 	if _, ok := d.timewait[cookie]; ok {
 		return false
 	}
@@ -559,17 +560,17 @@ func (d *Diagnoser) watchTimewait(cookie uint64, family uint16, local, remote ne
 		d.twUnwatched++
 		return false
 	}
-	w := &twWatch{local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	w := &twWatch{netns: netns, local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
 	d.schedule(w, now)
 	d.timewait[cookie] = w
-	d.twByTuple[tuple{local, remote}] = cookie
+	d.twByTuple[tuple{netns, local, remote}] = cookie
 	return true
 }
 
 func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 	delete(d.timewait, cookie)
-	if d.twByTuple[tuple{w.local, w.remote}] == cookie {
-		delete(d.twByTuple, tuple{w.local, w.remote})
+	if k := (tuple{w.netns, w.local, w.remote}); d.twByTuple[k] == cookie {
+		delete(d.twByTuple, k)
 	}
 }
 
@@ -582,12 +583,12 @@ func (d *Diagnoser) handedOver(e *event.Event) {
 	if e.PeerFIN() {
 		state, timer = event.TimeWait, 60_000
 	}
-	if !d.watchTimewait(e.Cookie, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer) {
+	if !d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer) {
 		return
 	}
 	d.emit(&capture.Snapshot{
 		Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
-		Socket: capture.SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+		Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
 		State:  state.String(), TimerMs: timer, Owners: []capture.Owner{},
 		Note: "at the hand-over",
 	})
@@ -601,14 +602,14 @@ func (d *Diagnoser) handedOver(e *event.Event) {
 func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	// The peer's FIN: the watched socket's remote end is this socket.
 	if e.New == event.LastAck {
-		if cookie, ok := d.twByTuple[tuple{e.Remote, e.Local}]; ok {
+		if cookie, ok := d.twByTuple[tuple{e.NetNS, e.Remote, e.Local}]; ok {
 			w := d.timewait[cookie]
 			if w.state != uint8(event.TimeWait) {
 				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
 				d.schedule(w, e.MonoNs)
 				d.emit(&capture.Snapshot{
 					Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
-					Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+					Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
 					State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []capture.Owner{},
 					Note: "the peer's FIN arrived",
 				})
@@ -617,7 +618,7 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	}
 	// A new handshake on the same four-tuple, from either end.
 	if e.New == event.SynSent || e.New == event.SynRecv {
-		for _, key := range [2]tuple{{e.Local, e.Remote}, {e.Remote, e.Local}} {
+		for _, key := range [2]tuple{{e.NetNS, e.Local, e.Remote}, {e.NetNS, e.Remote, e.Local}} {
 			cookie, ok := d.twByTuple[key]
 			if !ok || cookie == e.Cookie {
 				continue
@@ -626,7 +627,7 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 			d.unwatch(cookie, w)
 			d.emit(&capture.Snapshot{
 				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait_gone",
-				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
 				State:  event.Close.String(), Owners: []capture.Owner{},
 				Note: "a new connection on the same addresses replaced it",
 			})
@@ -647,18 +648,11 @@ func (d *Diagnoser) schedule(w *twWatch, now uint64) {
 // pollTimewait looks each watched timewait socket up and reports its phase
 // changes (FIN_WAIT2 → TIME_WAIT) and its end.
 func (d *Diagnoser) pollTimewait(now uint64) {
-	if d.diag == nil {
-		c, err := socktable.Open()
-		if err != nil {
-			return
-		}
-		d.diag = c
-	}
 	for cookie, w := range d.timewait {
 		if now < w.nextPoll {
 			continue
 		}
-		ent, err := d.diag.Lookup(w.local, w.remote)
+		ent, err := d.table.Lookup(w.netns, w.local, w.remote)
 		if err != nil {
 			w.nextPoll = now + uint64(twPollInterval)
 			continue
@@ -671,7 +665,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 		if ent == nil || !event.SameSocket(ent.Cookie, cookie) || ent.Inode != 0 {
 			rec := &capture.Snapshot{
 				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
-				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
 				State:  event.Close.String(), Owners: []capture.Owner{},
 				Note: "expired",
 			}
@@ -688,7 +682,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
 			d.emit(&capture.Snapshot{
 				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
-				Socket: capture.SocketOf(cookie, w.family, w.local, w.remote),
+				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
 				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []capture.Owner{},
 				Note: "socket table",
 			})
@@ -716,13 +710,8 @@ func (d *Diagnoser) End(now uint64) {
 	}
 }
 
-// Close releases the socket-table connection.
-func (d *Diagnoser) Close() {
-	if d.diag != nil {
-		d.diag.Close()
-		d.diag = nil
-	}
-}
+// QueriesFailed counts the socket-table queries that failed.
+func (d *Diagnoser) QueriesFailed() uint64 { return d.table.Failed() }
 
 // TimewaitUnwatched counts timewait sockets not followed (watch list full).
 func (d *Diagnoser) TimewaitUnwatched() uint64 { return d.twUnwatched }

@@ -120,8 +120,9 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 	s.probe = probe
 	defer probe.Close()
 	s.clock = NewClock()
-	s.diag = NewDiagnoser(s.tracker, s.clock, cfg.LeakAfter, s.emit)
-	defer s.diag.Close()
+	table := NewHostTable()
+	defer table.Close()
+	s.diag = NewDiagnoser(s.tracker, table, s.clock, cfg.LeakAfter, s.emit)
 	for _, sink := range sinks {
 		if q, ok := sink.(interface{ RoutineCalls() bool }); !ok || q.RoutineCalls() {
 			s.diag.RecordCalls = true
@@ -329,6 +330,7 @@ func (s *Session) finish(loopErr error) (*capture.Summary, error) {
 		Leaks:       s.diag.Leaks(),
 
 		TimewaitUnfollowed: s.diag.TimewaitUnwatched(),
+		QueriesFailed:      s.diag.QueriesFailed(),
 	}
 	errs := []error{loopErr, detachErr}
 	for _, sink := range s.sinks {

@@ -171,7 +171,7 @@ func TestReportBadFiles(t *testing.T) {
 	}{
 		{"not JSON", "hello world\n", "line 1: not a tcptrail capture: not JSON", false},
 		{"another tool's JSON", `{"level":"info","msg":"x"}` + "\n", `the first record has no "type" field`, false},
-		{"newer schema", strings.Replace(strings.Join(ls, ""), `"schema":1`, `"schema":2`, 1), "it has schema 2, this tcptrail reads up to schema 1", false},
+		{"newer schema", strings.Replace(strings.Join(ls, ""), `"schema":1`, `"schema":99`, 1), "it has schema 99, this tcptrail reads up to schema 2", false},
 		{"empty", "", "the file is empty", false},
 		{"truncated last line", strings.Join(ls[:12], "") + ls[12][:40], "line 13: the last line is cut short", true},
 		{"unknown record type", strings.Join(ls[:3], "") + `{"type":"wormhole"}` + "\n" + strings.Join(ls[3:], ""), `line 4: unknown record type "wormhole"`, true},

@@ -61,9 +61,10 @@ func Owners(in []timeline.Owner) []Owner {
 }
 
 // SocketOf names a socket for a record.
-func SocketOf(cookie uint64, family uint16, local, remote netip.AddrPort) Socket {
+func SocketOf(cookie uint64, netns uint32, family uint16, local, remote netip.AddrPort) Socket {
 	return Socket{
 		Cookie: cookie,
+		NetNS:  netns,
 		Family: event.FamilyName(family),
 		Laddr:  addrString(local.Addr()),
 		Lport:  local.Port(),
@@ -89,7 +90,7 @@ func CallRecord(e *event.Event, wall time.Time, owners []timeline.Owner) *Call {
 		FD:     e.FD,
 		Ret:    e.Ret,
 		Errno:  ErrnoName(e.Errno()),
-		Socket: SocketOf(e.Cookie, e.Family, e.Local, e.Remote),
+		Socket: SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
 		PID:    e.PID,
 		Comm:   e.CommString(),
 	}

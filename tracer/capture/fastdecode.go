@@ -182,6 +182,9 @@ func (r *Reader) transitionField(l *lexer, key string, t *Transition) bool {
 		t.MonoNs, ok = l.uint(math.MaxUint64)
 	case "cookie":
 		t.Cookie, ok = l.uint(math.MaxUint64)
+	case "netns":
+		u, ok = l.uint(math.MaxUint32)
+		t.NetNS = uint32(u)
 	case "family":
 		s, ok = l.str()
 		t.Family = r.intern(s)

@@ -111,8 +111,8 @@ func TestReaderFiles(t *testing.T) {
 		errs:  []wantErr{{ErrNotJSON, "line 2: not JSON object"}},
 	}, {
 		name: "newer schema",
-		file: lines(strings.Replace(testHeader, `"schema":1`, `"schema":2`, 1), testTransition, testSummary),
-		errs: []wantErr{{ErrSchemaTooNew, "line 1: capture schema is newer than this tcptrail reads: it has schema 2, this tcptrail reads up to schema 1"}},
+		file: lines(strings.Replace(testHeader, `"schema":1`, `"schema":99`, 1), testTransition, testSummary),
+		errs: []wantErr{{ErrSchemaTooNew, "line 1: capture schema is newer than this tcptrail reads: it has schema 99, this tcptrail reads up to schema 2"}},
 	}, {
 		name: "no schema",
 		file: lines(strings.Replace(testHeader, `"schema":1,`, ``, 1), testSummary),

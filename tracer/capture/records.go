@@ -9,7 +9,8 @@ import (
 )
 
 // SchemaVersion is the version written to headers. Readers refuse newer ones.
-const SchemaVersion = 1
+// Version 2 added "netns" to sockets; version 1 captures read with netns 0.
+const SchemaVersion = 2
 
 // Record types, the value of every record's "type" field.
 const (
@@ -60,6 +61,9 @@ type Owner struct {
 // which connection it is.
 type Socket struct {
 	Cookie uint64 `json:"cookie"`
+	// NetNS is the inode of the socket's network namespace: sockets of
+	// different namespaces may share addresses.
+	NetNS  uint32 `json:"netns"`
 	Family string `json:"family"` // "ipv4" or "ipv6"
 	Laddr  string `json:"laddr"`
 	Lport  uint16 `json:"lport"`
@@ -192,6 +196,9 @@ type Leak struct {
 	AgeNs   int64     `json:"age_ns"`
 	Owners  []Owner   `json:"owners"`
 	Message string    `json:"message"`
+	// Unconfirmed: reported from tcptrail's own evidence, the kernel's
+	// socket table could not be asked (its namespace gone, a query failed).
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
 }
 
 // BindConflict is a bind or connect that failed with EADDRINUSE or
@@ -236,4 +243,7 @@ type Summary struct {
 	// TimewaitUnfollowed counts timewait sockets whose phases were not
 	// followed because too many were alive at once.
 	TimewaitUnfollowed uint64 `json:"timewait_unfollowed,omitempty"`
+	// QueriesFailed counts socket-table queries (sock_diag) that failed:
+	// the diagnoses made meanwhile rest on tcptrail's own evidence.
+	QueriesFailed uint64 `json:"queries_failed"`
 }

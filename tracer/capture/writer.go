@@ -114,7 +114,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	b = clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
 	b = strconv.AppendUint(b, e.MonoNs, 10)
-	b = appendSocket(b, e.Cookie, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
+	b = appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
 	b = append(b, `,"old":"`...)
 	b = append(b, e.Old.String()...)
 	b = append(b, `","new":"`...)
@@ -148,9 +148,11 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	return append(b, "}\n"...)
 }
 
-func appendSocket(b []byte, cookie uint64, family uint16, laddr netipAddr, lport uint16, raddr netipAddr, rport uint16) []byte {
+func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr netipAddr, lport uint16, raddr netipAddr, rport uint16) []byte {
 	b = append(b, `,"cookie":`...)
 	b = strconv.AppendUint(b, cookie, 10)
+	b = append(b, `,"netns":`...)
+	b = strconv.AppendUint(b, uint64(netns), 10)
 	b = append(b, `,"family":"`...)
 	b = append(b, event.FamilyName(family)...)
 	b = append(b, `","laddr":"`...)

@@ -140,6 +140,13 @@ type Event struct {
 	SkErr    int32  // the socket's pending error
 	Arg      uint32 // shutdown: how; fork: the child's pid; dup: the old fd
 	Comm     [16]byte
+	// NetNS is the inode of the socket's network namespace (0 for
+	// process events): part of a socket's identity, since namespaces
+	// reuse each other's addresses.
+	NetNS uint32
+	// Cgroup is the cgroup v2 id of the socket's creator (process events:
+	// of the task).
+	Cgroup uint64
 }
 
 // CommString returns the task name. It allocates: keep it off the hot path.
@@ -196,8 +203,10 @@ const (
 	offCall     = 83
 	offFlags    = 84
 	offComm     = 88
+	offCgroup   = 104
+	offNetNS    = 112
 	// Size is the size of struct event.
-	Size = 104
+	Size = 120
 )
 
 // ErrShort is returned for a record smaller than struct event.
@@ -228,6 +237,8 @@ func Decode(b []byte, e *Event) error {
 	e.Call = Call(b[offCall])
 	e.Flags = b[offFlags]
 	copy(e.Comm[:], b[offComm:offComm+16])
+	e.Cgroup = ne.Uint64(b[offCgroup:])
+	e.NetNS = ne.Uint32(b[offNetNS:])
 	switch e.Family {
 	case AFInet:
 		e.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offSaddr:offSaddr+4])), sport)

@@ -21,7 +21,7 @@ func TestEventLayout(t *testing.T) {
 		TsNs: 123456789, Cookie: 4097, Pid: 4242, Tid: 4243, Fd: 7, Ret: -98, SkErr: 111, Arg: 2,
 		Sport: 10001, Dport: 7070, Family: event.AFInet, Protocol: 6,
 		Kind: uint8(event.KindState), Oldstate: uint8(event.Established), Newstate: uint8(event.CloseWait),
-		Call: uint8(event.CallClose), Flags: event.FlagExiting,
+		Call: uint8(event.CallClose), Flags: event.FlagExiting, Cgroup: 1 << 40, Netns: 4026531840,
 	}
 	copy(raw.Saddr[:], []byte{127, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{127, 0, 0, 2})
@@ -43,6 +43,7 @@ func TestEventLayout(t *testing.T) {
 		Local:  netip.MustParseAddrPort("127.0.0.1:10001"),
 		Remote: netip.MustParseAddrPort("127.0.0.2:7070"),
 		PID:    4242, TID: 4243, FD: 7, Ret: -98, SkErr: 111, Arg: 2,
+		Cgroup: 1 << 40, NetNS: 4026531840,
 	}
 	copy(want.Comm[:], "client")
 	if e != want {

@@ -21,6 +21,12 @@ type Config struct {
 	Ports []uint16
 	// PID limits tracing to the sockets of one process. 0: every process.
 	PID uint32
+	// NetNS limits tracing to the sockets of one network namespace (its
+	// inode). 0: every namespace.
+	NetNS uint32
+	// Cgroups limits tracing to the sockets created in these cgroups (v2
+	// ids). Empty: every cgroup.
+	Cgroups []uint64
 	// RingBytes is the ring buffer's size: a power of two, at least a page.
 	RingBytes int
 	// WakeupBytes: the kernel wakes the reader when the pending data
@@ -175,6 +181,12 @@ func Load(cfg Config) (*Probe, error) {
 		}
 		return nil, fmt.Errorf("load BPF programs: %w", err)
 	}
+	for _, id := range cfg.Cgroups {
+		if err := p.coll.Maps[tcptrailMapCgroupFilter].Update(id, uint8(1), ebpf.UpdateAny); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("cgroup filter: %w", err)
+		}
+	}
 	// The state-change program first: Counters and tests count on it.
 	names := make([]string, 0, len(spec.Programs))
 	for name := range spec.Programs {
@@ -280,11 +292,13 @@ func configure(spec *ebpf.CollectionSpec, cfg Config, feat Features) error {
 	spec.Maps[tcptrailMapEvents].MaxEntries = uint32(ring)
 
 	kc := tcptrailConfig{
-		WakeupBytes:  cfg.WakeupBytes,
-		FilterTgid:   cfg.PID,
-		FilterPorts:  boolByte(len(cfg.Ports) > 0),
-		CookieHelper: boolByte(feat.CookieHelper),
-		TaskBtf:      boolByte(feat.TaskBTF),
+		WakeupBytes:   cfg.WakeupBytes,
+		FilterTgid:    cfg.PID,
+		FilterPorts:   boolByte(len(cfg.Ports) > 0),
+		CookieHelper:  boolByte(feat.CookieHelper),
+		TaskBtf:       boolByte(feat.TaskBTF),
+		FilterNetns:   cfg.NetNS,
+		FilterCgroups: boolByte(len(cfg.Cgroups) > 0),
 	}
 	for _, port := range cfg.Ports {
 		kc.PortBits[port>>6] |= 1 << (port & 63)

@@ -14,14 +14,16 @@ import (
 )
 
 type tcptrailConfig struct {
-	_            structs.HostLayout
-	WakeupBytes  uint64
-	FilterTgid   uint32
-	FilterPorts  uint8
-	CookieHelper uint8
-	TaskBtf      uint8
-	Pad          uint8
-	PortBits     [1024]uint64
+	_             structs.HostLayout
+	WakeupBytes   uint64
+	FilterTgid    uint32
+	FilterPorts   uint8
+	CookieHelper  uint8
+	TaskBtf       uint8
+	FilterCgroups uint8
+	FilterNetns   uint32
+	Pad           uint32
+	PortBits      [1024]uint64
 }
 
 type tcptrailEvent struct {
@@ -47,6 +49,9 @@ type tcptrailEvent struct {
 	Flags    uint8
 	Pad      [3]uint8
 	Comm     [16]int8
+	Cgroup   uint64
+	Netns    uint32
+	Pad2     uint32
 }
 
 type tcptrailInflight struct {
@@ -80,6 +85,7 @@ type tcptrailSynRecv struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcptrailMapCgroupFilter      = "cgroup_filter"
 	tcptrailMapEvents            = "events"
 	tcptrailMapInflight          = "inflight"
 	tcptrailMapNextId            = "next_id"
@@ -224,13 +230,14 @@ type tcptrailProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailMapSpecs struct {
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
-	NextId     *ebpf.MapSpec `ebpf:"next_id"`
-	OwnedPorts *ebpf.MapSpec `ebpf:"owned_ports"`
-	OwnedSocks *ebpf.MapSpec `ebpf:"owned_socks"`
-	SockIds    *ebpf.MapSpec `ebpf:"sock_ids"`
-	SynRecvs   *ebpf.MapSpec `ebpf:"syn_recvs"`
+	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	NextId       *ebpf.MapSpec `ebpf:"next_id"`
+	OwnedPorts   *ebpf.MapSpec `ebpf:"owned_ports"`
+	OwnedSocks   *ebpf.MapSpec `ebpf:"owned_socks"`
+	SockIds      *ebpf.MapSpec `ebpf:"sock_ids"`
+	SynRecvs     *ebpf.MapSpec `ebpf:"syn_recvs"`
 }
 
 // tcptrailVariableSpecs contains global variables before they are loaded into the kernel.
@@ -262,17 +269,19 @@ func (o *tcptrailObjects) Close() error {
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailMaps struct {
-	Events     *ebpf.Map `ebpf:"events"`
-	Inflight   *ebpf.Map `ebpf:"inflight"`
-	NextId     *ebpf.Map `ebpf:"next_id"`
-	OwnedPorts *ebpf.Map `ebpf:"owned_ports"`
-	OwnedSocks *ebpf.Map `ebpf:"owned_socks"`
-	SockIds    *ebpf.Map `ebpf:"sock_ids"`
-	SynRecvs   *ebpf.Map `ebpf:"syn_recvs"`
+	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Inflight     *ebpf.Map `ebpf:"inflight"`
+	NextId       *ebpf.Map `ebpf:"next_id"`
+	OwnedPorts   *ebpf.Map `ebpf:"owned_ports"`
+	OwnedSocks   *ebpf.Map `ebpf:"owned_socks"`
+	SockIds      *ebpf.Map `ebpf:"sock_ids"`
+	SynRecvs     *ebpf.Map `ebpf:"syn_recvs"`
 }
 
 func (m *tcptrailMaps) Close() error {
 	return _TcptrailClose(
+		m.CgroupFilter,
 		m.Events,
 		m.Inflight,
 		m.NextId,

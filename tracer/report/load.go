@@ -425,7 +425,7 @@ func (b *Builder) socket(r *capture.Socket, mono uint64) *Socket {
 		}
 		s = &b.sockSlab[0]
 		b.sockSlab = b.sockSlab[1:]
-		*s = Socket{Cookie: r.Cookie, c: b.c, FirstNs: mono}
+		*s = Socket{Cookie: r.Cookie, NetNS: r.NetNS, c: b.c, FirstNs: mono}
 		b.socks[r.Cookie] = s
 		b.c.Sockets = append(b.c.Sockets, s)
 	}
@@ -604,10 +604,12 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 }
 
 // pairKey names the connection an end belongs to the same way from both
-// ends: its two addresses in a fixed order (an IPv4 client of a dual-stack
-// server appears there as ::ffff:a.b.c.d, so unmapped), and which of the
-// two is local.
+// ends: its network namespace (namespaces reuse each other's addresses),
+// its two addresses in a fixed order (an IPv4 client of a dual-stack server
+// appears there as ::ffff:a.b.c.d, so unmapped), and which of the two is
+// local.
 type pairKey struct {
+	netns   uint32
 	lo, hi  netip.AddrPort
 	localHi bool
 	s       *Socket
@@ -630,9 +632,9 @@ func (b *Builder) pair() {
 			listenPorts[s.Local.Port()] = true
 		case s.Remote.Port() != 0 && s.Remote.Addr().IsValid():
 			l, r := unmap(s.Local), unmap(s.Remote)
-			k := pairKey{lo: l, hi: r, s: s}
+			k := pairKey{netns: s.NetNS, lo: l, hi: r, s: s}
 			if r.Compare(l) < 0 {
-				k = pairKey{lo: r, hi: l, localHi: true, s: s}
+				k = pairKey{netns: s.NetNS, lo: r, hi: l, localHi: true, s: s}
 			}
 			ends = append(ends, k)
 		default:
@@ -645,13 +647,13 @@ func (b *Builder) pair() {
 	slices.SortStableFunc(c.Listeners, bySeen)
 	slices.SortStableFunc(c.Others, bySeen)
 	slices.SortFunc(ends, func(a, b pairKey) int {
-		return cmp.Or(a.lo.Compare(b.lo), a.hi.Compare(b.hi), bySeen(a.s, b.s))
+		return cmp.Or(cmp.Compare(a.netns, b.netns), a.lo.Compare(b.lo), a.hi.Compare(b.hi), bySeen(a.s, b.s))
 	})
 
 	c.Conns = make([]*Conn, 0, len(ends))
 	for i := 0; i < len(ends); {
 		j := i + 1
-		for j < len(ends) && ends[j].lo == ends[i].lo && ends[j].hi == ends[i].hi {
+		for j < len(ends) && ends[j].netns == ends[i].netns && ends[j].lo == ends[i].lo && ends[j].hi == ends[i].hi {
 			j++
 		}
 		b.pairGroup(ends[i:j], listenPorts)

@@ -114,6 +114,7 @@ func (r Role) String() string {
 // Socket is one socket's timeline.
 type Socket struct {
 	Cookie uint64
+	NetNS  uint32 // inode of its network namespace (0: not recorded)
 	Family string
 	// Local and Remote are the last non-zero addresses seen: a connecting
 	// socket's first transition has no local port yet.

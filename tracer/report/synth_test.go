@@ -81,7 +81,7 @@ func synth(t testing.TB, w io.Writer, conns, leakEvery int) int {
 		if leak {
 			leaked = append(leaked, &event.Event{Cookie: cc, Local: client, Remote: server, PID: cpid, MonoNs: start + 330_000})
 			must(cw.Write(&capture.Leak{Type: capture.TypeLeak, Time: time.Unix(0, wall(start+1_330_000)).UTC(), MonoNs: start + 1_330_000,
-				Phase: "stuck", Socket: capture.SocketOf(cc, event.AFInet, client, server), State: "CLOSE_WAIT",
+				Phase: "stuck", Socket: capture.SocketOf(cc, 0, event.AFInet, client, server), State: "CLOSE_WAIT",
 				Since: time.Unix(0, wall(start+330_000)).UTC(), AgeNs: 1_000_000,
 				Owners:  []capture.Owner{{PID: cpid, Comm: "client", FD: 3}},
 				Message: "stuck in CLOSE_WAIT: the peer closed and client never closed fd 3"}))
@@ -95,7 +95,7 @@ func synth(t testing.TB, w io.Writer, conns, leakEvery int) int {
 	var leaks []capture.Leak
 	for _, e := range leaked {
 		leaks = append(leaks, capture.Leak{Type: capture.TypeLeak, Time: time.Unix(0, wall(end)).UTC(), MonoNs: end, Phase: "still_open",
-			Socket: capture.SocketOf(e.Cookie, event.AFInet, e.Local, e.Remote), State: "CLOSE_WAIT",
+			Socket: capture.SocketOf(e.Cookie, e.NetNS, event.AFInet, e.Local, e.Remote), State: "CLOSE_WAIT",
 			Since: time.Unix(0, wall(e.MonoNs)).UTC(), AgeNs: int64(end - e.MonoNs),
 			Owners: []capture.Owner{{PID: e.PID, Comm: "client", FD: 3}}, Message: "still in CLOSE_WAIT at the end"})
 	}

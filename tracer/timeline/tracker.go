@@ -30,6 +30,7 @@ func (o *Owner) CommString() string {
 // Socket is what the tracker knows about one live socket.
 type Socket struct {
 	Cookie  uint64
+	NetNS   uint32 // inode of its network namespace
 	Family  uint16
 	Local   netip.AddrPort
 	Remote  netip.AddrPort
@@ -134,6 +135,7 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 	t.Transitions++
 	s := t.get(e)
 	s.Family = e.Family
+	s.NetNS = e.NetNS
 	// Keep the last non-zero addresses: a connecting socket's first
 	// transition has no local port yet, a timewait hand-over clears skc_num.
 	if e.Local.Port() != 0 || !s.Local.IsValid() {

@@ -1,0 +1,27 @@
+package tracer
+
+import (
+	"net/netip"
+
+	"github.com/tcptrail/tcptrail/tracer/socktable"
+)
+
+// SocketTable is the kernel's socket table as the diagnoser asks it: in the
+// socket's own network namespace, since a namespace sees only its sockets
+// and namespaces reuse each other's addresses. Failed queries are counted:
+// a diagnosis made without the table says so.
+type SocketTable interface {
+	// Namespaces lists the network namespaces to look for sockets in.
+	Namespaces() ([]uint32, error)
+	// Dump lists the TCP sockets (both families, every state) of netns
+	// that keep accepts, with Entry.NetNS set.
+	Dump(netns uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error)
+	// Lookup finds the socket with this four-tuple in netns; nil when
+	// there is none.
+	Lookup(netns uint32, local, remote netip.AddrPort) (*socktable.Entry, error)
+	// Hint says that process pid lives in netns: a way in.
+	Hint(netns, pid uint32)
+	// Failed is how many queries failed so far.
+	Failed() uint64
+	Close() error
+}
