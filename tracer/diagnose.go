@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/container"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
@@ -25,8 +27,10 @@ const DefaultLeakAfter = 500 * time.Millisecond
 // their phase changes are timed within 100 ms.
 const twPollInterval = 50 * time.Millisecond
 
-// maxTimewaitWatch bounds the timewait sockets followed individually: at
-// high churn there are tens of thousands, and each costs a netlink query.
+// maxTimewaitWatch bounds the timewait sockets followed individually, per
+// network namespace: at high churn there are tens of thousands, and each
+// costs a netlink query. Sockets that went into timewait during the trace
+// come first: those found at start give way to them.
 const maxTimewaitWatch = 256
 
 // Diagnoser correlates the events into diagnoses: CLOSE_WAIT leaks, failed
@@ -45,8 +49,10 @@ type Diagnoser struct {
 	leaks      []capture.Leak        // every leak's last record
 
 	timewait    map[uint64]*twWatch
+	twPerNS     map[uint32]int   // watched timewait sockets per namespace
 	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
+	lastNSCheck uint64
 	twUnwatched uint64
 	table       SocketTable
 
@@ -76,6 +82,7 @@ type closeWait struct {
 }
 
 type twWatch struct {
+	fromStart     bool // found at start, not handed over during the trace
 	netns         uint32
 	local, remote netip.AddrPort
 	family        uint16
@@ -99,6 +106,7 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 		stuck:     make(map[uint64]*stuckLeak),
 		timewait:  make(map[uint64]*twWatch),
 		twByTuple: make(map[tuple]uint64),
+		twPerNS:   make(map[uint32]int),
 
 		finTimeoutMs: readFinTimeoutMs(),
 	}
@@ -128,7 +136,8 @@ func (d *Diagnoser) wanted(s *socktable.Entry) bool {
 
 // Start records the sockets that exist already, with their owners, so that
 // a leak or a port holder older than the trace is still found.
-func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
+// netns and cgroups narrow it as the kernel side's filters do (0, nil: all).
+func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []uint64) error {
 	d.ports = make(map[uint16]bool, len(ports))
 	for _, p := range ports {
 		d.ports[p] = true
@@ -138,6 +147,10 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 	if err != nil {
 		return fmt.Errorf("list network namespaces: %w", err)
 	}
+	if netns != 0 {
+		namespaces = []uint32{netns}
+	}
+	inScope := ownersInCgroups(cgroups)
 	var mine []socktable.Entry
 	for _, ns := range namespaces {
 		found, err := d.table.Dump(ns, d.wanted)
@@ -157,8 +170,11 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 	owners := socktable.OwnersOf(inodes)
 	now := MonoNow()
 	for _, e := range mine {
-		own := toOwners(owners[e.Inode])
+		own := d.toOwners(owners[e.Inode])
 		if pid != 0 && !ownedBy(own, pid) {
+			continue
+		}
+		if inScope != nil && !inScope(own) {
 			continue
 		}
 		rec := &capture.Snapshot{
@@ -169,7 +185,7 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 		if e.Inode == 0 {
 			// A timewait socket: the kernel holds it, no process does.
 			rec.TimerMs = int64(e.Expires)
-			d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires))
+			d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires), true)
 		} else {
 			s := d.tracker.Add(timeline.Socket{
 				Cookie: e.Cookie, NetNS: e.NetNS, Family: e.Family, Local: e.Local, Remote: e.Remote,
@@ -184,14 +200,45 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32) error {
 	return nil
 }
 
-func toOwners(in []socktable.FDOwner) []timeline.Owner {
+func (d *Diagnoser) toOwners(in []socktable.FDOwner) []timeline.Owner {
 	out := make([]timeline.Owner, 0, len(in))
 	for _, o := range in {
 		var comm [16]byte
 		copy(comm[:], o.Comm)
-		out = append(out, timeline.Owner{PID: o.PID, FD: o.FD, Comm: comm})
+		own := timeline.Owner{PID: o.PID, FD: o.FD, Comm: comm}
+		if d.tracker.ContainerOf != nil {
+			own.Container = d.tracker.ContainerOf(o.PID)
+		}
+		out = append(out, own)
 	}
 	return out
+}
+
+// ownersInCgroups says whether one of a socket's owners runs in one of
+// cgroups: for sockets older than the trace, whose creator is unknown. Nil
+// when cgroups is empty (every socket is in scope).
+func ownersInCgroups(cgroups []uint64) func([]timeline.Owner) bool {
+	if len(cgroups) == 0 {
+		return nil
+	}
+	want := make(map[uint64]bool, len(cgroups))
+	for _, c := range cgroups {
+		want[c] = true
+	}
+	return func(owners []timeline.Owner) bool {
+		for _, o := range owners {
+			cgs, err := container.ReadProcCgroups(o.PID)
+			if err != nil {
+				continue
+			}
+			if path, ok := cgs.Unified(); ok {
+				if id, err := container.CgroupID(path); err == nil && want[id] {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }
 
 func ownedBy(owners []timeline.Owner, pid uint32) bool {
@@ -298,6 +345,11 @@ func (d *Diagnoser) connectFailed(e *event.Event, errno string, owners []timelin
 
 // Call handles accept, bind, failed calls and closes that changed nothing.
 func (d *Diagnoser) Call(e *event.Event) {
+	if e.NetNS != 0 {
+		// The caller works on a socket of that namespace: a way into it
+		// for the socket-table queries.
+		d.table.Hint(e.NetNS, e.PID)
+	}
 	s := d.tracker.Call(e)
 	var owners []timeline.Owner
 	if s != nil {
@@ -397,7 +449,7 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	owners := socktable.OwnersOf(inodes)
 	for _, t := range unknown {
 		h := timeline.Holder{Cookie: t.Cookie, Local: t.Local, Remote: t.Remote, State: event.State(t.State),
-			StateNs: -1, Owners: toOwners(owners[t.Inode])}
+			StateNs: -1, Owners: d.toOwners(owners[t.Inode])}
 		if t.Inode == 0 {
 			h.Timewait = true
 			h.TimerMs = int64(t.Expires)
@@ -499,6 +551,10 @@ func (d *Diagnoser) Tick(now uint64) {
 		d.lastTWPoll = now
 		d.pollTimewait(now)
 	}
+	if len(d.twPerNS) > 0 && now-d.lastNSCheck >= uint64(nsCheckInterval) {
+		d.lastNSCheck = now
+		d.checkNamespaces(now)
+	}
 }
 
 // stillCloseWait asks the socket table whether s is still in CLOSE_WAIT
@@ -552,23 +608,44 @@ func describeAge(h *timeline.Holder) string {
 
 // watchTimewait adds a timewait socket to the watch; false when the watch
 // is full (counted) or already has it.
-func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64) bool {
+func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64, fromStart bool) bool {
 	if _, ok := d.timewait[cookie]; ok {
 		return false
 	}
-	if len(d.timewait) >= maxTimewaitWatch {
+	if d.twPerNS[netns] >= maxTimewaitWatch && !d.makeTimewaitRoom(netns, fromStart) {
 		d.twUnwatched++
 		return false
 	}
-	w := &twWatch{netns: netns, local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	w := &twWatch{fromStart: fromStart, netns: netns, local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
 	d.schedule(w, now)
 	d.timewait[cookie] = w
 	d.twByTuple[tuple{netns, local, remote}] = cookie
+	d.twPerNS[netns]++
 	return true
+}
+
+// makeTimewaitRoom lets a socket handed to timewait during the trace take
+// the place of one found at start in the same namespace (counted as not
+// followed). False when there is none, or the newcomer is from the start.
+func (d *Diagnoser) makeTimewaitRoom(netns uint32, fromStart bool) bool {
+	if fromStart {
+		return false
+	}
+	for cookie, w := range d.timewait {
+		if w.fromStart && w.netns == netns {
+			d.unwatch(cookie, w)
+			d.twUnwatched++
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 	delete(d.timewait, cookie)
+	if d.twPerNS[w.netns]--; d.twPerNS[w.netns] <= 0 {
+		delete(d.twPerNS, w.netns)
+	}
 	if k := (tuple{w.netns, w.local, w.remote}); d.twByTuple[k] == cookie {
 		delete(d.twByTuple, k)
 	}
@@ -583,7 +660,7 @@ func (d *Diagnoser) handedOver(e *event.Event) {
 	if e.PeerFIN() {
 		state, timer = event.TimeWait, 60_000
 	}
-	if !d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer) {
+	if !d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer, false) {
 		return
 	}
 	d.emit(&capture.Snapshot{
@@ -645,6 +722,37 @@ func (d *Diagnoser) schedule(w *twWatch, now uint64) {
 	}
 }
 
+// nsCheckInterval: how often the namespaces of followed timewait sockets
+// are checked. A TIME_WAIT socket is looked up only near its expiry; one
+// whose namespace was deleted is gone at once, with no event.
+const nsCheckInterval = time.Second
+
+// checkNamespaces ends the watch of timewait sockets whose network
+// namespace is gone.
+func (d *Diagnoser) checkNamespaces(now uint64) {
+	for netns := range d.twPerNS {
+		if !d.table.Gone(netns) {
+			continue
+		}
+		for cookie, w := range d.timewait {
+			if w.netns == netns {
+				d.namespaceGone(cookie, w, now)
+			}
+		}
+	}
+}
+
+// namespaceGone reports a timewait socket that went with its namespace.
+func (d *Diagnoser) namespaceGone(cookie uint64, w *twWatch, now uint64) {
+	d.unwatch(cookie, w)
+	d.emit(&capture.Snapshot{
+		Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+		Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+		State:  event.Close.String(), Owners: []capture.Owner{},
+		Note: "its network namespace was deleted",
+	})
+}
+
 // pollTimewait looks each watched timewait socket up and reports its phase
 // changes (FIN_WAIT2 → TIME_WAIT) and its end.
 func (d *Diagnoser) pollTimewait(now uint64) {
@@ -653,6 +761,10 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			continue
 		}
 		ent, err := d.table.Lookup(w.netns, w.local, w.remote)
+		if errors.Is(err, socktable.ErrNamespaceGone) {
+			d.namespaceGone(cookie, w, now) // and every socket with it
+			continue
+		}
 		if err != nil {
 			w.nextPoll = now + uint64(twPollInterval)
 			continue
@@ -719,7 +831,7 @@ func (d *Diagnoser) TimewaitUnwatched() uint64 { return d.twUnwatched }
 func ownersFromRecord(in []capture.Owner) []timeline.Owner {
 	out := make([]timeline.Owner, len(in))
 	for i, o := range in {
-		out[i] = timeline.Owner{PID: o.PID, FD: o.FD}
+		out[i] = timeline.Owner{PID: o.PID, FD: o.FD, Container: o.Container}
 		copy(out[i].Comm[:], o.Comm)
 	}
 	return out

@@ -78,6 +78,7 @@ func requirePrivileges(t *testing.T) { privtest.Require(t) }
 // Step is a transition as a test sees it (the tracker reuses its own).
 type Step struct {
 	Cookie      uint64
+	NetNS       uint32
 	Local       netip.AddrPort
 	Remote      netip.AddrPort
 	Old, New    event.State
@@ -117,7 +118,7 @@ func (r *recorder) signal() {
 func (r *recorder) Begin(h *capture.Header) error { r.header = h; return nil }
 func (r *recorder) Transition(t *timeline.Transition, _ int64) error {
 	e := t.Event
-	s := Step{Cookie: e.Cookie, Local: e.Local, Remote: e.Remote, Old: e.Old, New: e.New,
+	s := Step{Cookie: e.Cookie, NetNS: e.NetNS, Local: e.Local, Remote: e.Remote, Old: e.Old, New: e.New,
 		Cause: string(t.Cause.AppendText(nil)), CauseKind: t.Cause.Kind, CausePID: t.Cause.PID,
 		Owners: timeline.OwnersText(t.Owners), PID: e.PID, Gap: t.Gap, PrevStateNs: t.PrevStateNs, MonoNs: e.MonoNs,
 		ArrivedNs: tracer.MonoNow()}

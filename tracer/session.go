@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/container"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
@@ -52,6 +53,9 @@ type Config struct {
 	Log io.Writer
 	// Version is recorded in the header.
 	Version string
+	// Scope names the container or cgroup Kernel.Cgroups come from, for
+	// the header.
+	Scope string
 }
 
 // drainGrace is how long after detaching the ring buffer is still read.
@@ -90,16 +94,17 @@ func MonoNow() uint64 {
 
 // Session is one run of the tracer.
 type Session struct {
-	cfg     Config
-	probe   *kernel.Probe
-	sinks   []Sink
-	clock   Clock
-	tracker *timeline.Tracker
-	diag    *Diagnoser
-	ev      event.Event
-	events  uint64
-	lost    capture.Losses
-	log     io.Writer
+	cfg        Config
+	probe      *kernel.Probe
+	sinks      []Sink
+	clock      Clock
+	tracker    *timeline.Tracker
+	diag       *Diagnoser
+	ev         event.Event
+	events     uint64
+	lost       capture.Losses
+	log        io.Writer
+	containers *container.Cache // container of each owner, by pid
 }
 
 // Run traces until ctx ends or cfg.Duration passes, then detaches, drains
@@ -120,7 +125,12 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, erro
 	s.probe = probe
 	defer probe.Close()
 	s.clock = NewClock()
-	table := NewHostTable()
+	s.containers = container.NewCache(container.DefaultCacheSize)
+	s.tracker.ContainerOf = s.containers.Lookup
+	table, err := NewHostTable()
+	if err != nil {
+		return nil, fmt.Errorf("socket table: %w", err)
+	}
 	defer table.Close()
 	s.diag = NewDiagnoser(s.tracker, table, s.clock, cfg.LeakAfter, s.emit)
 	for _, sink := range sinks {
@@ -162,15 +172,16 @@ func (s *Session) begin() error {
 		Kernel:      unix.ByteSliceToString(uts.Release[:]),
 		StartTime:   time.Unix(0, s.clock.WallNs).UTC(),
 		StartMonoNs: s.clock.MonoNs,
-		Filters:     capture.Filters{Ports: append([]uint16{}, s.cfg.Kernel.Ports...), PID: s.cfg.Kernel.PID},
-		Attach:      "tp_btf",
+		Filters: capture.Filters{Ports: append([]uint16{}, s.cfg.Kernel.Ports...), PID: s.cfg.Kernel.PID,
+			NetNS: s.cfg.Kernel.NetNS, Scope: s.cfg.Scope},
+		Attach: "tp_btf",
 	}
 	for _, sink := range s.sinks {
 		if err := sink.Begin(h); err != nil {
 			return err
 		}
 	}
-	if err := s.diag.Start(s.cfg.Kernel.Ports, s.cfg.Kernel.PID); err != nil {
+	if err := s.diag.Start(s.cfg.Kernel.Ports, s.cfg.Kernel.PID, s.cfg.Kernel.NetNS, s.cfg.Kernel.Cgroups); err != nil {
 		return err
 	}
 	if pid := s.cfg.Kernel.PID; pid != 0 {
@@ -252,6 +263,7 @@ func (s *Session) handle(raw []byte) error {
 		s.diag.Call(e)
 	case event.KindExit:
 		s.diag.Exit(e)
+		s.containers.Forget(e.PID)
 	case event.KindFork:
 		s.diag.Fork(e)
 	}

@@ -21,6 +21,9 @@ type SocketTable interface {
 	Lookup(netns uint32, local, remote netip.AddrPort) (*socktable.Entry, error)
 	// Hint says that process pid lives in netns: a way in.
 	Hint(netns, pid uint32)
+	// Gone reports whether netns no longer exists (and its sockets with
+	// it). False when that cannot be told.
+	Gone(netns uint32) bool
 	// Failed is how many queries failed so far.
 	Failed() uint64
 	Close() error

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,9 +78,19 @@ func runClient(t *testing.T, args ...string) (pid, code int, stderr string) {
 	return cl.Process.Pid, cl.ProcessState.ExitCode(), errBuf.String()
 }
 
-func isClient(s Step) bool { return s.Local == storyClient && s.Remote.Port() == storyServer.Port() }
+// The story runs in the tests' own network namespace: the tracer sees
+// every namespace, and other tests may use the same addresses in theirs.
+var ownNetNS = func() uint32 {
+	var st syscall.Stat_t
+	syscall.Stat("/proc/self/ns/net", &st)
+	return uint32(st.Ino)
+}()
+
+func isClient(s Step) bool {
+	return s.NetNS == ownNetNS && s.Local == storyClient && s.Remote.Port() == storyServer.Port()
+}
 func isServerEnd(s Step) bool {
-	return s.Local == storyServer && s.Remote == storyClient
+	return s.NetNS == ownNetNS && s.Local == storyServer && s.Remote == storyClient
 }
 
 // byCookie groups steps by socket, in order of first appearance.
@@ -120,7 +131,9 @@ func TestStoryBuggyClient(t *testing.T) {
 		return len(rec.Steps(func(st Step) bool { return isClient(st) && st.New == event.Close })) == 1
 	})
 	rec.waitFor(t, 5*time.Second, "the server end's timewait socket in TIME_WAIT", func() bool {
-		return len(find(rec.Records(), func(r *capture.Snapshot) bool { return r.Reason == "timewait" && r.State == "TIME_WAIT" })) == 1
+		return len(find(rec.Records(), func(r *capture.Snapshot) bool {
+			return r.NetNS == ownNetNS && r.Reason == "timewait" && r.State == "TIME_WAIT"
+		})) == 1
 	})
 
 	// Both ends, exactly, and in the order the kernel made them.

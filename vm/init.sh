@@ -14,6 +14,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+# cgroup v2, as systemd mounts it: the container tests make cgroups there.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /out/test
 ip link set lo up
 

@@ -16,6 +16,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
 	"github.com/tcptrail/tcptrail/tracer/live"
+	"github.com/tcptrail/tcptrail/tracer/scope"
 )
 
 const traceUsage = `Usage: tcptrail trace [flags]
@@ -48,6 +49,9 @@ type traceFlags struct {
 	cpuProfile string
 	verbose    bool
 	hooks      string
+	netns      string
+	container  string
+	cgroup     string
 }
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
@@ -60,6 +64,9 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	}
 	fs.VarP(&f.ports, "port", "p", "ports to trace, as local or remote port: 7070,10001 (repeatable; default all)")
 	fs.IntVar(&f.pid, "pid", 0, "trace only the sockets of this process")
+	fs.StringVar(&f.netns, "netns", "", "trace only the sockets of this network namespace: `NS` is /run/netns/NAME, NAME, /proc/PID/ns/net or the inode number")
+	fs.StringVar(&f.container, "container", "", "trace only the sockets made in this container: its `ID` or a prefix of it")
+	fs.StringVar(&f.cgroup, "cgroup", "", "trace only the sockets made in this cgroup (v2) or below: `PATH` as in /proc/PID/cgroup, e.g. /system.slice/nginx.service")
 	fs.BoolVar(&f.json, "json", false, "write JSON Lines to stdout instead of the table")
 	fs.StringVarP(&f.output, "output", "o", "", "also write the capture as JSON Lines to `FILE` (mode 0600)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no live table (with -o: only the summary)")
@@ -100,6 +107,9 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	if f.leakAfter <= 0 {
 		return nil, usageErrorf("trace: --leak-after must be positive")
 	}
+	if f.container != "" && f.cgroup != "" {
+		return nil, usageErrorf("trace: --container and --cgroup both choose cgroups: give one")
+	}
 	switch f.hooks {
 	case "auto", string(kernel.HooksFunction), string(kernel.HooksTracepoint):
 	default:
@@ -119,6 +129,30 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := kernel.Preflight(); err != nil {
 		return usageError{err}
+	}
+	var netns uint32
+	if f.netns != "" {
+		if netns, err = scope.NetNS(f.netns); err != nil {
+			return usageErrorf("--netns: %v", err)
+		}
+	}
+	var cgroups []uint64
+	var scopeName string
+	switch {
+	case f.container != "":
+		var id string
+		if id, cgroups, err = scope.Container(f.container); err != nil {
+			return usageErrorf("--container: %v", err)
+		}
+		scopeName = "container " + id
+	case f.cgroup != "":
+		if cgroups, err = scope.Cgroup(f.cgroup); err != nil {
+			return usageErrorf("--cgroup: %v", err)
+		}
+		scopeName = "cgroup " + f.cgroup
+	}
+	if len(cgroups) > kernel.MaxCgroups {
+		return usageErrorf("%s has %d cgroups below it; tcptrail filters on at most %d: choose a smaller one", scopeName, len(cgroups), kernel.MaxCgroups)
 	}
 
 	var sinks []tracer.Sink
@@ -151,12 +185,15 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			WakeupBytes:     uint64(f.wakeupSize),
 			TransitionsOnly: f.bare,
 			SyscallHooks:    syscallHooks(f.hooks),
+			NetNS:           netns,
+			Cgroups:         cgroups,
 		},
 		Duration:  f.duration,
 		LeakAfter: f.leakAfter,
 		ReadyFile: f.readyFile,
 		Log:       stderr,
 		Version:   version,
+		Scope:     scopeName,
 	}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)

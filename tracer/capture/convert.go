@@ -55,7 +55,7 @@ func itoa(v int64) string {
 func Owners(in []timeline.Owner) []Owner {
 	out := make([]Owner, 0, len(in))
 	for i := range in {
-		out = append(out, Owner{PID: in[i].PID, Comm: in[i].CommString(), FD: in[i].FD})
+		out = append(out, Owner{PID: in[i].PID, Comm: in[i].CommString(), FD: in[i].FD, Container: in[i].Container})
 	}
 	return out
 }

@@ -289,6 +289,10 @@ func (r *Reader) owners(l *lexer, out []Owner) ([]Owner, bool) {
 				var v int64
 				v, ok = l.int(math.MinInt32, math.MaxInt32)
 				o.FD = int32(v)
+			case "container":
+				var s []byte
+				s, ok = l.str()
+				o.Container = r.intern(s)
 			default:
 				ok = false
 			}

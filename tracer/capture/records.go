@@ -48,6 +48,11 @@ type Header struct {
 type Filters struct {
 	Ports []uint16 `json:"ports"` // empty: every port
 	PID   uint32   `json:"pid"`   // 0: every process
+	// NetNS: only the sockets of this network namespace (inode).
+	NetNS uint32 `json:"netns,omitempty"`
+	// Scope names the container (its id) or the cgroup traced, if one
+	// was chosen.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Owner is a process holding a socket through a file descriptor.
@@ -55,6 +60,9 @@ type Owner struct {
 	PID  uint32 `json:"pid"`
 	Comm string `json:"comm"`
 	FD   int32  `json:"fd"`
+	// Container is the id of the container the process runs in; absent
+	// when it runs in none.
+	Container string `json:"container,omitempty"`
 }
 
 // Socket names a socket: its cookie is its identity, the addresses say

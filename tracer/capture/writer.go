@@ -180,6 +180,11 @@ func AppendOwners(b []byte, owners []timeline.Owner) []byte {
 		b = appendJSONString(b, trimComm(o.Comm[:]))
 		b = append(b, `,"fd":`...)
 		b = strconv.AppendInt(b, int64(o.FD), 10)
+		if o.Container != "" {
+			b = append(b, `,"container":"`...)
+			b = append(b, o.Container...) // hex digits: nothing to escape
+			b = append(b, '"')
+		}
 		b = append(b, '}')
 	}
 	return append(b, ']')

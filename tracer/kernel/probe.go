@@ -25,7 +25,7 @@ type Config struct {
 	// inode). 0: every namespace.
 	NetNS uint32
 	// Cgroups limits tracing to the sockets created in these cgroups (v2
-	// ids). Empty: every cgroup.
+	// ids), at most MaxCgroups. Empty: every cgroup.
 	Cgroups []uint64
 	// RingBytes is the ring buffer's size: a power of two, at least a page.
 	RingBytes int
@@ -55,6 +55,10 @@ const (
 	// other syscalls pay nothing.
 	HooksFunction Hooks = "function"
 )
+
+// MaxCgroups is how many cgroups the kernel side filters on at most (the
+// size of its cgroup_filter map).
+const MaxCgroups = 1024
 
 // DefaultRingBytes holds about 37k events: over 100 ms at 300k events/s,
 // twice the reader's polling period. Its pages are mapped twice (the ring

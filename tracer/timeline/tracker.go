@@ -15,6 +15,9 @@ type Owner struct {
 	PID  uint32
 	FD   int32
 	Comm [16]byte
+	// Container is the id of the container the process runs in ("" for
+	// none or unknown).
+	Container string
 }
 
 // CommString returns the owner's process name.
@@ -73,6 +76,10 @@ type Tracker struct {
 	Transitions uint64
 	Gaps        uint64
 	SocketsSeen uint64
+
+	// ContainerOf names the container a process runs in, for new owners
+	// (nil: none are named). It is asked once per owner, not per event.
+	ContainerOf func(pid uint32) string
 }
 
 // New returns an empty tracker.
@@ -210,6 +217,9 @@ func (t *Tracker) addOwner(s *Socket, o Owner) {
 			s.Owners[i].Comm = o.Comm
 			return
 		}
+	}
+	if o.Container == "" && t.ContainerOf != nil {
+		o.Container = t.ContainerOf(o.PID)
 	}
 	s.Owners = append(s.Owners, o)
 	t.owning[o.PID]++
