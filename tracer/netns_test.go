@@ -87,6 +87,11 @@ func checkStory(t *testing.T, s *session, st *nsStory) {
 		t.Errorf("holder in %s: %+v; want its CLOSE_WAIT socket (#%d), owned by pid %d", st.ns.Name, h, leaks[0].Cookie, st.clientPID)
 	}
 	// Both ends of its connection, each with its five steps and no gaps.
+	s.rec.waitFor(t, 5*time.Second, "the client's LAST_ACK->CLOSE in "+st.ns.Name, func() bool {
+		return len(s.rec.Steps(func(x Step) bool {
+			return x.NetNS == st.ns.Inode && x.Local == storyClient && x.New == event.Close
+		})) == 1
+	})
 	steps := s.rec.Steps(func(x Step) bool {
 		return x.NetNS == st.ns.Inode && (x.Local == storyClient || x.Remote == storyClient)
 	})
@@ -152,5 +157,4 @@ func TestNamespaceDeletedWhileTracing(t *testing.T) {
 	if sum := s.stop(t); sum.QueriesFailed == 0 {
 		t.Errorf("no failed socket-table query counted")
 	}
-	_ = event.Close
 }
