@@ -37,6 +37,10 @@ type Table struct {
 	diagnoses []string
 	more      int
 	clock     clockfmt.Cache
+	// Network namespaces: each line names its socket's once a second
+	// namespace showed up (containers reuse each other's addresses).
+	firstNS uint32
+	multiNS bool
 }
 
 // NewTable returns a table writing to w.
@@ -104,7 +108,17 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	b = append(b, e.CommBytes()...)
 	b = append(b, '[')
 	b = strconv.AppendUint(b, uint64(e.PID), 10)
-	b = append(b, "]\n"...)
+	b = append(b, ']')
+	if t.firstNS == 0 {
+		t.firstNS = e.NetNS
+	} else if e.NetNS != t.firstNS {
+		t.multiNS = true
+	}
+	if t.multiNS {
+		b = append(b, "  netns "...)
+		b = strconv.AppendUint(b, uint64(e.NetNS), 10)
+	}
+	b = append(b, '\n')
 	t.buf = b
 	if len(t.buf) > 32<<10 {
 		return t.Flush()

@@ -83,3 +83,24 @@ func TestTableLineDoesNotAllocate(t *testing.T) {
 		t.Fatalf("a table line allocates %v times", n)
 	}
 }
+
+func TestNetNSShownOnceSeveral(t *testing.T) {
+	var out bytes.Buffer
+	tab := NewTable(&out)
+	tr := timeline.New()
+	one := &event.Event{Kind: event.KindState, Cookie: 1, NetNS: 4026531840, Family: event.AFInet,
+		Local: netip.MustParseAddrPort("127.0.0.1:7070"), Old: event.Close, New: event.Listen, FD: -1}
+	two := *one
+	two.Cookie, two.NetNS = 2, 4026532177
+	for _, e := range []*event.Event{one, &two, one} {
+		if err := tab.Transition(tr.Transition(e), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tab.Flush()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || strings.Contains(lines[0], "netns") ||
+		!strings.HasSuffix(lines[1], "netns 4026532177") || !strings.HasSuffix(lines[2], "netns 4026531840") {
+		t.Fatalf("netns shown only once a second namespace is in play:\n%s", out.String())
+	}
+}
