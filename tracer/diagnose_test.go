@@ -1,0 +1,179 @@
+package tracer
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// fakeTable is a socket table of hand-made entries, per namespace; a
+// namespace in down answers every query with an error.
+type fakeTable struct {
+	entries map[uint32][]socktable.Entry
+	down    map[uint32]bool
+	gone    map[uint32]bool
+	failed  uint64
+}
+
+func (f *fakeTable) Namespaces() ([]uint32, error) {
+	var out []uint32
+	for ns := range f.entries {
+		out = append(out, ns)
+	}
+	return out, nil
+}
+
+func (f *fakeTable) Dump(netns uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+	if f.down[netns] {
+		f.failed++
+		return nil, errors.New("query failed")
+	}
+	var out []socktable.Entry
+	for _, e := range f.entries[netns] {
+		if keep == nil || keep(&e) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeTable) Lookup(netns uint32, local, remote netip.AddrPort) (*socktable.Entry, error) {
+	if f.down[netns] {
+		f.failed++
+		return nil, errors.New("query failed")
+	}
+	for _, e := range f.entries[netns] {
+		if e.Local == local && e.Remote == remote {
+			return &e, nil
+		}
+	}
+	return nil, nil
+}
+
+func (f *fakeTable) Hint(netns, pid uint32) {}
+func (f *fakeTable) Gone(netns uint32) bool { return f.gone[netns] }
+func (f *fakeTable) Failed() uint64         { return f.failed }
+func (f *fakeTable) Close() error           { return nil }
+
+var (
+	client = netip.MustParseAddrPort("127.0.0.1:10001")
+	server = netip.MustParseAddrPort("127.0.0.1:7070")
+)
+
+const nsA, nsB = 4026532001, 4026532002
+
+func newTestDiagnoser(table SocketTable) (*Diagnoser, *timeline.Tracker, *[]any) {
+	var recs []any
+	tr := timeline.New()
+	d := NewDiagnoser(tr, table, Clock{WallNs: time.Now().UnixNano(), MonoNs: 1}, 300*time.Millisecond,
+		func(r any) { recs = append(recs, r) })
+	return d, tr, &recs
+}
+
+func transition(d *Diagnoser, tr *timeline.Tracker, e event.Event) {
+	d.Transition(tr.Transition(&e))
+}
+
+func records[T any](recs []any) []T {
+	var out []T
+	for _, r := range recs {
+		if t, ok := r.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// The same addresses in two namespaces: a CLOSE_WAIT in one is a leak of
+// that one only, confirmed in its own namespace's table; when that table
+// cannot be asked the leak is still reported, marked unconfirmed.
+func TestLeakPerNamespace(t *testing.T) {
+	table := &fakeTable{
+		entries: map[uint32][]socktable.Entry{
+			nsA: {{Local: client, Remote: server, State: uint8(event.CloseWait), Cookie: 11, Inode: 5}},
+			nsB: {},
+		},
+		down: map[uint32]bool{nsB: true},
+	}
+	d, tr, recs := newTestDiagnoser(table)
+	for _, c := range []struct {
+		cookie uint64
+		netns  uint32
+	}{{11, nsA}, {12, nsB}} {
+		transition(d, tr, event.Event{Kind: event.KindState, Cookie: c.cookie, NetNS: c.netns, Family: event.AFInet,
+			Local: client, Remote: server, Old: event.Established, New: event.CloseWait, MonoNs: 10, FD: -1})
+	}
+	d.Tick(uint64(time.Second))
+	leaks := records[*capture.Leak](*recs)
+	if len(leaks) != 2 {
+		t.Fatalf("leaks: %v", leaks)
+	}
+	for _, l := range leaks {
+		wantUnconfirmed := l.NetNS == nsB
+		if l.Unconfirmed != wantUnconfirmed || strings.Contains(l.Message, "not confirmed") != wantUnconfirmed {
+			t.Errorf("leak in %d: unconfirmed %v: %s", l.NetNS, l.Unconfirmed, l.Message)
+		}
+	}
+	if d.QueriesFailed() != 1 {
+		t.Errorf("failed queries: %d, want 1", d.QueriesFailed())
+	}
+}
+
+// A failed bind in one namespace names the holders of that namespace only,
+// and the tracker's holders when the table cannot be asked.
+func TestBindConflictPerNamespace(t *testing.T) {
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {}, nsB: {}}, down: map[uint32]bool{nsA: true, nsB: true}}
+	d, tr, recs := newTestDiagnoser(table)
+	for _, c := range []struct {
+		cookie uint64
+		netns  uint32
+	}{{11, nsA}, {12, nsB}} {
+		transition(d, tr, event.Event{Kind: event.KindState, Cookie: c.cookie, NetNS: c.netns, Family: event.AFInet,
+			Local: client, Remote: server, Old: event.Established, New: event.CloseWait, MonoNs: 10, FD: -1})
+	}
+	d.Call(&event.Event{Kind: event.KindCall, Call: event.CallBind, NetNS: nsB, Family: event.AFInet,
+		Local: client, Ret: -98, FD: 8, PID: 42, MonoNs: 20})
+	binds := records[*capture.BindConflict](*recs)
+	if len(binds) != 1 || len(binds[0].Holders) != 1 || binds[0].Holders[0].Cookie != 12 || binds[0].Holders[0].NetNS != nsB {
+		t.Fatalf("bind conflict in namespace %d: %+v", nsB, binds)
+	}
+}
+
+// Sockets handed to timewait during the trace take the places of those
+// found at start; a namespace that is gone takes its timewait sockets along.
+func TestTimewaitWatchPriorityAndGoneNamespace(t *testing.T) {
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {}}, gone: map[uint32]bool{}}
+	d, _, recs := newTestDiagnoser(table)
+	for i := 0; i < maxTimewaitWatch; i++ {
+		local := netip.AddrPortFrom(client.Addr(), uint16(20000+i))
+		d.watchTimewait(uint64(1000+i), nsA, event.AFInet, local, server, uint8(event.TimeWait), 1, 60_000, true)
+	}
+	e := event.Event{Kind: event.KindState, Cookie: 7, NetNS: nsA, Family: event.AFInet, Local: server, Remote: client,
+		Old: event.FinWait2, New: event.Close, MonoNs: 5, Flags: event.FlagPeerFIN}
+	d.handedOver(&e)
+	if _, ok := d.timewait[7]; !ok || len(d.timewait) != maxTimewaitWatch || d.TimewaitUnwatched() != 1 {
+		t.Fatalf("a socket of the trace did not take a start-up socket's place: watched %d, unwatched %d", len(d.timewait), d.TimewaitUnwatched())
+	}
+	table.gone[nsA] = true
+	d.Tick(uint64(2 * time.Second))
+	gone := records[*capture.Snapshot](*recs)
+	n := 0
+	for _, s := range gone {
+		if s.Reason == "timewait_gone" {
+			n++
+			if s.Note != "its network namespace was deleted" {
+				t.Fatalf("note %q", s.Note)
+			}
+		}
+	}
+	if n != maxTimewaitWatch || len(d.timewait) != 0 {
+		t.Fatalf("%d timewait sockets gone with their namespace, %d still watched", n, len(d.timewait))
+	}
+}
