@@ -223,6 +223,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			sum.Events, sum.Transitions, sum.Sockets, time.Duration(sum.DurationNs).Round(time.Millisecond),
 			sum.Lost.Total(), sum.Lost.RingbufFull, sum.Lost.RecursionMisses, sum.Lost.Gaps, len(sum.Leaks))
 	}
+	if table == nil && sum.QueriesFailed > 0 {
+		fmt.Fprintf(stderr, "tcptrail: %d socket-table queries failed: the diagnoses made meanwhile rest on tcptrail's own evidence\n", sum.QueriesFailed)
+	}
 	if table == nil && sum.TimewaitUnfollowed > 0 {
 		fmt.Fprintf(stderr, "tcptrail: %d timewait sockets were not followed to their end: too many were alive at once\n", sum.TimewaitUnfollowed)
 	}

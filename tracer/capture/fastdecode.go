@@ -234,6 +234,8 @@ func (r *Reader) transitionField(l *lexer, key string, t *Transition) bool {
 	case "comm":
 		s, ok = l.str()
 		t.Comm = r.intern(s)
+	case "cgroup":
+		t.Cgroup, ok = l.uint(math.MaxUint64)
 	case "cause":
 		s, ok = l.str()
 		t.Cause = r.intern(s)

@@ -98,6 +98,8 @@ type Transition struct {
 	// change: context, often not the owner.
 	PID  uint32 `json:"pid"`
 	Comm string `json:"comm"`
+	// Cgroup is the cgroup (v2) id of the process that created the socket.
+	Cgroup uint64 `json:"cgroup,omitempty"`
 	// Cause says why the state changed; CauseKind is its machine-readable
 	// class (see docs/schema.md).
 	Cause     string  `json:"cause"`

@@ -134,6 +134,10 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	b = strconv.AppendUint(b, uint64(e.PID), 10)
 	b = append(b, `,"comm":`...)
 	b = appendJSONString(b, e.CommBytes())
+	if e.Cgroup != 0 {
+		b = append(b, `,"cgroup":`...)
+		b = strconv.AppendUint(b, e.Cgroup, 10)
+	}
 	b = append(b, `,"cause":"`...)
 	b = t.Cause.AppendText(b)
 	b = append(b, `","cause_kind":"`...)

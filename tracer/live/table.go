@@ -283,6 +283,10 @@ func (t *Table) Summary(s *capture.Summary) {
 	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d), gaps %d\n",
 		s.Events, s.Transitions, s.Sockets, time.Duration(s.DurationNs).Round(time.Millisecond),
 		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.Gaps)
+	if s.QueriesFailed > 0 {
+		t.Printf("%d socket-table queries failed: the diagnoses made meanwhile rest on tcptrail's own evidence\n",
+			s.QueriesFailed)
+	}
 	if s.TimewaitUnfollowed > 0 {
 		t.Printf("%d timewait sockets were not followed to their end: too many were alive at once\n",
 			s.TimewaitUnfollowed)
