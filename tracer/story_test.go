@@ -186,8 +186,12 @@ func TestStoryBuggyClient(t *testing.T) {
 	if c[3].CausePID != uint32(clientPID) {
 		t.Errorf("CLOSE_WAIT->LAST_ACK blamed on the exit of pid %d, want %d", c[3].CausePID, clientPID)
 	}
-	if c[2].PID != uint32(srv.Process.Pid) {
-		t.Errorf("the client's CLOSE_WAIT ran in pid %d: expected the server's close() (pid %d)", c[2].PID, srv.Process.Pid)
+	// The server's FIN reaches the client's socket in whatever task runs
+	// the softirq: the server's close() usually, ksoftirqd on a busy
+	// machine; never the client, asleep in read(). The owner, not the
+	// context, is the client.
+	if c[2].PID == uint32(clientPID) {
+		t.Errorf("the client's CLOSE_WAIT ran in the client (pid %d): expected the server's close() or a softirq", c[2].PID)
 	}
 
 	recs := rec.Records()
