@@ -113,7 +113,9 @@ func loopbackUp() error {
 
 // Command runs name inside the namespace.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("nsenter", append([]string{"--net=" + ns.Path, name}, args...)...)
+	// -F: busybox nsenter forks by default; the test wants the program's
+	// own pid. -nPATH: the form util-linux and busybox both take.
+	return exec.Command("nsenter", append([]string{"-F", "-n" + ns.Path, name}, args...)...)
 }
 
 // Delete unmounts the namespace: it is gone once no process is left in it.
