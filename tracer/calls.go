@@ -1,0 +1,196 @@
+// Calls: owners from accept/bind/dup, closes that changed nothing, and the
+// explanation of failed binds and connects.
+
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+	"golang.org/x/sys/unix"
+)
+
+func (d *Diagnoser) connectFailed(e *event.Event, errno string, owners []timeline.Owner) {
+	var why string
+	switch errno {
+	case "ECONNREFUSED":
+		why = "the peer answered with RST: nothing listens on that port"
+	case "ETIMEDOUT":
+		why = "no answer: the peer or the path dropped the packets"
+	case "ENETUNREACH", "EHOSTUNREACH":
+		why = "no route to the peer"
+	default:
+		why = "the connection could not be made"
+	}
+	who := fmt.Sprintf("%s[%d]", e.CommString(), e.PID)
+	if len(owners) > 0 {
+		who = timeline.OwnersText(owners)
+	}
+	d.emit(&capture.ConnectFail{
+		Type: capture.TypeConnectFail, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs,
+		Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
+		Errno:  errno, Owners: capture.Owners(owners),
+		Message: fmt.Sprintf("connect to %s failed (%s) in %s: %s", e.Remote, errno, who, why),
+	})
+}
+
+// Call handles accept, bind, failed calls and closes that changed nothing.
+func (d *Diagnoser) Call(e *event.Event) {
+	if e.NetNS != 0 {
+		// The caller works on a socket of that namespace: a way into it
+		// for the socket-table queries.
+		d.table.Hint(e.NetNS, e.PID)
+	}
+	s := d.tracker.Call(e)
+	var owners []timeline.Owner
+	if s != nil {
+		owners = s.Owners
+	}
+	noChange := (e.Call == event.CallClose || e.Call == event.CallShutdown) && e.Ret == 0
+	if !d.RecordCalls && !noChange && e.Ret >= 0 {
+		// A routine accept, bind or dup: it updated the owners, and no
+		// sink wants the record itself.
+		return
+	}
+	rec := capture.CallRecord(e, d.wall(e.MonoNs), owners)
+	if noChange && e.New != 0 && e.New != e.Old {
+		// The state changed during the call, yet no transition arrived:
+		// the kernel skipped them (and counted them as lost).
+		rec.Note = fmt.Sprintf("%s in %s[%d] moved the socket from %v to %v, but those transitions were lost (skipped by the kernel)",
+			callText(e), e.CommString(), e.PID, e.Old, e.New)
+	} else if noChange {
+		verb := callText(e)
+		if len(owners) > 0 {
+			rec.Note = fmt.Sprintf("%s in %s[%d] changed nothing: the socket is still held by %s",
+				verb, e.CommString(), e.PID, timeline.OwnersText(owners))
+		} else {
+			rec.Note = fmt.Sprintf("%s in %s[%d] changed nothing: another fd or process still holds the socket",
+				verb, e.CommString(), e.PID)
+		}
+	}
+	inUse := e.Errno() == int32(unix.EADDRINUSE) || e.Errno() == int32(unix.EADDRNOTAVAIL)
+	if inUse && !d.portWanted(e.Local.Port()) && !d.portWanted(e.Remote.Port()) && !d.tracked(e.Local) {
+		// The kernel reports every failed bind: this one concerns no
+		// traced port and no traced socket.
+		return
+	}
+	d.emit(rec)
+
+	switch e.Errno() {
+	case int32(unix.EADDRINUSE), int32(unix.EADDRNOTAVAIL):
+		d.bindConflict(e)
+	case int32(unix.ECONNREFUSED), int32(unix.ETIMEDOUT), int32(unix.ENETUNREACH), int32(unix.EHOSTUNREACH):
+		if e.Call == event.CallConnect {
+			d.connectFailed(e, capture.ErrnoName(e.Errno()), owners)
+		}
+	}
+}
+
+func callText(e *event.Event) string {
+	return fmt.Sprintf("%s(fd %d)", e.Call, e.FD)
+}
+
+func (d *Diagnoser) portWanted(p uint16) bool { return len(d.ports) == 0 || d.ports[p] }
+
+// tracked reports whether a traced socket (live or timewait) holds addr.
+func (d *Diagnoser) tracked(addr netip.AddrPort) bool {
+	found := false
+	d.tracker.Sockets(func(s *timeline.Socket) { found = found || holds(s.Local, addr) })
+	for _, w := range d.timewait {
+		found = found || holds(w.local, addr)
+	}
+	return found
+}
+
+// bindConflict explains a bind or connect that found its address taken:
+// every socket holding that local address, from the tracker, the timewait
+// watch and the kernel's socket table (for sockets older than the trace).
+func (d *Diagnoser) bindConflict(e *event.Event) {
+	want := e.Local
+	now := e.MonoNs
+	var holders []timeline.Holder
+	seen := make(map[uint64]bool)
+	seenTuple := make(map[tuple]bool) // sockets known by a synthetic id
+	d.tracker.Sockets(func(s *timeline.Socket) {
+		if s.NetNS != e.NetNS || !holds(s.Local, want) {
+			return
+		}
+		h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State,
+			StateNs: -1, Owners: append([]timeline.Owner(nil), s.Owners...)}
+		if s.SinceNs != 0 && now >= s.SinceNs {
+			h.StateNs = int64(now - s.SinceNs)
+		}
+		seen[s.Cookie] = true
+		if s.Cookie&event.SyntheticID != 0 {
+			seenTuple[tuple{s.NetNS, s.Local, s.Remote}] = true
+		}
+		holders = append(holders, h)
+	})
+	entries, _ := d.table.Dump(e.NetNS, func(t *socktable.Entry) bool {
+		return !seen[t.Cookie] && !seenTuple[tuple{e.NetNS, t.Local, t.Remote}] && holds(t.Local, want)
+	})
+	var unknown []socktable.Entry
+	inodes := make(map[uint32]bool)
+	for _, t := range entries {
+		if t.Inode != 0 {
+			inodes[t.Inode] = true
+		}
+		unknown = append(unknown, t)
+	}
+	owners := socktable.OwnersOf(inodes)
+	for _, t := range unknown {
+		h := timeline.Holder{Cookie: t.Cookie, Local: t.Local, Remote: t.Remote, State: event.State(t.State),
+			StateNs: -1, Owners: d.toOwners(owners[t.Inode])}
+		if t.Inode == 0 {
+			h.Timewait = true
+			h.TimerMs = int64(t.Expires)
+			if w := d.timewait[t.Cookie]; w != nil && w.since != 0 && now >= w.since {
+				h.StateNs = int64(now - w.since)
+			}
+		}
+		holders = append(holders, h)
+	}
+
+	who := fmt.Sprintf("%s[%d]", e.CommString(), e.PID)
+	msg := fmt.Sprintf("%s %s failed (%s) in %s", e.Call, want, capture.ErrnoName(e.Errno()), who)
+	rec := &capture.BindConflict{
+		Type: capture.TypeBindConflict, Time: d.wall(now), MonoNs: now,
+		Call: e.Call.String(), Errno: capture.ErrnoName(e.Errno()), PID: e.PID, Comm: e.CommString(), FD: e.FD,
+		Laddr: want.Addr().String(), Lport: want.Port(), Holders: []capture.Holder{},
+	}
+	for i, h := range holders {
+		if i == 0 {
+			msg += ": held by "
+		} else {
+			msg += "; and by "
+		}
+		msg += h.Describe()
+		rec.Holders = append(rec.Holders, capture.Holder{
+			Socket: capture.SocketOf(h.Cookie, e.NetNS, e.Family, h.Local, h.Remote),
+			State:  h.State.String(), StateNs: h.StateNs, Owners: capture.Owners(h.Owners), Why: h.Why(),
+		})
+	}
+	if len(holders) == 0 {
+		if e.Errno() == int32(unix.EADDRNOTAVAIL) {
+			msg += ": the address is not local, or no ephemeral port is free"
+		} else {
+			msg += ": no socket holding it was found (it may have gone in the meantime)"
+		}
+	}
+	rec.Message = msg
+	d.emit(rec)
+}
+
+// holds reports whether a socket bound to have blocks a bind to want: same
+// port, and same address or either one the wildcard.
+func holds(have, want netip.AddrPort) bool {
+	if have.Port() != want.Port() || have.Port() == 0 {
+		return false
+	}
+	a, b := have.Addr(), want.Addr()
+	return a == b || a.IsUnspecified() || b.IsUnspecified() || !a.IsValid() || !b.IsValid()
+}

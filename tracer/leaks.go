@@ -1,0 +1,139 @@
+// The leak lifecycle: a socket stuck in CLOSE_WAIT, confirmed in the
+// kernel's socket table, reported, and followed to its end.
+
+package tracer
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+func (d *Diagnoser) endLeak(leak *stuckLeak, tr *timeline.Transition) {
+	e := tr.Event
+	delete(d.stuck, e.Cookie)
+	since := leak.since
+	if since == 0 {
+		since = d.clock.MonoNs
+	}
+	age := int64(e.MonoNs - since)
+	end := leak.rec
+	end.Time, end.MonoNs = d.wall(e.MonoNs), e.MonoNs
+	end.State = e.New.String()
+	end.AgeNs = age
+	switch tr.Cause.Kind {
+	case timeline.CauseClose, timeline.CauseShutdown, timeline.CauseRSTSent:
+		if tr.Cause.Call.Releases() || tr.Cause.Call == event.CallShutdown {
+			end.Phase = "closed_late"
+			end.Message = fmt.Sprintf("closed late: %s by %s[%d] after %s in CLOSE_WAIT",
+				causeText(&tr.Cause), e.CommString(), e.PID, timeline.FmtDur(time.Duration(age)))
+			break
+		}
+		fallthrough
+	case timeline.CauseExit:
+		end.Phase = "closed_by_exit"
+		end.Message = fmt.Sprintf("closed by the exit of pid %d after %s in CLOSE_WAIT: the program never called close()",
+			tr.Cause.PID, timeline.FmtDur(time.Duration(age)))
+	default:
+		end.Phase = "closed_late"
+		end.Message = fmt.Sprintf("left CLOSE_WAIT (%s) after %s", causeText(&tr.Cause), timeline.FmtDur(time.Duration(age)))
+	}
+	d.replaceLeak(end)
+	d.emit(&end)
+}
+
+func (d *Diagnoser) replaceLeak(l capture.Leak) {
+	for i := range d.leaks {
+		if d.leaks[i].Cookie == l.Cookie && d.leaks[i].Since.Equal(l.Since) {
+			d.leaks[i] = l
+			return
+		}
+	}
+	d.leaks = append(d.leaks, l)
+}
+
+func causeText(c *timeline.Cause) string { return string(c.AppendText(nil)) }
+
+// stillCloseWait asks the socket table whether s is still in CLOSE_WAIT
+// before it is called a leak: a false accusation is worse than a late one.
+// When the table cannot be asked, the tracker's word stands.
+func (d *Diagnoser) stillCloseWait(s *timeline.Socket) (still, confirmed bool) {
+	ent, err := d.table.Lookup(s.NetNS, s.Local, s.Remote)
+	if err != nil {
+		return true, false
+	}
+	return ent != nil && ent.Local == s.Local && ent.Remote == s.Remote &&
+		event.SameSocket(ent.Cookie, s.Cookie) && ent.State == uint8(event.CloseWait), true
+}
+
+func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) {
+	h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State, StateNs: -1, Owners: s.Owners}
+	since := d.clock.Time(s.SinceNs).UTC()
+	if s.SinceNs != 0 {
+		h.StateNs = int64(now - s.SinceNs)
+	} else {
+		since = time.Unix(0, d.clock.WallNs).UTC()
+	}
+	owner := "its owner (unknown)"
+	if len(s.Owners) > 0 {
+		owner = timeline.OwnersText(s.Owners)
+	}
+	leak := &capture.Leak{
+		Type: capture.TypeLeak, Time: d.wall(now), MonoNs: now, Phase: "stuck",
+		Socket: capture.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
+		State:  s.State.String(), Since: since, AgeNs: h.StateNs,
+		Owners: capture.Owners(s.Owners),
+		Message: fmt.Sprintf("CLOSE_WAIT leak: %s, held by %s: %s",
+			describeAge(&h), owner, h.Why()),
+	}
+	if !confirmed {
+		leak.Unconfirmed = true
+		leak.Message += " (not confirmed: the socket table could not be asked)"
+	}
+	d.stuck[s.Cookie] = &stuckLeak{rec: *leak, since: s.SinceNs}
+	d.replaceLeak(*leak)
+	d.emit(leak)
+}
+
+func describeAge(h *timeline.Holder) string {
+	s := h.Local.String() + "→" + h.Remote.String() + " in CLOSE_WAIT"
+	if h.StateNs >= 0 {
+		return s + " for " + timeline.FmtDur(time.Duration(h.StateNs))
+	}
+	return s + " since before the trace"
+}
+
+// End closes the books: leaks still stuck are reported as still open.
+func (d *Diagnoser) End(now uint64) {
+	for _, leak := range d.stuck {
+		end := leak.rec
+		end.Phase = "still_open"
+		end.Time, end.MonoNs = d.wall(now), now
+		since := leak.since
+		if since == 0 {
+			since = d.clock.MonoNs
+		}
+		end.AgeNs = int64(now - since)
+		end.Message = fmt.Sprintf("still in CLOSE_WAIT when tracing stopped, after %s: %s never called close()",
+			timeline.FmtDur(time.Duration(end.AgeNs)), timeline.OwnersText(ownersFromRecord(end.Owners)))
+		d.replaceLeak(end)
+		d.emit(&end)
+	}
+}
+
+func ownersFromRecord(in []capture.Owner) []timeline.Owner {
+	out := make([]timeline.Owner, len(in))
+	for i, o := range in {
+		out[i] = timeline.Owner{PID: o.PID, FD: o.FD, Container: o.Container}
+		copy(out[i].Comm[:], o.Comm)
+	}
+	return out
+}
+
+// Leaks returns every leak's latest record.
+func (d *Diagnoser) Leaks() []capture.Leak {
+	return append([]capture.Leak{}, d.leaks...)
+}

@@ -1,0 +1,223 @@
+// The timewait follower: the timewait sockets no tracepoint reports,
+// followed through the peer's transitions and the socket table, per
+// network namespace.
+
+package tracer
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
+)
+
+// twPollInterval: how often watched timewait sockets are looked up, so that
+// their phase changes are timed within 100 ms.
+const twPollInterval = 50 * time.Millisecond
+
+// maxTimewaitWatch bounds the timewait sockets followed individually, per
+// network namespace: at high churn there are tens of thousands, and each
+// costs a netlink query. Sockets that went into timewait during the trace
+// come first: those found at start give way to them.
+const maxTimewaitWatch = 256
+
+// watchTimewait adds a timewait socket to the watch; false when the watch
+// is full (counted) or already has it.
+func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, local, remote netip.AddrPort, state uint8, now uint64, timerMs int64, fromStart bool) bool {
+	if _, ok := d.timewait[cookie]; ok {
+		return false
+	}
+	if d.twPerNS[netns] >= maxTimewaitWatch && !d.makeTimewaitRoom(netns, fromStart) {
+		d.twUnwatched++
+		return false
+	}
+	w := &twWatch{fromStart: fromStart, netns: netns, local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
+	d.schedule(w, now)
+	d.timewait[cookie] = w
+	d.twByTuple[tuple{netns, local, remote}] = cookie
+	d.twPerNS[netns]++
+	return true
+}
+
+// makeTimewaitRoom lets a socket handed to timewait during the trace take
+// the place of one found at start in the same namespace (counted as not
+// followed). False when there is none, or the newcomer is from the start.
+func (d *Diagnoser) makeTimewaitRoom(netns uint32, fromStart bool) bool {
+	if fromStart {
+		return false
+	}
+	for cookie, w := range d.timewait {
+		if w.fromStart && w.netns == netns {
+			d.unwatch(cookie, w)
+			d.twUnwatched++
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
+	delete(d.timewait, cookie)
+	if d.twPerNS[w.netns]--; d.twPerNS[w.netns] <= 0 {
+		delete(d.twPerNS, w.netns)
+	}
+	if k := (tuple{w.netns, w.local, w.remote}); d.twByTuple[k] == cookie {
+		delete(d.twByTuple, k)
+	}
+}
+
+// handedOver starts following a socket the kernel just replaced with a
+// timewait socket (same cookie). Its first phase is known exactly from the
+// transition itself: TIME_WAIT if the peer's FIN had arrived, FIN_WAIT2
+// (waiting for it) if not.
+func (d *Diagnoser) handedOver(e *event.Event) {
+	state, timer := event.FinWait2, d.finTimeoutMs
+	if e.PeerFIN() {
+		state, timer = event.TimeWait, 60_000
+	}
+	if !d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer, false) {
+		return
+	}
+	d.emit(&capture.Snapshot{
+		Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+		Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
+		State:  state.String(), TimerMs: timer, Owners: []capture.Owner{},
+		Note: "at the hand-over",
+	})
+}
+
+// timewaitPeer infers timewait phase changes from transitions on this
+// host: the peer's FIN (its CLOSE_WAIT→LAST_ACK) moves a FIN_WAIT2 timewait
+// socket to TIME_WAIT, and a new handshake on the same four-tuple replaces a
+// timewait socket. The lookups confirm these and catch the rest (expiry,
+// peers on other hosts), but only every twPollInterval.
+func (d *Diagnoser) timewaitPeer(e *event.Event) {
+	// The peer's FIN: the watched socket's remote end is this socket.
+	if e.New == event.LastAck {
+		if cookie, ok := d.twByTuple[tuple{e.NetNS, e.Remote, e.Local}]; ok {
+			w := d.timewait[cookie]
+			if w.state != uint8(event.TimeWait) {
+				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
+				d.schedule(w, e.MonoNs)
+				d.emit(&capture.Snapshot{
+					Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+					Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+					State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []capture.Owner{},
+					Note: "the peer's FIN arrived",
+				})
+			}
+		}
+	}
+	// A new handshake on the same four-tuple, from either end.
+	if e.New == event.SynSent || e.New == event.SynRecv {
+		for _, key := range [2]tuple{{e.NetNS, e.Local, e.Remote}, {e.NetNS, e.Remote, e.Local}} {
+			cookie, ok := d.twByTuple[key]
+			if !ok || cookie == e.Cookie {
+				continue
+			}
+			w := d.timewait[cookie]
+			d.unwatch(cookie, w)
+			d.emit(&capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait_gone",
+				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+				State:  event.Close.String(), Owners: []capture.Owner{},
+				Note: "a new connection on the same addresses replaced it",
+			})
+		}
+	}
+}
+
+// schedule sets when w is looked up next. A TIME_WAIT socket changes only
+// when its timer fires, so it is left alone until shortly before; a
+// FIN_WAIT2 one may change whenever the peer's FIN arrives.
+func (d *Diagnoser) schedule(w *twWatch, now uint64) {
+	w.nextPoll = now + uint64(twPollInterval)
+	if w.state == uint8(event.TimeWait) && w.timerMs > 200 {
+		w.nextPoll = now + uint64(time.Duration(w.timerMs-150)*time.Millisecond)
+	}
+}
+
+// nsCheckInterval: how often the namespaces of followed timewait sockets
+// are checked. A TIME_WAIT socket is looked up only near its expiry; one
+// whose namespace was deleted is gone at once, with no event.
+const nsCheckInterval = time.Second
+
+// checkNamespaces ends the watch of timewait sockets whose network
+// namespace is gone.
+func (d *Diagnoser) checkNamespaces(now uint64) {
+	for netns := range d.twPerNS {
+		if !d.table.Gone(netns) {
+			continue
+		}
+		for cookie, w := range d.timewait {
+			if w.netns == netns {
+				d.namespaceGone(cookie, w, now)
+			}
+		}
+	}
+}
+
+// namespaceGone reports a timewait socket that went with its namespace.
+func (d *Diagnoser) namespaceGone(cookie uint64, w *twWatch, now uint64) {
+	d.unwatch(cookie, w)
+	d.emit(&capture.Snapshot{
+		Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+		Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+		State:  event.Close.String(), Owners: []capture.Owner{},
+		Note: "its network namespace was deleted",
+	})
+}
+
+// pollTimewait looks each watched timewait socket up and reports its phase
+// changes (FIN_WAIT2 → TIME_WAIT) and its end.
+func (d *Diagnoser) pollTimewait(now uint64) {
+	for cookie, w := range d.timewait {
+		if now < w.nextPoll {
+			continue
+		}
+		ent, err := d.table.Lookup(w.netns, w.local, w.remote)
+		if errors.Is(err, socktable.ErrNamespaceGone) {
+			d.namespaceGone(cookie, w, now) // and every socket with it
+			continue
+		}
+		if err != nil {
+			w.nextPoll = now + uint64(twPollInterval)
+			continue
+		}
+		// An exact lookup falls back to a listener on the local port when
+		// the four-tuple is gone: only the same four-tuple counts.
+		if ent != nil && (ent.Local != w.local || ent.Remote != w.remote) {
+			ent = nil
+		}
+		if ent == nil || !event.SameSocket(ent.Cookie, cookie) || ent.Inode != 0 {
+			rec := &capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+				State:  event.Close.String(), Owners: []capture.Owner{},
+				Note: "expired",
+			}
+			if ent != nil {
+				rec.Note = "a new connection on the same addresses replaced it"
+			}
+			d.unwatch(cookie, w)
+			d.emit(rec)
+			continue
+		}
+		if ent.State != w.state {
+			// A change no transition on this host showed (the peer is
+			// elsewhere): dated by the lookup, at most twPollInterval late.
+			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
+			d.emit(&capture.Snapshot{
+				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
+				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []capture.Owner{},
+				Note: "socket table",
+			})
+		}
+		w.timerMs = int64(ent.Expires)
+		d.schedule(w, now)
+	}
+}
