@@ -159,7 +159,7 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	msg := fmt.Sprintf("%s %s failed (%s) in %s", e.Call, want, capture.ErrnoName(e.Errno()), who)
 	rec := &capture.BindConflict{
 		Type: capture.TypeBindConflict, Time: d.wall(now), MonoNs: now,
-		Call: e.Call.String(), Errno: capture.ErrnoName(e.Errno()), PID: e.PID, Comm: e.CommString(), FD: e.FD,
+		Call: e.Call.String(), Errno: capture.ErrnoName(e.Errno()), PID: e.PID, Comm: e.CommString(), FD: e.FD, NetNS: e.NetNS,
 		Laddr: want.Addr().String(), Lport: want.Port(), Holders: []capture.Holder{},
 	}
 	for i, h := range holders {

@@ -222,6 +222,7 @@ type BindConflict struct {
 	PID     uint32    `json:"pid"`
 	Comm    string    `json:"comm"`
 	FD      int32     `json:"fd"`
+	NetNS   uint32    `json:"netns"` // the namespace the address was asked for in
 	Laddr   string    `json:"laddr"`
 	Lport   uint16    `json:"lport"`
 	Holders []Holder  `json:"holders"`

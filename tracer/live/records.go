@@ -39,15 +39,15 @@ func (t *Table) Record(rec any) error {
 	case *capture.Snapshot:
 		switch r.Reason {
 		case "start":
-			t.Line(r.Time, "EXISTING", fmt.Sprintf("%s %s:%d -> %s:%d %s, owned by %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners)))
+			t.Line(r.Time, "EXISTING", fmt.Sprintf("%s %s:%d -> %s:%d %s, owned by %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners))+t.nsSuffix(r.NetNS))
 		case "timewait":
 			left := ""
 			if r.TimerMs > 0 {
 				left = ", " + timeline.FmtDur(time.Duration(r.TimerMs)*time.Millisecond) + " left"
 			}
-			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d now %s (timewait socket%s; %s)", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, left, r.Note))
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d now %s (timewait socket%s; %s)", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, left, r.Note)+t.nsSuffix(r.NetNS))
 		case "timewait_gone":
-			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d timewait socket gone: %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note))
+			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d timewait socket gone: %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note)+t.nsSuffix(r.NetNS))
 		}
 	case *capture.Call:
 		if r.Note != "" {
@@ -56,13 +56,15 @@ func (t *Table) Record(rec any) error {
 	case *capture.Exit:
 		t.Line(r.Time, "EXIT", fmt.Sprintf("%s[%d] exited: the kernel closes its fds", r.Comm, r.PID))
 	case *capture.Leak:
-		t.Line(r.Time, "LEAK", r.Message)
+		t.Line(r.Time, "LEAK", r.Message+t.nsSuffix(r.NetNS))
 	case *capture.BindConflict:
-		t.Line(r.Time, "BIND", r.Message)
-		t.remember(r.Message)
+		msg := r.Message + t.nsSuffix(r.NetNS)
+		t.Line(r.Time, "BIND", msg)
+		t.remember(msg)
 	case *capture.ConnectFail:
-		t.Line(r.Time, "CONNECT", r.Message)
-		t.remember(r.Message)
+		msg := r.Message + t.nsSuffix(r.NetNS)
+		t.Line(r.Time, "CONNECT", msg)
+		t.remember(msg)
 	}
 	return nil
 }

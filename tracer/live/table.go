@@ -109,12 +109,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	b = append(b, '[')
 	b = strconv.AppendUint(b, uint64(e.PID), 10)
 	b = append(b, ']')
-	if t.firstNS == 0 {
-		t.firstNS = e.NetNS
-	} else if e.NetNS != t.firstNS {
-		t.multiNS = true
-	}
-	if t.multiNS {
+	if t.seeNetNS(e.NetNS) {
 		b = append(b, "  netns "...)
 		b = strconv.AppendUint(b, uint64(e.NetNS), 10)
 	}
@@ -124,6 +119,29 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 		return t.Flush()
 	}
 	return t.err
+}
+
+// seeNetNS notes a socket's namespace and reports whether lines should
+// name it: once more than one namespace is in play.
+func (t *Table) seeNetNS(netns uint32) bool {
+	if netns == 0 {
+		return t.multiNS
+	}
+	if t.firstNS == 0 {
+		t.firstNS = netns
+	} else if netns != t.firstNS {
+		t.multiNS = true
+	}
+	return t.multiNS
+}
+
+// nsSuffix is " (netns N)" for a diagnosis line once several namespaces
+// are in play.
+func (t *Table) nsSuffix(netns uint32) string {
+	if !t.seeNetNS(netns) || netns == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (netns %d)", netns)
 }
 
 // Line prints a free-form line (diagnoses, notices), prefixed with its time.
