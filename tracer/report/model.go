@@ -469,3 +469,14 @@ func ownerString(owners []capture.Owner) string {
 	}
 	return string(b)
 }
+
+// ManyNamespaces reports whether the capture's sockets come from more than
+// one network namespace: then connections are named with theirs.
+func (c *Capture) ManyNamespaces() bool {
+	for _, s := range c.Sockets {
+		if s.NetNS != c.Sockets[0].NetNS {
+			return true
+		}
+	}
+	return false
+}

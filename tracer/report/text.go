@@ -301,6 +301,9 @@ type row struct {
 func (t *textReport) conn(conn *Conn) {
 	ends := [2]*Socket{conn.Client, conn.Server}
 	title := fmt.Sprintf("Connection %d: %s", conn.ID, conn.Name())
+	if t.c.ManyNamespaces() {
+		title += fmt.Sprintf(" · netns %d", conn.first().NetNS)
+	}
 	var tags []string
 	for _, s := range conn.Ends() {
 		for _, d := range s.Diagnoses {
