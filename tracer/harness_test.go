@@ -228,7 +228,9 @@ func startSessionWith(t *testing.T, cfg tracer.Config, sinks []tracer.Sink, port
 		defer close(s.done)
 		s.sum, s.err = tracer.Run(ctx, cfg, append([]tracer.Sink{s.rec}, sinks...)...)
 	}()
-	testwait.Until(t, 20*time.Second, "the tracer's ready file", func() bool {
+	// A deadline, not a wait: an emulated guest running several tests at
+	// once takes seconds to probe the kernel and load the programs.
+	testwait.Until(t, 60*time.Second, "the tracer's ready file", func() bool {
 		select {
 		case <-s.done:
 			t.Fatalf("tracer stopped before it was ready: %v", s.err)

@@ -183,7 +183,9 @@ func startTracer(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	testwait.Until(t, 20*time.Second, "the tracer's ready file", func() bool {
+	// A deadline, not a wait: an emulated guest running several tests at
+	// once takes seconds to probe the kernel and load the programs.
+	testwait.Until(t, 60*time.Second, "the tracer's ready file", func() bool {
 		if cmd.ProcessState != nil {
 			t.Fatalf("tracer exited before it was ready; stderr:\n%s", errb.String())
 		}
