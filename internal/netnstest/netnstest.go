@@ -114,8 +114,9 @@ func loopbackUp() error {
 // Command runs name inside the namespace.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 	// -F: busybox nsenter forks by default; the test wants the program's
-	// own pid. -nPATH: the form util-linux and busybox both take.
-	return exec.Command("nsenter", append([]string{"-F", "-n" + ns.Path, name}, args...)...)
+	// own pid. -nPATH: the form util-linux and busybox both take. "--":
+	// busybox would take the program's flags for its own.
+	return exec.Command("nsenter", append([]string{"-F", "-n" + ns.Path, "--", name}, args...)...)
 }
 
 // Delete unmounts the namespace: it is gone once no process is left in it.
