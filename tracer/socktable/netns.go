@@ -267,7 +267,7 @@ func (n *Namespaces) Close() error {
 // List returns every network namespace that has a process in it or a bind
 // mount of it, each once, in increasing order.
 func (n *Namespaces) List() ([]uint32, error) {
-	seen := make(map[uint32]bool)
+	seen := map[uint32]bool{n.Self(): true} // skipped by eachNamespace
 	err := eachNamespace(func(netns uint32, _ string) bool {
 		seen[netns] = true
 		return true
@@ -288,7 +288,7 @@ func (n *Namespaces) find(netns uint32) (string, error) {
 	n.mu.Lock()
 	pid, ok := n.hints[netns]
 	n.mu.Unlock()
-	if ok {
+	if ok && int(pid) != os.Getpid() { // see eachNamespace: not our own
 		p := "/proc/" + strconv.FormatUint(uint64(pid), 10) + "/ns/net"
 		if nsInode(p) == netns {
 			return p, nil
@@ -337,8 +337,15 @@ func eachNamespace(f func(netns uint32, path string) bool) error {
 	if err != nil {
 		return err
 	}
+	self := strconv.Itoa(os.Getpid())
 	for _, p := range procs {
 		if _, err := strconv.ParseUint(p.Name(), 10, 32); err != nil {
+			continue
+		}
+		if p.Name() == self {
+			// Our own threads visit namespaces to open sockets there,
+			// and the leader may be one of them: /proc/self/ns/net can
+			// name a namespace we are in only for a moment.
 			continue
 		}
 		path := "/proc/" + p.Name() + "/ns/net"
