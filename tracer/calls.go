@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 	"golang.org/x/sys/unix"
@@ -30,10 +30,10 @@ func (d *Diagnoser) connectFailed(e *event.Event, errno string, owners []timelin
 	if len(owners) > 0 {
 		who = timeline.OwnersText(owners)
 	}
-	d.emit(&capture.ConnectFail{
-		Type: capture.TypeConnectFail, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs,
-		Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
-		Errno:  errno, Owners: capture.Owners(owners),
+	d.emit(&record.ConnectFail{
+		Type: record.TypeConnectFail, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs,
+		Socket: record.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
+		Errno:  errno, Owners: record.Owners(owners),
 		Message: fmt.Sprintf("connect to %s failed (%s) in %s: %s", e.Remote, errno, who, why),
 	})
 }
@@ -56,7 +56,7 @@ func (d *Diagnoser) Call(e *event.Event) {
 		// sink wants the record itself.
 		return
 	}
-	rec := capture.CallRecord(e, d.wall(e.MonoNs), owners)
+	rec := record.CallRecord(e, d.wall(e.MonoNs), owners)
 	if noChange && e.New != 0 && e.New != e.Old {
 		// The state changed during the call, yet no transition arrived:
 		// the kernel skipped them (and counted them as lost).
@@ -85,7 +85,7 @@ func (d *Diagnoser) Call(e *event.Event) {
 		d.bindConflict(e)
 	case int32(unix.ECONNREFUSED), int32(unix.ETIMEDOUT), int32(unix.ENETUNREACH), int32(unix.EHOSTUNREACH):
 		if e.Call == event.CallConnect {
-			d.connectFailed(e, capture.ErrnoName(e.Errno()), owners)
+			d.connectFailed(e, record.ErrnoName(e.Errno()), owners)
 		}
 	}
 }
@@ -156,11 +156,11 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	}
 
 	who := fmt.Sprintf("%s[%d]", e.CommString(), e.PID)
-	msg := fmt.Sprintf("%s %s failed (%s) in %s", e.Call, want, capture.ErrnoName(e.Errno()), who)
-	rec := &capture.BindConflict{
-		Type: capture.TypeBindConflict, Time: d.wall(now), MonoNs: now,
-		Call: e.Call.String(), Errno: capture.ErrnoName(e.Errno()), PID: e.PID, Comm: e.CommString(), FD: e.FD, NetNS: e.NetNS,
-		Laddr: want.Addr().String(), Lport: want.Port(), Holders: []capture.Holder{},
+	msg := fmt.Sprintf("%s %s failed (%s) in %s", e.Call, want, record.ErrnoName(e.Errno()), who)
+	rec := &record.BindConflict{
+		Type: record.TypeBindConflict, Time: d.wall(now), MonoNs: now,
+		Call: e.Call.String(), Errno: record.ErrnoName(e.Errno()), PID: e.PID, Comm: e.CommString(), FD: e.FD, NetNS: e.NetNS,
+		Laddr: want.Addr().String(), Lport: want.Port(), Holders: []record.Holder{},
 	}
 	for i, h := range holders {
 		if i == 0 {
@@ -169,9 +169,9 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 			msg += "; and by "
 		}
 		msg += h.Describe()
-		rec.Holders = append(rec.Holders, capture.Holder{
-			Socket: capture.SocketOf(h.Cookie, e.NetNS, e.Family, h.Local, h.Remote),
-			State:  h.State.String(), StateNs: h.StateNs, Owners: capture.Owners(h.Owners), Why: h.Why(),
+		rec.Holders = append(rec.Holders, record.Holder{
+			Socket: record.SocketOf(h.Cookie, e.NetNS, e.Family, h.Local, h.Remote),
+			State:  h.State.String(), StateNs: h.StateNs, Owners: record.Owners(h.Owners), Why: h.Why(),
 		})
 	}
 	if len(holders) == 0 {

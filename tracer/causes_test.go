@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer"
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -125,7 +125,7 @@ func TestCauseLingerZeroSendsRST(t *testing.T) {
 	srv.Close()
 	marker := dial(t, addr)
 	waitStep(t, s.rec, localOf(marker), event.SynSent, event.Established)
-	for _, r := range find(s.rec.Records(), func(r *capture.Call) bool { return r.Call == "close" }) {
+	for _, r := range find(s.rec.Records(), func(r *record.Call) bool { return r.Call == "close" }) {
 		t.Errorf("close of a socket nobody else holds was reported: %s (server fd %d)", describe(r), srvFD)
 	}
 }
@@ -137,9 +137,9 @@ func TestCauseRefusedConnect(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial with nothing listening: %v, want ECONNREFUSED", err)
 	}
-	var fails []*capture.ConnectFail
+	var fails []*record.ConnectFail
 	s.rec.waitFor(t, 5*time.Second, "connect_failed record", func() bool {
-		fails = find(s.rec.Records(), func(r *capture.ConnectFail) bool { return r.Rport == 17103 })
+		fails = find(s.rec.Records(), func(r *record.ConnectFail) bool { return r.Rport == 17103 })
 		return len(fails) > 0
 	})
 	f := fails[0]
@@ -178,14 +178,14 @@ func TestCauseForkInheritedSocket(t *testing.T) {
 	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
 	childPID := child.Process.Pid
 	s.rec.waitFor(t, 5*time.Second, "the fork record", func() bool {
-		return len(find(s.rec.Records(), func(r *capture.Fork) bool { return r.Child == uint32(childPID) })) > 0
+		return len(find(s.rec.Records(), func(r *record.Fork) bool { return r.Child == uint32(childPID) })) > 0
 	})
 
 	f.Close()
 	c.Close()
-	var notes []*capture.Call
+	var notes []*record.Call
 	s.rec.waitFor(t, 5*time.Second, "two closes that changed nothing", func() bool {
-		notes = find(s.rec.Records(), func(r *capture.Call) bool { return r.Call == "close" && r.Note != "" })
+		notes = find(s.rec.Records(), func(r *record.Call) bool { return r.Call == "close" && r.Note != "" })
 		return len(notes) == 2
 	})
 	last := notes[1].Note
@@ -221,7 +221,7 @@ func TestSocketOlderThanTrace(t *testing.T) {
 
 	s := startSession(t, tracer.Config{LeakAfter: 200 * time.Millisecond}, 17105)
 	recs := s.rec.Records()
-	snaps := find(recs, func(r *capture.Snapshot) bool {
+	snaps := find(recs, func(r *record.Snapshot) bool {
 		return r.Reason == "start" && r.Lport == localOf(c).Port() && r.Rport == 17105
 	})
 	if len(snaps) != 1 || snaps[0].State != "CLOSE_WAIT" {
@@ -236,9 +236,9 @@ func TestSocketOlderThanTrace(t *testing.T) {
 	}
 	cookie := snaps[0].Cookie
 
-	var leaks []*capture.Leak
+	var leaks []*record.Leak
 	s.rec.waitFor(t, 5*time.Second, "the old socket reported as a leak", func() bool {
-		leaks = find(s.rec.Records(), func(r *capture.Leak) bool { return r.Cookie == cookie })
+		leaks = find(s.rec.Records(), func(r *record.Leak) bool { return r.Cookie == cookie })
 		return len(leaks) == 1
 	})
 	if leaks[0].Phase != "stuck" || !strings.Contains(leaks[0].Message, "since before the trace") {
@@ -250,9 +250,9 @@ func TestSocketOlderThanTrace(t *testing.T) {
 	if _, err := d.Dial("tcp4", addr.String()); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("second bind: %v, want EADDRINUSE", err)
 	}
-	var binds []*capture.BindConflict
+	var binds []*record.BindConflict
 	s.rec.waitFor(t, 5*time.Second, "bind_conflict", func() bool {
-		binds = find(s.rec.Records(), func(r *capture.BindConflict) bool { return r.Lport == localOf(c).Port() })
+		binds = find(s.rec.Records(), func(r *record.BindConflict) bool { return r.Lport == localOf(c).Port() })
 		return len(binds) == 1
 	})
 	if len(binds[0].Holders) != 1 || binds[0].Holders[0].Cookie != cookie || binds[0].Holders[0].State != "CLOSE_WAIT" ||
@@ -262,7 +262,7 @@ func TestSocketOlderThanTrace(t *testing.T) {
 
 	c.Close()
 	s.rec.waitFor(t, 5*time.Second, "the end of the leak", func() bool {
-		leaks = find(s.rec.Records(), func(r *capture.Leak) bool { return r.Cookie == cookie })
+		leaks = find(s.rec.Records(), func(r *record.Leak) bool { return r.Cookie == cookie })
 		return len(leaks) == 2
 	})
 	if leaks[1].Phase != "closed_late" || !strings.Contains(leaks[1].Message, fmt.Sprintf("close(fd %d)", fd)) {
@@ -298,8 +298,8 @@ func TestTimewaitPhases(t *testing.T) {
 	bEnd := waitStep(t, s.rec, localOf(bPeer), event.FinWait2, event.Close)
 	_ = b
 
-	phases := func(cookie uint64) []*capture.Snapshot {
-		return find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.Cookie == cookie })
+	phases := func(cookie uint64) []*record.Snapshot {
+		return find(s.rec.Records(), func(r *record.Snapshot) bool { return r.Cookie == cookie })
 	}
 	s.rec.waitFor(t, 5*time.Second, "the timewait phases", func() bool {
 		return len(phases(aEnd.Cookie)) == 2 && len(phases(bEnd.Cookie)) == 1

@@ -13,9 +13,9 @@ import (
 
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/container"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/scope"
 )
 
@@ -66,9 +66,9 @@ func TestContainerOwnersAndFilter(t *testing.T) {
 	if cl.ProcessState == nil || cl.ProcessState.ExitCode() != 1 || !strings.Contains(errBuf.String(), "address already in use") {
 		t.Fatalf("client in the container: %v\n%s", cl.ProcessState, errBuf.String())
 	}
-	var leaks []*capture.Leak
+	var leaks []*record.Leak
 	s.rec.waitFor(t, 5*time.Second, "the container's leak", func() bool {
-		leaks = find(s.rec.Records(), func(l *capture.Leak) bool { return l.Lport == storyClient.Port() })
+		leaks = find(s.rec.Records(), func(l *record.Leak) bool { return l.Lport == storyClient.Port() })
 		return len(leaks) == 2
 	})
 	if len(leaks[0].Owners) != 1 || leaks[0].Owners[0].PID != uint32(cl.Process.Pid) || leaks[0].Owners[0].Container != id {

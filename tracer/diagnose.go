@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -31,7 +31,7 @@ type Diagnoser struct {
 
 	closeWaits []closeWait           // in order of entry
 	stuck      map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
-	leaks      []capture.Leak        // every leak's last record
+	leaks      []record.Leak         // every leak's last record
 
 	timewait    map[uint64]*twWatch
 	twPerNS     map[uint32]int   // watched timewait sockets per namespace
@@ -57,7 +57,7 @@ type tuple struct {
 }
 
 type stuckLeak struct {
-	rec   capture.Leak
+	rec   record.Leak
 	since uint64 // entered CLOSE_WAIT (monotonic); 0: before the trace
 }
 
@@ -138,7 +138,7 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 		d.handedOver(e)
 	case timeline.CauseRefused, timeline.CauseTimeout:
 		if e.Old == event.SynSent {
-			d.connectFailed(e, capture.ErrnoName(e.SkErr), tr.Owners)
+			d.connectFailed(e, record.ErrnoName(e.SkErr), tr.Owners)
 		}
 	}
 }

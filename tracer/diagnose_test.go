@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -111,7 +111,7 @@ func TestLeakPerNamespace(t *testing.T) {
 			Local: client, Remote: server, Old: event.Established, New: event.CloseWait, MonoNs: 10, FD: -1})
 	}
 	d.Tick(uint64(time.Second))
-	leaks := records[*capture.Leak](*recs)
+	leaks := records[*record.Leak](*recs)
 	if len(leaks) != 2 {
 		t.Fatalf("leaks: %v", leaks)
 	}
@@ -140,7 +140,7 @@ func TestBindConflictPerNamespace(t *testing.T) {
 	}
 	d.Call(&event.Event{Kind: event.KindCall, Call: event.CallBind, NetNS: nsB, Family: event.AFInet,
 		Local: client, Ret: -98, FD: 8, PID: 42, MonoNs: 20})
-	binds := records[*capture.BindConflict](*recs)
+	binds := records[*record.BindConflict](*recs)
 	if len(binds) != 1 || len(binds[0].Holders) != 1 || binds[0].Holders[0].Cookie != 12 || binds[0].Holders[0].NetNS != nsB {
 		t.Fatalf("bind conflict in namespace %d: %+v", nsB, binds)
 	}
@@ -163,7 +163,7 @@ func TestTimewaitWatchPriorityAndGoneNamespace(t *testing.T) {
 	}
 	table.gone[nsA] = true
 	d.Tick(uint64(2 * time.Second))
-	gone := records[*capture.Snapshot](*recs)
+	gone := records[*record.Snapshot](*recs)
 	n := 0
 	for _, s := range gone {
 		if s.Reason == "timewait_gone" {

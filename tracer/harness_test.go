@@ -16,8 +16,8 @@ import (
 	"github.com/tcptrail/tcptrail/internal/privtest"
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -102,7 +102,7 @@ type recorder struct {
 	mu     sync.Mutex
 	steps  []Step
 	recs   []any
-	header *capture.Header
+	header *record.Header
 	wake   chan struct{}
 }
 
@@ -115,7 +115,7 @@ func (r *recorder) signal() {
 	}
 }
 
-func (r *recorder) Begin(h *capture.Header) error { r.header = h; return nil }
+func (r *recorder) Begin(h *record.Header) error { r.header = h; return nil }
 func (r *recorder) Transition(t *timeline.Transition, _ int64) error {
 	e := t.Event
 	s := Step{Cookie: e.Cookie, NetNS: e.NetNS, Local: e.Local, Remote: e.Remote, Old: e.Old, New: e.New,
@@ -136,8 +136,8 @@ func (r *recorder) Record(rec any) error {
 	r.signal()
 	return nil
 }
-func (r *recorder) Flush() error               { return nil }
-func (r *recorder) End(*capture.Summary) error { return nil }
+func (r *recorder) Flush() error              { return nil }
+func (r *recorder) End(*record.Summary) error { return nil }
 
 // Steps returns the transitions matching keep, in order.
 func (r *recorder) Steps(keep func(Step) bool) []Step {
@@ -185,17 +185,17 @@ func describe(rec any) string {
 	switch r := rec.(type) {
 	case Step:
 		return r.String()
-	case *capture.Call:
+	case *record.Call:
 		return fmt.Sprintf("call %s fd=%d ret=%d %s:%d->%s:%d pid=%d note=%q", r.Call, r.FD, r.Ret, r.Laddr, r.Lport, r.Raddr, r.Rport, r.PID, r.Note)
-	case *capture.Leak:
+	case *record.Leak:
 		return "leak " + r.Phase + ": " + r.Message
-	case *capture.BindConflict:
+	case *record.BindConflict:
 		return "bind_conflict: " + r.Message
-	case *capture.ConnectFail:
+	case *record.ConnectFail:
 		return "connect_failed: " + r.Message
-	case *capture.Snapshot:
+	case *record.Snapshot:
 		return fmt.Sprintf("snapshot %s #%d %s:%d->%s:%d %s %s", r.Reason, r.Cookie, r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, r.Note)
-	case *capture.Exit:
+	case *record.Exit:
 		return fmt.Sprintf("exit %s[%d]", r.Comm, r.PID)
 	}
 	return fmt.Sprintf("%T %+v", rec, rec)
@@ -206,7 +206,7 @@ type session struct {
 	rec    *recorder
 	cancel context.CancelFunc
 	done   chan struct{}
-	sum    *capture.Summary
+	sum    *record.Summary
 	err    error
 }
 
@@ -244,7 +244,7 @@ func startSessionWith(t *testing.T, cfg tracer.Config, sinks []tracer.Sink, port
 }
 
 // stop ends the session and returns its summary.
-func (s *session) stop(t *testing.T) *capture.Summary {
+func (s *session) stop(t *testing.T) *record.Summary {
 	t.Helper()
 	s.cancel()
 	select {

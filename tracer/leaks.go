@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -45,7 +45,7 @@ func (d *Diagnoser) endLeak(leak *stuckLeak, tr *timeline.Transition) {
 	d.emit(&end)
 }
 
-func (d *Diagnoser) replaceLeak(l capture.Leak) {
+func (d *Diagnoser) replaceLeak(l record.Leak) {
 	for i := range d.leaks {
 		if d.leaks[i].Cookie == l.Cookie && d.leaks[i].Since.Equal(l.Since) {
 			d.leaks[i] = l
@@ -81,11 +81,11 @@ func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) 
 	if len(s.Owners) > 0 {
 		owner = timeline.OwnersText(s.Owners)
 	}
-	leak := &capture.Leak{
-		Type: capture.TypeLeak, Time: d.wall(now), MonoNs: now, Phase: "stuck",
-		Socket: capture.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
+	leak := &record.Leak{
+		Type: record.TypeLeak, Time: d.wall(now), MonoNs: now, Phase: "stuck",
+		Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
 		State:  s.State.String(), Since: since, AgeNs: h.StateNs,
-		Owners: capture.Owners(s.Owners),
+		Owners: record.Owners(s.Owners),
 		Message: fmt.Sprintf("CLOSE_WAIT leak: %s, held by %s: %s",
 			describeAge(&h), owner, h.Why()),
 	}
@@ -124,7 +124,7 @@ func (d *Diagnoser) End(now uint64) {
 	}
 }
 
-func ownersFromRecord(in []capture.Owner) []timeline.Owner {
+func ownersFromRecord(in []record.Owner) []timeline.Owner {
 	out := make([]timeline.Owner, len(in))
 	for i, o := range in {
 		out[i] = timeline.Owner{PID: o.PID, FD: o.FD, Container: o.Container}
@@ -134,6 +134,6 @@ func ownersFromRecord(in []capture.Owner) []timeline.Owner {
 }
 
 // Leaks returns every leak's latest record.
-func (d *Diagnoser) Leaks() []capture.Leak {
-	return append([]capture.Leak{}, d.leaks...)
+func (d *Diagnoser) Leaks() []record.Leak {
+	return append([]record.Leak{}, d.leaks...)
 }

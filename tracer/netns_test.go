@@ -14,8 +14,8 @@ import (
 	"github.com/tcptrail/tcptrail/internal/netnstest"
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // The story inside network namespaces, traced from the host's: the
@@ -65,9 +65,9 @@ func (st *nsStory) runClient(t *testing.T) {
 func checkStory(t *testing.T, s *session, st *nsStory) {
 	t.Helper()
 	owner := fmt.Sprintf("demo-client[%d] fd ", st.clientPID)
-	var leaks []*capture.Leak
+	var leaks []*record.Leak
 	s.rec.waitFor(t, 5*time.Second, "the leak in "+st.ns.Name+" to end", func() bool {
-		leaks = find(s.rec.Records(), func(l *capture.Leak) bool { return l.NetNS == st.ns.Inode })
+		leaks = find(s.rec.Records(), func(l *record.Leak) bool { return l.NetNS == st.ns.Inode })
 		return len(leaks) == 2
 	})
 	if leaks[0].Phase != "stuck" || leaks[0].Unconfirmed || !strings.Contains(leaks[0].Message, owner) ||
@@ -75,8 +75,8 @@ func checkStory(t *testing.T, s *session, st *nsStory) {
 		t.Errorf("leaks in %s: %q (%s, unconfirmed %v), %q (%s); want a confirmed stuck leak held by %s, closed by its exit",
 			st.ns.Name, leaks[0].Message, leaks[0].Phase, leaks[0].Unconfirmed, leaks[1].Message, leaks[1].Phase, owner)
 	}
-	var binds []*capture.BindConflict
-	for _, b := range find(s.rec.Records(), func(b *capture.BindConflict) bool { return b.PID == uint32(st.clientPID) }) {
+	var binds []*record.BindConflict
+	for _, b := range find(s.rec.Records(), func(b *record.BindConflict) bool { return b.PID == uint32(st.clientPID) }) {
 		binds = append(binds, b)
 	}
 	if len(binds) != 1 || len(binds[0].Holders) != 1 {
@@ -137,20 +137,20 @@ func TestNamespaceDeletedWhileTracing(t *testing.T) {
 	ns := netnstest.New(t)
 	st := startStoryServerIn(t, ns)
 	st.runClient(t)
-	var hand []*capture.Snapshot
+	var hand []*record.Snapshot
 	s.rec.waitFor(t, 5*time.Second, "the server end's timewait socket in "+ns.Name, func() bool {
-		hand = find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.NetNS == ns.Inode && r.Reason == "timewait" })
+		hand = find(s.rec.Records(), func(r *record.Snapshot) bool { return r.NetNS == ns.Inode && r.Reason == "timewait" })
 		return len(hand) > 0
 	})
 	st.server.Process.Kill()
 	st.server.Wait()
 	ns.Delete()
 	s.rec.waitFor(t, 10*time.Second, "the timewait socket gone with its namespace", func() bool {
-		return len(find(s.rec.Records(), func(r *capture.Snapshot) bool {
+		return len(find(s.rec.Records(), func(r *record.Snapshot) bool {
 			return r.Cookie == hand[0].Cookie && r.Reason == "timewait_gone"
 		})) > 0
 	})
-	gone := find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.Cookie == hand[0].Cookie && r.Reason == "timewait_gone" })[0]
+	gone := find(s.rec.Records(), func(r *record.Snapshot) bool { return r.Cookie == hand[0].Cookie && r.Reason == "timewait_gone" })[0]
 	if gone.Note != "its network namespace was deleted" {
 		t.Errorf("timewait socket of a deleted namespace: %q", gone.Note)
 	}

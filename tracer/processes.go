@@ -3,8 +3,8 @@
 package tracer
 
 import (
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // Exit records the exit of a process that owns traced sockets.
@@ -12,7 +12,7 @@ func (d *Diagnoser) Exit(e *event.Event) {
 	if !d.tracker.Owns(e.PID) {
 		return
 	}
-	d.emit(&capture.Exit{Type: capture.TypeExit, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, PID: e.PID, Comm: e.CommString()})
+	d.emit(&record.Exit{Type: record.TypeExit, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, PID: e.PID, Comm: e.CommString()})
 	d.tracker.Exit(e)
 }
 
@@ -21,6 +21,6 @@ func (d *Diagnoser) Fork(e *event.Event) {
 	if !d.tracker.Owns(e.PID) {
 		return
 	}
-	d.emit(&capture.Fork{Type: capture.TypeFork, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, PID: e.PID, Comm: e.CommString(), Child: e.Arg})
+	d.emit(&record.Fork{Type: record.TypeFork, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, PID: e.PID, Comm: e.CommString(), Child: e.Arg})
 	d.tracker.Fork(e)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/live"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/report"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -89,9 +90,9 @@ func TestReplayTellsTheLiveStory(t *testing.T) {
 	var liveDiag, replayDiag []string
 	for _, r := range s.rec.Records() {
 		switch d := r.(type) {
-		case *capture.Leak:
+		case *record.Leak:
 			liveDiag = append(liveDiag, d.Message)
-		case *capture.BindConflict:
+		case *record.BindConflict:
 			liveDiag = append(liveDiag, d.Message)
 		}
 	}

@@ -16,8 +16,8 @@ import (
 
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -79,7 +79,7 @@ http {
 	waitForListener(t, "127.0.0.1:17300")
 
 	s := startSession(t, tracer.Config{}, 17300)
-	listeners := find(s.rec.Records(), func(r *capture.Snapshot) bool { return r.Reason == "start" && r.State == "LISTEN" })
+	listeners := find(s.rec.Records(), func(r *record.Snapshot) bool { return r.Reason == "start" && r.State == "LISTEN" })
 	if len(listeners) != 1 {
 		t.Fatalf("want nginx's listener at start: %v", listeners)
 	}
@@ -179,7 +179,7 @@ func TestRedis(t *testing.T) {
 	if la.CauseKind != timeline.CauseClose || la.PID != uint32(rs.Process.Pid) || !strings.HasPrefix(la.Owners, want) {
 		t.Fatalf("redis's close: %v, want close(fd) by redis-server[%d]", la, rs.Process.Pid)
 	}
-	if l := find(s.rec.Records(), func(*capture.Leak) bool { return true }); len(l) != 0 {
+	if l := find(s.rec.Records(), func(*record.Leak) bool { return true }); len(l) != 0 {
 		t.Fatalf("a prompt close reported as a leak: %v", l)
 	}
 }

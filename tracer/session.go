@@ -15,10 +15,10 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/container"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -26,7 +26,7 @@ import (
 // call records (accept, bind, dup) says so with a RoutineCalls() bool
 // method returning false, and the session does not build them.
 type Sink interface {
-	Begin(h *capture.Header) error
+	Begin(h *record.Header) error
 	// Transition is the hot path: t is reused after the call returns.
 	Transition(t *timeline.Transition, wallNs int64) error
 	// Record receives every other record, a pointer to a capture type.
@@ -34,7 +34,7 @@ type Sink interface {
 	// Flush is called whenever the event stream goes quiet, and at least
 	// every PollInterval, so that output never lags.
 	Flush() error
-	End(s *capture.Summary) error
+	End(s *record.Summary) error
 }
 
 // Config is a session's configuration.
@@ -102,14 +102,14 @@ type Session struct {
 	diag       *Diagnoser
 	ev         event.Event
 	events     uint64
-	lost       capture.Losses
+	lost       record.Losses
 	log        io.Writer
 	containers *container.Cache // container of each owner, by pid
 }
 
 // Run traces until ctx ends or cfg.Duration passes, then detaches, drains
 // what the kernel already wrote, and ends every sink with a summary.
-func Run(ctx context.Context, cfg Config, sinks ...Sink) (*capture.Summary, error) {
+func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
@@ -163,16 +163,16 @@ func (s *Session) begin() error {
 	host, _ := os.Hostname()
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
-	h := &capture.Header{
-		Type:        capture.TypeHeader,
-		Schema:      capture.SchemaVersion,
+	h := &record.Header{
+		Type:        record.TypeHeader,
+		Schema:      record.SchemaVersion,
 		Tool:        "tcptrail",
 		Version:     s.cfg.Version,
 		Host:        host,
 		Kernel:      unix.ByteSliceToString(uts.Release[:]),
 		StartTime:   time.Unix(0, s.clock.WallNs).UTC(),
 		StartMonoNs: s.clock.MonoNs,
-		Filters: capture.Filters{Ports: append([]uint16{}, s.cfg.Kernel.Ports...), PID: s.cfg.Kernel.PID,
+		Filters: record.Filters{Ports: append([]uint16{}, s.cfg.Kernel.Ports...), PID: s.cfg.Kernel.PID,
 			NetNS: s.cfg.Kernel.NetNS, Scope: s.cfg.Scope},
 		Attach: "tp_btf",
 	}
@@ -292,7 +292,7 @@ func (s *Session) checkLosses(warn bool) {
 		fmt.Fprintf(s.log, "tcptrail: warning: %v\n", err)
 		return
 	}
-	now := capture.Losses{
+	now := record.Losses{
 		RingbufFull:     c.RingbufFull,
 		RecursionMisses: c.RecursionMisses,
 		InflightFull:    c.InflightFull,
@@ -307,11 +307,11 @@ func (s *Session) checkLosses(warn bool) {
 	}
 	s.lost = now
 	mono := MonoNow()
-	s.emit(&capture.Lost{Type: capture.TypeLost, Time: s.clock.Time(mono).UTC(), MonoNs: mono, Losses: now})
+	s.emit(&record.Lost{Type: record.TypeLost, Time: s.clock.Time(mono).UTC(), MonoNs: mono, Losses: now})
 }
 
 // finish detaches, drains the ring buffer, and ends the sinks.
-func (s *Session) finish(loopErr error) (*capture.Summary, error) {
+func (s *Session) finish(loopErr error) (*record.Summary, error) {
 	detachErr := s.probe.Detach()
 	// Drain: with the links gone nothing new starts, but a program run
 	// that began before the detach may still be writing: read until a
@@ -330,8 +330,8 @@ func (s *Session) finish(loopErr error) (*capture.Summary, error) {
 	s.checkLosses(false)
 	s.diag.End(end)
 
-	sum := &capture.Summary{
-		Type:        capture.TypeSummary,
+	sum := &record.Summary{
+		Type:        record.TypeSummary,
 		Time:        s.clock.Time(end).UTC(),
 		MonoNs:      end,
 		DurationNs:  int64(end - s.clock.MonoNs),

@@ -6,9 +6,9 @@ package tracer
 import (
 	"fmt"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/container"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -56,10 +56,10 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 		if inScope != nil && !inScope(own) {
 			continue
 		}
-		rec := &capture.Snapshot{
-			Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "start",
-			Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
-			State:  event.State(e.State).String(), Owners: capture.Owners(own),
+		rec := &record.Snapshot{
+			Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "start",
+			Socket: record.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
+			State:  event.State(e.State).String(), Owners: record.Owners(own),
 		}
 		if e.Inode == 0 {
 			// A timewait socket: the kernel holds it, no process does.

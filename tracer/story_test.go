@@ -14,8 +14,8 @@ import (
 
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -131,7 +131,7 @@ func TestStoryBuggyClient(t *testing.T) {
 		return len(rec.Steps(func(st Step) bool { return isClient(st) && st.New == event.Close })) == 1
 	})
 	rec.waitFor(t, 5*time.Second, "the server end's timewait socket in TIME_WAIT", func() bool {
-		return len(find(rec.Records(), func(r *capture.Snapshot) bool {
+		return len(find(rec.Records(), func(r *record.Snapshot) bool {
 			return r.NetNS == ownNetNS && r.Reason == "timewait" && r.State == "TIME_WAIT"
 		})) == 1
 	})
@@ -196,7 +196,7 @@ func TestStoryBuggyClient(t *testing.T) {
 
 	recs := rec.Records()
 	// The leak was reported while stuck, before the retry, then its end.
-	leaks := find(recs, func(l *capture.Leak) bool { return l.Cookie == c[0].Cookie })
+	leaks := find(recs, func(l *record.Leak) bool { return l.Cookie == c[0].Cookie })
 	if len(leaks) != 2 || leaks[0].Phase != "stuck" || leaks[1].Phase != "closed_by_exit" {
 		t.Fatalf("leak records: %v", leaks)
 	}
@@ -205,7 +205,7 @@ func TestStoryBuggyClient(t *testing.T) {
 		t.Errorf("leak message %q does not name close(fd %s)", leaks[0].Message, fdWord)
 	}
 	// The failed bind names the holder, its state, its owner and why.
-	binds := find(recs, func(b *capture.BindConflict) bool { return true })
+	binds := find(recs, func(b *record.BindConflict) bool { return true })
 	if len(binds) != 1 {
 		t.Fatalf("want 1 bind_conflict, got %d\n%s", len(binds), rec.dump())
 	}
@@ -221,7 +221,7 @@ func TestStoryBuggyClient(t *testing.T) {
 		t.Error("the leak must be reported before the retry fails")
 	}
 	// No transition of the client port between the failed bind and the exit.
-	exits := find(recs, func(e *capture.Exit) bool { return e.PID == uint32(clientPID) })
+	exits := find(recs, func(e *record.Exit) bool { return e.PID == uint32(clientPID) })
 	if len(exits) != 1 {
 		t.Fatalf("want the client's exit record")
 	}
@@ -233,7 +233,7 @@ func TestStoryBuggyClient(t *testing.T) {
 	// The server end became a FIN_WAIT2 timewait socket, then TIME_WAIT
 	// when the client's exit sent its FIN; or, handed over late, a
 	// TIME_WAIT timewait socket at once.
-	tw := find(recs, func(r *capture.Snapshot) bool { return r.Cookie == sv[0].Cookie })
+	tw := find(recs, func(r *record.Snapshot) bool { return r.Cookie == sv[0].Cookie })
 	switch {
 	case handedLate:
 		if len(tw) < 1 || tw[0].State != "TIME_WAIT" || tw[0].MonoNs != sv[4].MonoNs {
@@ -297,10 +297,10 @@ func TestStoryFixedClient(t *testing.T) {
 		}
 	}
 	recs := rec.Records()
-	if l := find(recs, func(*capture.Leak) bool { return true }); len(l) != 0 {
+	if l := find(recs, func(*record.Leak) bool { return true }); len(l) != 0 {
 		t.Errorf("fixed client reported as leaking: %v", l)
 	}
-	if b := find(recs, func(*capture.BindConflict) bool { return true }); len(b) != 0 {
+	if b := find(recs, func(*record.BindConflict) bool { return true }); len(b) != 0 {
 		t.Errorf("fixed client has a bind conflict: %v", b)
 	}
 }

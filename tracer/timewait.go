@@ -9,8 +9,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 )
 
@@ -81,10 +81,10 @@ func (d *Diagnoser) handedOver(e *event.Event) {
 	if !d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, uint8(state), e.MonoNs, timer, false) {
 		return
 	}
-	d.emit(&capture.Snapshot{
-		Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
-		Socket: capture.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
-		State:  state.String(), TimerMs: timer, Owners: []capture.Owner{},
+	d.emit(&record.Snapshot{
+		Type: record.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+		Socket: record.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
+		State:  state.String(), TimerMs: timer, Owners: []record.Owner{},
 		Note: "at the hand-over",
 	})
 }
@@ -102,10 +102,10 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 			if w.state != uint8(event.TimeWait) {
 				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
 				d.schedule(w, e.MonoNs)
-				d.emit(&capture.Snapshot{
-					Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
-					Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-					State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []capture.Owner{},
+				d.emit(&record.Snapshot{
+					Type: record.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait",
+					Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+					State:  event.TimeWait.String(), TimerMs: w.timerMs, Owners: []record.Owner{},
 					Note: "the peer's FIN arrived",
 				})
 			}
@@ -120,10 +120,10 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 			}
 			w := d.timewait[cookie]
 			d.unwatch(cookie, w)
-			d.emit(&capture.Snapshot{
-				Type: capture.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait_gone",
-				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-				State:  event.Close.String(), Owners: []capture.Owner{},
+			d.emit(&record.Snapshot{
+				Type: record.TypeSnapshot, Time: d.wall(e.MonoNs), MonoNs: e.MonoNs, Reason: "timewait_gone",
+				Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+				State:  event.Close.String(), Owners: []record.Owner{},
 				Note: "a new connection on the same addresses replaced it",
 			})
 		}
@@ -163,10 +163,10 @@ func (d *Diagnoser) checkNamespaces(now uint64) {
 // namespaceGone reports a timewait socket that went with its namespace.
 func (d *Diagnoser) namespaceGone(cookie uint64, w *twWatch, now uint64) {
 	d.unwatch(cookie, w)
-	d.emit(&capture.Snapshot{
-		Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
-		Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-		State:  event.Close.String(), Owners: []capture.Owner{},
+	d.emit(&record.Snapshot{
+		Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+		Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+		State:  event.Close.String(), Owners: []record.Owner{},
 		Note: "its network namespace was deleted",
 	})
 }
@@ -193,10 +193,10 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			ent = nil
 		}
 		if ent == nil || !event.SameSocket(ent.Cookie, cookie) || ent.Inode != 0 {
-			rec := &capture.Snapshot{
-				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
-				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-				State:  event.Close.String(), Owners: []capture.Owner{},
+			rec := &record.Snapshot{
+				Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+				Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+				State:  event.Close.String(), Owners: []record.Owner{},
 				Note: "expired",
 			}
 			if ent != nil {
@@ -210,10 +210,10 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			// A change no transition on this host showed (the peer is
 			// elsewhere): dated by the lookup, at most twPollInterval late.
 			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
-			d.emit(&capture.Snapshot{
-				Type: capture.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
-				Socket: capture.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []capture.Owner{},
+			d.emit(&record.Snapshot{
+				Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
+				Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []record.Owner{},
 				Note: "socket table",
 			})
 		}

@@ -3,6 +3,8 @@ package capture
 import (
 	"math"
 	"unicode/utf8"
+
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // Transitions are most of a capture and encoding/json spends about 7µs and
@@ -140,7 +142,7 @@ func (l *lexer) word(w string) bool {
 
 // fastTransition decodes line into t, which the caller has reset. It
 // returns false, with t in any state, when encoding/json must decide.
-func (r *Reader) fastTransition(line []byte, t *Transition) bool {
+func (r *Reader) fastTransition(line []byte, t *record.Transition) bool {
 	l := lexer{b: line}
 	if !l.next('{') {
 		return false
@@ -163,7 +165,7 @@ func (r *Reader) fastTransition(line []byte, t *Transition) bool {
 	}
 }
 
-func (r *Reader) transitionField(l *lexer, key string, t *Transition) bool {
+func (r *Reader) transitionField(l *lexer, key string, t *record.Transition) bool {
 	var ok bool
 	var u uint64
 	var s []byte
@@ -252,7 +254,7 @@ func (r *Reader) transitionField(l *lexer, key string, t *Transition) bool {
 }
 
 // owners reads an array of owners into out, reusing its memory.
-func (r *Reader) owners(l *lexer, out []Owner) ([]Owner, bool) {
+func (r *Reader) owners(l *lexer, out []record.Owner) ([]record.Owner, bool) {
 	if l.word("null") {
 		return nil, true
 	}
@@ -260,13 +262,13 @@ func (r *Reader) owners(l *lexer, out []Owner) ([]Owner, bool) {
 		return nil, false
 	}
 	if out == nil {
-		out = []Owner{} // encoding/json makes [] a non-nil empty slice
+		out = []record.Owner{} // encoding/json makes [] a non-nil empty slice
 	}
 	if l.next(']') {
 		return out, true
 	}
 	for {
-		var o Owner
+		var o record.Owner
 		if !l.next('{') {
 			return nil, false
 		}

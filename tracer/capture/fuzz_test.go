@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // FuzzReader feeds arbitrary bytes to the reader: it must never panic,
@@ -59,7 +61,7 @@ func FuzzReader(f *testing.F) {
 			if rec == nil {
 				t.Fatal("nil record without an error")
 			}
-			if _, ok := rec.(*Header); ok != (records == 0) {
+			if _, ok := rec.(*record.Header); ok != (records == 0) {
 				t.Fatalf("record %d is a %T: a header comes first and only first", records+1, rec)
 			}
 			records++
@@ -81,11 +83,11 @@ func FuzzFastTransition(f *testing.F) {
 	f.Add([]byte(`{"cookie":18446744073709551615,"pid":4294967295} `))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		var r Reader
-		var fast Transition
+		var fast record.Transition
 		if !r.fastTransition(line, &fast) {
 			return
 		}
-		var slow Transition
+		var slow record.Transition
 		if err := json.Unmarshal(line, &slow); err != nil {
 			t.Fatalf("fast decoder accepted what encoding/json refuses (%v): %q", err, line)
 		}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // Errors a Reader reports, wrapped in a *LineError when a line is to blame.
@@ -69,24 +71,24 @@ type Reader struct {
 	long   []byte // a line longer than br's buffer, assembled
 	line   int    // number of the last line read
 	done   bool
-	header *Header
+	header *record.Header
 	// summaryLine is the line of the summary; 0 until it is read.
 	summaryLine int
 
 	strs map[string]string // see intern
 
 	// Records are decoded into these and handed out; see Next.
-	hdr     Header
-	tr      Transition
-	call    Call
-	exit    Exit
-	fork    Fork
-	snap    Snapshot
-	lost    Lost
-	leak    Leak
-	bind    BindConflict
-	connect ConnectFail
-	summary Summary
+	hdr     record.Header
+	tr      record.Transition
+	call    record.Call
+	exit    record.Exit
+	fork    record.Fork
+	snap    record.Snapshot
+	lost    record.Lost
+	leak    record.Leak
+	bind    record.BindConflict
+	connect record.ConnectFail
+	summary record.Summary
 }
 
 // NewReader reads a capture from r. It buffers r itself.
@@ -95,7 +97,7 @@ func NewReader(r io.Reader) *Reader {
 }
 
 // Header returns the capture's header, nil before it was read.
-func (r *Reader) Header() *Header { return r.header }
+func (r *Reader) Header() *record.Header { return r.header }
 
 // Line returns the number of the last line read.
 func (r *Reader) Line() int { return r.line }
@@ -231,11 +233,11 @@ func (r *Reader) decode(line []byte) (any, error) {
 		}
 		typ = *probe.Type
 	}
-	if r.header == nil && typ != TypeHeader {
+	if r.header == nil && typ != record.TypeHeader {
 		r.done = true
 		return nil, fmt.Errorf("%w: the first record is a %q, not a header", ErrNotCapture, typ)
 	}
-	if r.summaryLine != 0 && typ != TypeHeader {
+	if r.summaryLine != 0 && typ != record.TypeHeader {
 		return nil, fmt.Errorf("a %q record after the summary (line %d): the file holds more than one capture?", typ, r.summaryLine)
 	}
 
@@ -244,42 +246,42 @@ func (r *Reader) decode(line []byte) (any, error) {
 		err error
 	)
 	switch typ {
-	case TypeHeader:
+	case record.TypeHeader:
 		return r.decodeHeader(line)
-	case TypeTransition:
+	case record.TypeTransition:
 		// Both decoders write into what a pointer already points at: keep it.
-		r.tr = Transition{Owners: r.tr.Owners[:0], PrevStateNs: r.tr.PrevStateNs}
+		r.tr = record.Transition{Owners: r.tr.Owners[:0], PrevStateNs: r.tr.PrevStateNs}
 		if r.fastTransition(line, &r.tr) {
 			return &r.tr, nil
 		}
-		r.tr = Transition{Owners: r.tr.Owners[:0], PrevStateNs: r.tr.PrevStateNs}
+		r.tr = record.Transition{Owners: r.tr.Owners[:0], PrevStateNs: r.tr.PrevStateNs}
 		rec, err = &r.tr, json.Unmarshal(line, &r.tr)
-	case TypeCall:
-		r.call = Call{Owners: r.call.Owners[:0]}
+	case record.TypeCall:
+		r.call = record.Call{Owners: r.call.Owners[:0]}
 		rec, err = &r.call, json.Unmarshal(line, &r.call)
-	case TypeExit:
-		r.exit = Exit{}
+	case record.TypeExit:
+		r.exit = record.Exit{}
 		rec, err = &r.exit, json.Unmarshal(line, &r.exit)
-	case TypeFork:
-		r.fork = Fork{}
+	case record.TypeFork:
+		r.fork = record.Fork{}
 		rec, err = &r.fork, json.Unmarshal(line, &r.fork)
-	case TypeSnapshot:
-		r.snap = Snapshot{Owners: r.snap.Owners[:0]}
+	case record.TypeSnapshot:
+		r.snap = record.Snapshot{Owners: r.snap.Owners[:0]}
 		rec, err = &r.snap, json.Unmarshal(line, &r.snap)
-	case TypeLost:
-		r.lost = Lost{}
+	case record.TypeLost:
+		r.lost = record.Lost{}
 		rec, err = &r.lost, json.Unmarshal(line, &r.lost)
-	case TypeLeak:
-		r.leak = Leak{Owners: r.leak.Owners[:0]}
+	case record.TypeLeak:
+		r.leak = record.Leak{Owners: r.leak.Owners[:0]}
 		rec, err = &r.leak, json.Unmarshal(line, &r.leak)
-	case TypeBindConflict:
-		r.bind = BindConflict{}
+	case record.TypeBindConflict:
+		r.bind = record.BindConflict{}
 		rec, err = &r.bind, json.Unmarshal(line, &r.bind)
-	case TypeConnectFail:
-		r.connect = ConnectFail{}
+	case record.TypeConnectFail:
+		r.connect = record.ConnectFail{}
 		rec, err = &r.connect, json.Unmarshal(line, &r.connect)
-	case TypeSummary:
-		r.summary = Summary{}
+	case record.TypeSummary:
+		r.summary = record.Summary{}
 		if err = json.Unmarshal(line, &r.summary); err == nil {
 			r.summaryLine = r.line
 		}
@@ -300,20 +302,20 @@ func (r *Reader) decodeHeader(line []byte) (any, error) {
 		r.done = true
 		return nil, errors.New("a second header: the file holds more than one capture; only the first is read")
 	}
-	r.hdr = Header{}
+	r.hdr = record.Header{}
 	if err := json.Unmarshal(line, &r.hdr); err != nil {
 		r.done = true
-		return nil, notCapture(jsonError(TypeHeader, err))
+		return nil, notCapture(jsonError(record.TypeHeader, err))
 	}
 	h := &r.hdr
 	switch {
 	case h.Tool != "" && h.Tool != "tcptrail":
 		r.done = true
 		return nil, fmt.Errorf("%w: written by %q", ErrNotCapture, h.Tool)
-	case h.Schema > SchemaVersion:
+	case h.Schema > record.SchemaVersion:
 		r.done = true
 		return nil, fmt.Errorf("%w: it has schema %d, this tcptrail reads up to schema %d: use a newer tcptrail",
-			ErrSchemaTooNew, h.Schema, SchemaVersion)
+			ErrSchemaTooNew, h.Schema, record.SchemaVersion)
 	case h.Schema < 1:
 		r.done = true
 		return nil, fmt.Errorf("%w: the header has no valid schema version (%d)", ErrNotCapture, h.Schema)
@@ -371,28 +373,28 @@ func fastType(line []byte) string {
 	}
 	// A switch on string(bytes) compares without allocating.
 	switch string(rest[:end]) {
-	case TypeTransition:
-		return TypeTransition
-	case TypeCall:
-		return TypeCall
-	case TypeSnapshot:
-		return TypeSnapshot
-	case TypeHeader:
-		return TypeHeader
-	case TypeExit:
-		return TypeExit
-	case TypeFork:
-		return TypeFork
-	case TypeLost:
-		return TypeLost
-	case TypeLeak:
-		return TypeLeak
-	case TypeBindConflict:
-		return TypeBindConflict
-	case TypeConnectFail:
-		return TypeConnectFail
-	case TypeSummary:
-		return TypeSummary
+	case record.TypeTransition:
+		return record.TypeTransition
+	case record.TypeCall:
+		return record.TypeCall
+	case record.TypeSnapshot:
+		return record.TypeSnapshot
+	case record.TypeHeader:
+		return record.TypeHeader
+	case record.TypeExit:
+		return record.TypeExit
+	case record.TypeFork:
+		return record.TypeFork
+	case record.TypeLost:
+		return record.TypeLost
+	case record.TypeLeak:
+		return record.TypeLeak
+	case record.TypeBindConflict:
+		return record.TypeBindConflict
+	case record.TypeConnectFail:
+		return record.TypeConnectFail
+	case record.TypeSummary:
+		return record.TypeSummary
 	}
 	return ""
 }

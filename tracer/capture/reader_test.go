@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 const (
@@ -60,54 +62,54 @@ func TestReaderFiles(t *testing.T) {
 	}{{
 		name:  "complete",
 		file:  lines(testHeader, testTransition, testSummary),
-		types: []string{"*capture.Header", "*capture.Transition", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Transition", "*record.Summary"},
 	}, {
 		name:  "killed between records: no summary",
 		file:  lines(testHeader, testTransition),
-		types: []string{"*capture.Header", "*capture.Transition"},
+		types: []string{"*record.Header", "*record.Transition"},
 		errs:  []wantErr{{ErrNoSummary, "after line 2: no summary record"}},
 	}, {
 		name:  "killed mid-line",
 		file:  lines(testHeader, testTransition) + testTransition[:57],
-		types: []string{"*capture.Header", "*capture.Transition"},
+		types: []string{"*record.Header", "*record.Transition"},
 		errs:  []wantErr{{ErrTruncated, "line 3: the last line is cut short"}, {ErrNoSummary, "after line 3"}},
 	}, {
 		name:  "cut right before the last newline keeps the record",
 		file:  lines(testHeader, testTransition) + testSummary,
-		types: []string{"*capture.Header", "*capture.Transition", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Transition", "*record.Summary"},
 	}, {
 		name:  "crash left zeros at the end",
 		file:  lines(testHeader, testTransition) + "\x00\x00\x00\x00",
-		types: []string{"*capture.Header", "*capture.Transition"},
+		types: []string{"*record.Header", "*record.Transition"},
 		errs:  []wantErr{{ErrTruncated, "line 3"}, {ErrNoSummary, ""}},
 	}, {
 		name:  "blank lines and CRLF are harmless",
 		file:  testHeader + "\r\n\r\n" + testTransition + "\r\n" + testSummary + "\r\n",
-		types: []string{"*capture.Header", "*capture.Transition", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Transition", "*record.Summary"},
 	}, {
 		name:  "a line that is not JSON in the middle",
 		file:  lines(testHeader, "garbage here", testTransition, testSummary),
-		types: []string{"*capture.Header", "*capture.Transition", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Transition", "*record.Summary"},
 		errs:  []wantErr{{ErrNotJSON, "line 2: not JSON: invalid character 'g'"}},
 	}, {
 		name:  "unknown record type",
 		file:  lines(testHeader, `{"type":"teleport","mono_ns":5}`, testTransition, testSummary),
-		types: []string{"*capture.Header", "*capture.Transition", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Transition", "*record.Summary"},
 		errs:  []wantErr{{ErrUnknownType, `line 2: unknown record type "teleport"`}},
 	}, {
 		name:  "record without a type after the header",
 		file:  lines(testHeader, `{"mono_ns":5}`, testSummary),
-		types: []string{"*capture.Header", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Summary"},
 		errs:  []wantErr{{nil, `line 2: record has no "type" field`}},
 	}, {
 		name:  "a field of the wrong type",
 		file:  lines(testHeader, strings.Replace(testTransition, `"lport":10001`, `"lport":"x"`, 1), testSummary),
-		types: []string{"*capture.Header", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Summary"},
 		errs:  []wantErr{{nil, `line 2: bad transition record: field "lport" holds string, want uint16`}},
 	}, {
 		name:  "a JSON array, not an object",
 		file:  lines(testHeader, `[1,2]`, testSummary),
-		types: []string{"*capture.Header", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Summary"},
 		errs:  []wantErr{{ErrNotJSON, "line 2: not JSON object"}},
 	}, {
 		name: "newer schema",
@@ -144,12 +146,12 @@ func TestReaderFiles(t *testing.T) {
 	}, {
 		name:  "two captures joined",
 		file:  lines(testHeader, testTransition, testSummary, testHeader, testTransition, testSummary),
-		types: []string{"*capture.Header", "*capture.Transition", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Transition", "*record.Summary"},
 		errs:  []wantErr{{nil, "line 4: a second header"}},
 	}, {
 		name:  "records after the summary",
 		file:  lines(testHeader, testSummary, testTransition),
-		types: []string{"*capture.Header", "*capture.Summary"},
+		types: []string{"*record.Header", "*record.Summary"},
 		errs:  []wantErr{{nil, `line 3: a "transition" record after the summary (line 2)`}},
 	}}
 	for _, tt := range tests {
@@ -214,7 +216,7 @@ func TestReaderDecodesFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := rec.(*Transition)
+	tr := rec.(*record.Transition)
 	want := time.Date(2025, 11, 24, 5, 30, 0, 500_000_000, time.UTC)
 	if tr.Cookie != 8193 || tr.Lport != 10001 || tr.Old != "ESTABLISHED" || tr.New != "CLOSE_WAIT" ||
 		tr.PrevStateNs == nil || *tr.PrevStateNs != 268766 || !tr.Time.Equal(want) || tr.MonoNs != 500001000 ||
@@ -242,11 +244,11 @@ func TestReaderResetsReusedRecords(t *testing.T) {
 	rd := NewReader(strings.NewReader(lines(testHeader, gap, testTransition, testSummary)))
 	rd.Next()
 	first, _ := rd.Next()
-	if tr := first.(*Transition); !tr.Gap || tr.ExpectedOld != "SYN_SENT" || tr.PrevStateNs != nil {
+	if tr := first.(*record.Transition); !tr.Gap || tr.ExpectedOld != "SYN_SENT" || tr.PrevStateNs != nil {
 		t.Fatalf("first transition %+v", tr)
 	}
 	second, _ := rd.Next()
-	if tr := second.(*Transition); tr.Gap || tr.ExpectedOld != "" || tr.PrevStateNs == nil {
+	if tr := second.(*record.Transition); tr.Gap || tr.ExpectedOld != "" || tr.PrevStateNs == nil {
 		t.Fatalf("second transition kept the first's fields: %+v", tr)
 	}
 }

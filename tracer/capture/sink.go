@@ -1,9 +1,12 @@
 package capture
 
-import "github.com/tcptrail/tcptrail/tracer/timeline"
+import (
+	"github.com/tcptrail/tcptrail/tracer/record"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
 
 // Begin writes the header.
-func (w *Writer) Begin(h *Header) error { return w.Write(h) }
+func (w *Writer) Begin(h *record.Header) error { return w.Write(h) }
 
 // Transition writes a transition.
 func (w *Writer) Transition(t *timeline.Transition, wallNs int64) error {
@@ -15,7 +18,7 @@ func (w *Writer) Record(rec any) error { return w.Write(rec) }
 
 // End writes the summary, the trailer that marks a complete capture, and
 // flushes and syncs.
-func (w *Writer) End(s *Summary) error {
+func (w *Writer) End(s *record.Summary) error {
 	if err := w.Write(s); err != nil {
 		return err
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"unicode/utf8"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -144,7 +146,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	b = append(b, t.Cause.Kind.String()...)
 	b = append(b, `","owners":`...)
 	b = AppendOwners(b, t.Owners)
-	if name := ErrnoName(e.SkErr); name != "" && e.New == event.Close {
+	if name := record.ErrnoName(e.SkErr); name != "" && e.New == event.Close {
 		b = append(b, `,"sk_err":"`...)
 		b = append(b, name...)
 		b = append(b, '"')
@@ -152,7 +154,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	return append(b, "}\n"...)
 }
 
-func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr netipAddr, lport uint16, raddr netipAddr, rport uint16) []byte {
+func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr netip.Addr, lport uint16, raddr netip.Addr, rport uint16) []byte {
 	b = append(b, `,"cookie":`...)
 	b = strconv.AppendUint(b, cookie, 10)
 	b = append(b, `,"netns":`...)

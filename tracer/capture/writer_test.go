@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -35,17 +36,17 @@ func TestTransitionJSON(t *testing.T) {
 	if line[len(line)-1] != '\n' || bytes.Count(line, []byte("\n")) != 1 {
 		t.Fatalf("not one line: %q", line)
 	}
-	var got Transition
+	var got record.Transition
 	if err := json.Unmarshal(line, &got); err != nil {
 		t.Fatalf("invalid JSON %s: %v", line, err)
 	}
 	prev := int64(1_000_000_000)
-	want := Transition{
+	want := record.Transition{
 		Type: "transition", Time: wall, MonoNs: 5_000_000_123,
-		Socket: Socket{Cookie: 4097, Family: "ipv6", Laddr: "2001:db8::1", Lport: 10001, Raddr: "2001:db8::2", Rport: 7070},
+		Socket: record.Socket{Cookie: 4097, Family: "ipv6", Laddr: "2001:db8::1", Lport: 10001, Raddr: "2001:db8::2", Rport: 7070},
 		Old:    "CLOSE_WAIT", New: "CLOSE", PrevStateNs: &prev, Gap: true, ExpectedOld: "ESTABLISHED",
 		PID: 4242, Comm: "client", Cause: "RST sent by close(fd 3)", CauseKind: "rst_sent",
-		Owners: []Owner{{PID: 4242, Comm: "client", FD: 3}, {PID: 4250, Comm: "client", FD: 7}},
+		Owners: []record.Owner{{PID: 4242, Comm: "client", FD: 3}, {PID: 4250, Comm: "client", FD: 7}},
 		SkErr:  "ECONNRESET",
 	}
 	gotJSON, _ := json.Marshal(got)
@@ -58,7 +59,7 @@ func TestTransitionJSON(t *testing.T) {
 func TestTransitionJSONUnknownPrevState(t *testing.T) {
 	tr := sampleTransition("c")
 	tr.PrevStateNs = -1
-	var got Transition
+	var got record.Transition
 	if err := json.Unmarshal(AppendTransition(nil, tr, 0), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestTransitionJSONUnknownPrevState(t *testing.T) {
 func TestHostileProcessNames(t *testing.T) {
 	for _, comm := range []string{`a"b\c`, "tab\there", "\xff\xfe\x01", "новый"} {
 		line := AppendTransition(nil, sampleTransition(comm), 0)
-		var got Transition
+		var got record.Transition
 		if err := json.Unmarshal(line, &got); err != nil {
 			t.Fatalf("comm %q gives invalid JSON %s: %v", comm, line, err)
 		}
@@ -120,7 +121,7 @@ func TestWriterKeepsRecordsWhole(t *testing.T) {
 			t.Fatalf("a record was split at a flush")
 		}
 	}
-	if err := w.End(&Summary{Type: TypeSummary}); err != nil {
+	if err := w.End(&record.Summary{Type: record.TypeSummary}); err != nil {
 		t.Fatal(err)
 	}
 	if n := bytes.Count(out.Bytes(), []byte("\n")); n != 2001 {

@@ -5,13 +5,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
 // Begin prints what is traced and the column header.
-func (t *Table) Begin(h *capture.Header) error {
+func (t *Table) Begin(h *record.Header) error {
 	what := "all TCP ports"
 	if len(h.Filters.Ports) > 0 {
 		ports := make([]string, len(h.Filters.Ports))
@@ -36,7 +36,7 @@ func (t *Table) RoutineCalls() bool { return false }
 // process exits. Accepts, binds and forks are in the JSON only.
 func (t *Table) Record(rec any) error {
 	switch r := rec.(type) {
-	case *capture.Snapshot:
+	case *record.Snapshot:
 		switch r.Reason {
 		case "start":
 			t.Line(r.Time, "EXISTING", fmt.Sprintf("%s %s:%d -> %s:%d %s, owned by %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, ownersText(r.Owners))+t.nsSuffix(r.NetNS))
@@ -49,19 +49,19 @@ func (t *Table) Record(rec any) error {
 		case "timewait_gone":
 			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d timewait socket gone: %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note)+t.nsSuffix(r.NetNS))
 		}
-	case *capture.Call:
+	case *record.Call:
 		if r.Note != "" {
 			t.Line(r.Time, "NOTE", r.Note)
 		}
-	case *capture.Exit:
+	case *record.Exit:
 		t.Line(r.Time, "EXIT", fmt.Sprintf("%s[%d] exited: the kernel closes its fds", r.Comm, r.PID))
-	case *capture.Leak:
+	case *record.Leak:
 		t.Line(r.Time, "LEAK", r.Message+t.nsSuffix(r.NetNS))
-	case *capture.BindConflict:
+	case *record.BindConflict:
 		msg := r.Message + t.nsSuffix(r.NetNS)
 		t.Line(r.Time, "BIND", msg)
 		t.remember(msg)
-	case *capture.ConnectFail:
+	case *record.ConnectFail:
 		msg := r.Message + t.nsSuffix(r.NetNS)
 		t.Line(r.Time, "CONNECT", msg)
 		t.remember(msg)
@@ -80,7 +80,7 @@ func (t *Table) remember(msg string) {
 	}
 }
 
-func ownersText(owners []capture.Owner) string {
+func ownersText(owners []record.Owner) string {
 	if len(owners) == 0 {
 		return "no process"
 	}
@@ -92,7 +92,7 @@ func ownersText(owners []capture.Owner) string {
 }
 
 // End prints the summary and the leaks.
-func (t *Table) End(s *capture.Summary) error {
+func (t *Table) End(s *record.Summary) error {
 	t.Summary(s)
 	for _, d := range t.diagnoses {
 		t.Printf("diagnosis: %s\n", d)

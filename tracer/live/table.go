@@ -8,9 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -297,7 +297,7 @@ func runeCount(b []byte) int {
 }
 
 // Summary prints the end-of-trace summary.
-func (t *Table) Summary(s *capture.Summary) {
+func (t *Table) Summary(s *record.Summary) {
 	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d), gaps %d\n",
 		s.Events, s.Transitions, s.Sockets, time.Duration(s.DurationNs).Round(time.Millisecond),
 		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.Gaps)

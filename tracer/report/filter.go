@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // Filter selects what a report shows. Its zero value selects everything.
@@ -163,7 +163,7 @@ func (f *Filter) matches(s *Socket) bool {
 // names no traced socket but matches the filter by itself.
 func (sel *Selection) wants(d *Diagnosis, chosen map[*Socket]bool) bool {
 	f := &sel.Filter
-	if f.LeaksOnly && d.Kind != capture.TypeLeak && !slices.ContainsFunc(d.Sockets, (*Socket).Leaked) {
+	if f.LeaksOnly && d.Kind != record.TypeLeak && !slices.ContainsFunc(d.Sockets, (*Socket).Leaked) {
 		return false
 	}
 	last := d.MonoNs
@@ -205,7 +205,7 @@ func (sel *Selection) wants(d *Diagnosis, chosen map[*Socket]bool) bool {
 	return true
 }
 
-func ownerPIDs(owners []capture.Owner) []uint32 {
+func ownerPIDs(owners []record.Owner) []uint32 {
 	pids := make([]uint32, len(owners))
 	for i, o := range owners {
 		pids[i] = o.PID

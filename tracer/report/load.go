@@ -11,6 +11,7 @@ import (
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // Options bound what Load keeps. The zero value means the defaults.
@@ -116,7 +117,7 @@ func NewBuilder(o Options) *Builder {
 	c := &Capture{
 		strs:      []string{""},
 		strIdx:    map[string]uint32{"": 0},
-		owners:    [][]capture.Owner{nil},
+		owners:    [][]record.Owner{nil},
 		ownersIdx: map[string]uint32{"": 0},
 		exits:     make(map[uint32][]exitRec),
 	}
@@ -144,39 +145,39 @@ func (b *Builder) Add(rec any) error {
 	c := b.c
 	c.Records++
 	switch r := rec.(type) {
-	case *capture.Header:
+	case *record.Header:
 		c.Header = *r
 		c.Header.Filters.Ports = slices.Clone(r.Filters.Ports)
 		c.EndNs = max(c.EndNs, r.StartMonoNs)
 		return nil
-	case *capture.Transition:
+	case *record.Transition:
 		return b.transition(r)
-	case *capture.Call:
+	case *record.Call:
 		return b.call(r)
-	case *capture.Snapshot:
+	case *record.Snapshot:
 		return b.snapshot(r)
-	case *capture.Exit:
+	case *record.Exit:
 		c.Exits++
 		b.seen(r.MonoNs)
 		c.exits[r.PID] = append(c.exits[r.PID], exitRec{mono: r.MonoNs, comm: c.intern(r.Comm)})
 		return nil
-	case *capture.Fork:
+	case *record.Fork:
 		c.Forks++
 		b.seen(r.MonoNs)
 		return nil
-	case *capture.Lost:
+	case *record.Lost:
 		b.seen(r.MonoNs)
 		c.Lost = maxLosses(c.Lost, r.Losses)
 		return nil
-	case *capture.Leak:
+	case *record.Leak:
 		b.seen(r.MonoNs)
 		b.leak(r)
 		return nil
-	case *capture.BindConflict:
+	case *record.BindConflict:
 		b.seen(r.MonoNs)
 		bc := *r
 		bc.Holders = slices.Clone(r.Holders)
-		d := &Diagnosis{Kind: capture.TypeBindConflict, MonoNs: r.MonoNs, BindConflict: &bc}
+		d := &Diagnosis{Kind: record.TypeBindConflict, MonoNs: r.MonoNs, BindConflict: &bc}
 		if cookie := b.failed[[2]uint32{r.PID, uint32(r.FD)}]; cookie != 0 {
 			d.cookies = append(d.cookies, cookie)
 		}
@@ -185,13 +186,13 @@ func (b *Builder) Add(rec any) error {
 		}
 		b.diagnosis(d)
 		return nil
-	case *capture.ConnectFail:
+	case *record.ConnectFail:
 		b.seen(r.MonoNs)
 		cf := *r
 		cf.Owners = slices.Clone(r.Owners)
-		b.diagnosis(&Diagnosis{Kind: capture.TypeConnectFail, MonoNs: r.MonoNs, ConnectFail: &cf, cookies: []uint64{r.Cookie}})
+		b.diagnosis(&Diagnosis{Kind: record.TypeConnectFail, MonoNs: r.MonoNs, ConnectFail: &cf, cookies: []uint64{r.Cookie}})
 		return nil
-	case *capture.Summary:
+	case *record.Summary:
 		b.seen(r.MonoNs)
 		s := *r
 		s.Leaks = nil // merged into the diagnoses below
@@ -208,8 +209,8 @@ func (b *Builder) Add(rec any) error {
 
 func (b *Builder) seen(mono uint64) { b.c.EndNs = max(b.c.EndNs, mono) }
 
-func maxLosses(a, b capture.Losses) capture.Losses {
-	return capture.Losses{
+func maxLosses(a, b record.Losses) record.Losses {
+	return record.Losses{
 		RingbufFull:     max(a.RingbufFull, b.RingbufFull),
 		RecursionMisses: max(a.RecursionMisses, b.RecursionMisses),
 		InflightFull:    max(a.InflightFull, b.InflightFull),
@@ -230,7 +231,7 @@ func parseState(name string) (event.State, error) {
 	return st, nil
 }
 
-func (b *Builder) transition(r *capture.Transition) error {
+func (b *Builder) transition(r *record.Transition) error {
 	if r.Cookie == 0 {
 		return errors.New("transition without a socket cookie")
 	}
@@ -298,7 +299,7 @@ func (b *Builder) transition(r *capture.Transition) error {
 	return nil
 }
 
-func (b *Builder) call(r *capture.Call) error {
+func (b *Builder) call(r *record.Call) error {
 	c := b.c
 	c.Calls++
 	b.seen(r.MonoNs)
@@ -348,7 +349,7 @@ const (
 	reasonTimewaitGone = "timewait_gone"
 )
 
-func (b *Builder) snapshot(r *capture.Snapshot) error {
+func (b *Builder) snapshot(r *record.Snapshot) error {
 	if r.Cookie == 0 {
 		return errors.New("snapshot without a socket cookie")
 	}
@@ -383,7 +384,7 @@ func (b *Builder) snapshot(r *capture.Snapshot) error {
 }
 
 // leak adds one leak record to the diagnosis of its CLOSE_WAIT episode.
-func (b *Builder) leak(r *capture.Leak) {
+func (b *Builder) leak(r *record.Leak) {
 	l := *r
 	l.Owners = slices.Clone(r.Owners)
 	d := b.leaks[r.Cookie]
@@ -398,7 +399,7 @@ func (b *Builder) leak(r *capture.Leak) {
 		}
 	}
 	if d == nil {
-		d = &Diagnosis{Kind: capture.TypeLeak, MonoNs: r.MonoNs, cookies: []uint64{r.Cookie}}
+		d = &Diagnosis{Kind: record.TypeLeak, MonoNs: r.MonoNs, cookies: []uint64{r.Cookie}}
 		if !b.diagnosis(d) {
 			return
 		}
@@ -417,7 +418,7 @@ func (b *Builder) diagnosis(d *Diagnosis) bool {
 
 // socket returns the socket of a record, created on first sight, with its
 // addresses updated.
-func (b *Builder) socket(r *capture.Socket, mono uint64) *Socket {
+func (b *Builder) socket(r *record.Socket, mono uint64) *Socket {
 	s := b.socks[r.Cookie]
 	if s == nil {
 		if len(b.sockSlab) == 0 {
@@ -459,7 +460,7 @@ func (s *Socket) addPID(pid uint32) {
 }
 
 // ownerSet interns owners and remembers them on s.
-func (b *Builder) ownerSet(s *Socket, owners []capture.Owner) uint32 {
+func (b *Builder) ownerSet(s *Socket, owners []record.Owner) uint32 {
 	if len(owners) == 0 {
 		return 0
 	}

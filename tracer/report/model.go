@@ -14,17 +14,17 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // Capture is a loaded capture.
 type Capture struct {
-	Header capture.Header
+	Header record.Header
 	// Summary is nil when the capture was cut short.
-	Summary *capture.Summary
+	Summary *record.Summary
 	// Lost holds the last totals of lost events the capture reported.
-	Lost capture.Losses
+	Lost record.Losses
 
 	// Sockets holds every socket, in order of first sight.
 	Sockets []*Socket
@@ -59,7 +59,7 @@ type Capture struct {
 
 	strs      []string
 	strIdx    map[string]uint32
-	owners    [][]capture.Owner
+	owners    [][]record.Owner
 	ownersIdx map[string]uint32
 	exits     map[uint32][]exitRec
 }
@@ -185,7 +185,7 @@ func addrPort(ap netip.AddrPort) string {
 func (s *Socket) EverIn(st event.State) bool { return s.ever&(1<<st) != 0 }
 
 // Owners returns the last non-empty set of processes seen holding it.
-func (s *Socket) Owners() []capture.Owner { return s.c.owners[s.owners] }
+func (s *Socket) Owners() []record.Owner { return s.c.owners[s.owners] }
 
 // Involves reports whether pid owned the socket or one of its transitions
 // ran in pid's context.
@@ -194,7 +194,7 @@ func (s *Socket) Involves(pid uint32) bool { return slices.Contains(s.pids, pid)
 // Leaked reports whether the socket has a leak diagnosis.
 func (s *Socket) Leaked() bool {
 	for _, d := range s.Diagnoses {
-		if d.Kind == capture.TypeLeak {
+		if d.Kind == record.TypeLeak {
 			return true
 		}
 	}
@@ -248,11 +248,11 @@ const (
 func (k StepKind) String() string {
 	switch k {
 	case StepTransition:
-		return capture.TypeTransition
+		return record.TypeTransition
 	case StepSnapshot:
-		return capture.TypeSnapshot
+		return record.TypeSnapshot
 	case StepCall:
-		return capture.TypeCall
+		return record.TypeCall
 	}
 	return "unknown"
 }
@@ -276,7 +276,7 @@ type Step struct {
 	// socket's pending error at a transition to CLOSE.
 	Cause, CauseKind, SkErr string
 	// Owners are the holders at that step; shared, do not modify.
-	Owners []capture.Owner
+	Owners []record.Owner
 	// Call, FD, Ret, Errno and Note describe a call; Note also says how
 	// a snapshot's change was seen.
 	Call  string
@@ -404,12 +404,12 @@ func (c *Conn) Leaked() bool {
 // Diagnosis is one problem the tracer diagnosed: a leak (with every record
 // of it, from stuck to how it ended), a bind conflict, or a failed connect.
 type Diagnosis struct {
-	Kind   string // capture.TypeLeak, TypeBindConflict or TypeConnectFail
+	Kind   string // record.TypeLeak, TypeBindConflict or TypeConnectFail
 	MonoNs uint64 // of its first record
 	// Exactly one of these is set, after Kind.
-	Leak         []capture.Leak
-	BindConflict *capture.BindConflict
-	ConnectFail  *capture.ConnectFail
+	Leak         []record.Leak
+	BindConflict *record.BindConflict
+	ConnectFail  *record.ConnectFail
 	// Sockets are the sockets it names that the capture has timelines of:
 	// the leaking or failing socket, the holders of a conflicting address,
 	// and the socket whose bind or connect failed.
@@ -455,7 +455,7 @@ func (c *Capture) ExitsOf(pid uint32) []Exit {
 }
 
 // ownerString is "comm[pid] fd N, ...".
-func ownerString(owners []capture.Owner) string {
+func ownerString(owners []record.Owner) string {
 	b := make([]byte, 0, 32*len(owners))
 	for i, o := range owners {
 		if i > 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -116,10 +117,10 @@ func TestStoryTimelines(t *testing.T) {
 		t.Fatalf("%d diagnoses, want 2", len(c.Diagnoses))
 	}
 	leak, bind := c.Diagnoses[0], c.Diagnoses[1]
-	if leak.Kind != capture.TypeLeak || len(leak.Leak) != 2 || leak.Leak[0].Phase != "stuck" || leak.Leak[1].Phase != "closed_by_exit" {
+	if leak.Kind != record.TypeLeak || len(leak.Leak) != 2 || leak.Leak[0].Phase != "stuck" || leak.Leak[1].Phase != "closed_by_exit" {
 		t.Errorf("leak diagnosis %+v", leak)
 	}
-	if bind.Kind != capture.TypeBindConflict || len(bind.Sockets) != 2 || bind.Sockets[0] != c.Others[0] || bind.Sockets[1] != conn.Client {
+	if bind.Kind != record.TypeBindConflict || len(bind.Sockets) != 2 || bind.Sockets[0] != c.Others[0] || bind.Sockets[1] != conn.Client {
 		t.Errorf("bind conflict names sockets %v", bind.Sockets)
 	}
 	if !conn.Leaked() || !conn.Client.Leaked() || conn.Server.Leaked() {
@@ -161,10 +162,10 @@ func TestPairingMappedAndUnpaired(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	add(&capture.Header{Type: capture.TypeHeader, Schema: 1, StartMonoNs: 1000})
-	tr := func(mono, cookie uint64, la string, lp uint16, ra string, rp uint16, old, nw string) *capture.Transition {
-		return &capture.Transition{Type: capture.TypeTransition, MonoNs: mono,
-			Socket: capture.Socket{Cookie: cookie, Family: "ipv4", Laddr: la, Lport: lp, Raddr: ra, Rport: rp}, Old: old, New: nw}
+	add(&record.Header{Type: record.TypeHeader, Schema: 1, StartMonoNs: 1000})
+	tr := func(mono, cookie uint64, la string, lp uint16, ra string, rp uint16, old, nw string) *record.Transition {
+		return &record.Transition{Type: record.TypeTransition, MonoNs: mono,
+			Socket: record.Socket{Cookie: cookie, Family: "ipv4", Laddr: la, Lport: lp, Raddr: ra, Rport: rp}, Old: old, New: nw}
 	}
 	add(tr(2000, 1, "10.0.0.1", 0, "10.0.0.2", 443, "CLOSE", "SYN_SENT")) // no local port yet
 	add(tr(2100, 1, "10.0.0.1", 40000, "10.0.0.2", 443, "SYN_SENT", "ESTABLISHED"))
@@ -445,16 +446,16 @@ func TestBadFiles(t *testing.T) {
 // stops keeping steps but not counting them.
 func TestBounds(t *testing.T) {
 	b := NewBuilder(Options{MaxStepsPerSocket: 10, MaxSteps: 25})
-	b.Add(&capture.Header{Type: capture.TypeHeader, Schema: 1, StartMonoNs: 0})
-	b.Add(&capture.Transition{Type: capture.TypeTransition, MonoNs: 1, Socket: capture.Socket{Cookie: 1, Laddr: "127.0.0.1", Lport: 80}, Old: "CLOSE", New: "LISTEN"})
+	b.Add(&record.Header{Type: record.TypeHeader, Schema: 1, StartMonoNs: 0})
+	b.Add(&record.Transition{Type: record.TypeTransition, MonoNs: 1, Socket: record.Socket{Cookie: 1, Laddr: "127.0.0.1", Lport: 80}, Old: "CLOSE", New: "LISTEN"})
 	for i := range 100 {
-		b.Add(&capture.Call{Type: capture.TypeCall, MonoNs: uint64(10 + i), Call: "accept", FD: int32(i),
-			Socket: capture.Socket{Cookie: 1, Laddr: "127.0.0.1", Lport: 80}})
+		b.Add(&record.Call{Type: record.TypeCall, MonoNs: uint64(10 + i), Call: "accept", FD: int32(i),
+			Socket: record.Socket{Cookie: 1, Laddr: "127.0.0.1", Lport: 80}})
 	}
-	b.Add(&capture.Transition{Type: capture.TypeTransition, MonoNs: 200, Socket: capture.Socket{Cookie: 1}, Old: "LISTEN", New: "CLOSE"})
+	b.Add(&record.Transition{Type: record.TypeTransition, MonoNs: 200, Socket: record.Socket{Cookie: 1}, Old: "LISTEN", New: "CLOSE"})
 	// A second socket once the budget (25) is spent: 1+10 kept for the first.
 	for i := range 20 {
-		b.Add(&capture.Call{Type: capture.TypeCall, MonoNs: uint64(300 + i), Call: "accept", FD: int32(i), Socket: capture.Socket{Cookie: 2, Laddr: "127.0.0.1", Lport: 81}})
+		b.Add(&record.Call{Type: record.TypeCall, MonoNs: uint64(300 + i), Call: "accept", FD: int32(i), Socket: record.Socket{Cookie: 2, Laddr: "127.0.0.1", Lport: 81}})
 	}
 	c := b.Finish()
 	l := c.Listeners[0]

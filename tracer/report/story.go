@@ -3,8 +3,8 @@ package report
 import (
 	"slices"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // evKind says what a storyEvent tells.
@@ -64,7 +64,7 @@ func story(c *Capture, sel *Selection, s *Socket) []storyEvent {
 		}
 	}
 
-	var prevOwners []capture.Owner
+	var prevOwners []record.Owner
 	for i := range steps {
 		x := &steps[i]
 		if s.Omitted > 0 && i == s.omitAt && sel.In(x.MonoNs) {
@@ -85,7 +85,7 @@ func story(c *Capture, sel *Selection, s *Socket) []storyEvent {
 			ev.kind = evTransition
 			ev.durNs, ev.toEnd = stateDuration(c, s, steps, i)
 			if (x.PID != 0 || x.Comm != "") &&
-				!slices.ContainsFunc(x.Owners, func(o capture.Owner) bool { return o.PID == x.PID }) {
+				!slices.ContainsFunc(x.Owners, func(o record.Owner) bool { return o.PID == x.PID }) {
 				ev.ranIn = task(x.PID, x.Comm)
 			}
 		case StepCall:

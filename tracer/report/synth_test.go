@@ -8,6 +8,7 @@ import (
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -35,9 +36,9 @@ func synth(t testing.TB, w io.Writer, conns, leakEvery int) int {
 			t.Fatal(err)
 		}
 	}
-	must(cw.Write(&capture.Header{Type: capture.TypeHeader, Schema: capture.SchemaVersion, Tool: "tcptrail", Version: "test",
+	must(cw.Write(&record.Header{Type: record.TypeHeader, Schema: record.SchemaVersion, Tool: "tcptrail", Version: "test",
 		Host: "box", Kernel: "6.18.0", StartTime: synthStart, StartMonoNs: synthStartMono,
-		Filters: capture.Filters{Ports: []uint16{7070}}, Attach: "tp_btf"}))
+		Filters: record.Filters{Ports: []uint16{7070}}, Attach: "tp_btf"}))
 
 	server := netip.MustParseAddrPort("127.0.0.1:7070")
 	var comm [16]byte
@@ -72,7 +73,7 @@ func synth(t testing.TB, w io.Writer, conns, leakEvery int) int {
 		if s := tr.Socket(sc); s != nil {
 			owners = s.Owners
 		}
-		must(cw.Write(capture.CallRecord(acc, time.Unix(0, wall(acc.MonoNs)).UTC(), owners)))
+		must(cw.Write(record.CallRecord(acc, time.Unix(0, wall(acc.MonoNs)).UTC(), owners)))
 		events++
 		step(sc, server, client, event.Established, event.FinWait1, 300_000, serverPID, scomm, event.CallClose, 7)
 		step(cc, client, server, event.Established, event.CloseWait, 330_000, serverPID, scomm, event.CallClose, 7)
@@ -80,10 +81,10 @@ func synth(t testing.TB, w io.Writer, conns, leakEvery int) int {
 		step(sc, server, client, event.FinWait2, event.Close, 365_000, 0, [16]byte{'s', 'w', 'a', 'p', 'p', 'e', 'r'}, event.CallNone, -1)
 		if leak {
 			leaked = append(leaked, &event.Event{Cookie: cc, Local: client, Remote: server, PID: cpid, MonoNs: start + 330_000})
-			must(cw.Write(&capture.Leak{Type: capture.TypeLeak, Time: time.Unix(0, wall(start+1_330_000)).UTC(), MonoNs: start + 1_330_000,
-				Phase: "stuck", Socket: capture.SocketOf(cc, 0, event.AFInet, client, server), State: "CLOSE_WAIT",
+			must(cw.Write(&record.Leak{Type: record.TypeLeak, Time: time.Unix(0, wall(start+1_330_000)).UTC(), MonoNs: start + 1_330_000,
+				Phase: "stuck", Socket: record.SocketOf(cc, 0, event.AFInet, client, server), State: "CLOSE_WAIT",
 				Since: time.Unix(0, wall(start+330_000)).UTC(), AgeNs: 1_000_000,
-				Owners:  []capture.Owner{{PID: cpid, Comm: "client", FD: 3}},
+				Owners:  []record.Owner{{PID: cpid, Comm: "client", FD: 3}},
 				Message: "stuck in CLOSE_WAIT: the peer closed and client never closed fd 3"}))
 		} else {
 			step(cc, client, server, event.CloseWait, event.LastAck, 400_000, cpid, comm, event.CallClose, 3)
@@ -92,14 +93,14 @@ func synth(t testing.TB, w io.Writer, conns, leakEvery int) int {
 		mono += 10_000 // a connection every 10µs, each lasting about 0.4ms
 	}
 	end := mono + 1_000_000
-	var leaks []capture.Leak
+	var leaks []record.Leak
 	for _, e := range leaked {
-		leaks = append(leaks, capture.Leak{Type: capture.TypeLeak, Time: time.Unix(0, wall(end)).UTC(), MonoNs: end, Phase: "still_open",
-			Socket: capture.SocketOf(e.Cookie, e.NetNS, event.AFInet, e.Local, e.Remote), State: "CLOSE_WAIT",
+		leaks = append(leaks, record.Leak{Type: record.TypeLeak, Time: time.Unix(0, wall(end)).UTC(), MonoNs: end, Phase: "still_open",
+			Socket: record.SocketOf(e.Cookie, e.NetNS, event.AFInet, e.Local, e.Remote), State: "CLOSE_WAIT",
 			Since: time.Unix(0, wall(e.MonoNs)).UTC(), AgeNs: int64(end - e.MonoNs),
-			Owners: []capture.Owner{{PID: e.PID, Comm: "client", FD: 3}}, Message: "still in CLOSE_WAIT at the end"})
+			Owners: []record.Owner{{PID: e.PID, Comm: "client", FD: 3}}, Message: "still in CLOSE_WAIT at the end"})
 	}
-	must(cw.Write(&capture.Summary{Type: capture.TypeSummary, Time: time.Unix(0, wall(end)).UTC(), MonoNs: end,
+	must(cw.Write(&record.Summary{Type: record.TypeSummary, Time: time.Unix(0, wall(end)).UTC(), MonoNs: end,
 		DurationNs: int64(end - synthStartMono), Events: uint64(events), Transitions: tr.Transitions,
 		Sockets: tr.SocketsSeen, Leaks: leaks}))
 	must(cw.Close())

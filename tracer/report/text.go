@@ -11,8 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // TextWidth is the width of the text report, in columns.
@@ -544,7 +544,7 @@ func gapText(x *Step) string {
 	return fmt.Sprintf("⚠ gap: it left %s, but was last seen entering %s: transitions were lost", x.Old, x.ExpectedOld)
 }
 
-func ownersText(owners []capture.Owner) string {
+func ownersText(owners []record.Owner) string {
 	if len(owners) == 0 {
 		return "owners: none"
 	}
@@ -604,11 +604,11 @@ func snapshotText(x *Step) string {
 
 func diagTitle(kind string) string {
 	switch kind {
-	case capture.TypeLeak:
+	case record.TypeLeak:
 		return "LEAK"
-	case capture.TypeBindConflict:
+	case record.TypeBindConflict:
 		return "BIND CONFLICT"
-	case capture.TypeConnectFail:
+	case record.TypeConnectFail:
 		return "CONNECT FAILED"
 	}
 	return strings.ToUpper(kind)
@@ -670,7 +670,7 @@ func (t *textReport) diagnosis(d *Diagnosis) {
 	}
 }
 
-func sockName(s *capture.Socket) string {
+func sockName(s *record.Socket) string {
 	if s.Rport == 0 {
 		return hostPort(s.Laddr, s.Lport)
 	}

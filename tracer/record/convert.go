@@ -1,4 +1,4 @@
-package capture
+package record
 
 import (
 	"net/netip"
@@ -7,8 +7,6 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
-
-type netipAddr = netip.Addr
 
 var errnoNames = map[int32]string{
 	1: "EPERM", 4: "EINTR", 9: "EBADF", 11: "EAGAIN", 13: "EACCES", 22: "EINVAL",

@@ -1,8 +1,11 @@
-// Package capture defines tcptrail's capture file: JSON Lines, one record per
-// line, with a header first and a summary last. The same records are what
-// `tcptrail trace --json` prints live. docs/schema.md documents every field;
-// the field names are a contract, keep them stable and snake_case.
-package capture
+// Package record defines the records tcptrail reports: a capture file's
+// lines (JSON Lines, header first, summary last), what `tcptrail trace
+// --json` prints live, and what the diagnoser hands to every sink. It is a
+// leaf: the pipeline builds records here, the sinks (tracer/capture's
+// writer, the live table) and readers use them. docs/schema.md documents
+// every field; the field names are a contract, keep them stable and
+// snake_case.
+package record
 
 import (
 	"time"
