@@ -24,7 +24,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 type config struct {
@@ -465,7 +465,7 @@ func runCheck(cfg *config, port int) (*checkResult, error) {
 // analyze groups the capture's transitions by socket.
 func (c *checkResult) analyze(path string) error {
 	seqs := map[uint64][]string{}
-	_, err := captureSummary(path, func(r *capture.Transition) {
+	_, err := captureSummary(path, func(r *record.Transition) {
 		c.transitions++
 		if r.Gap {
 			c.gaps++

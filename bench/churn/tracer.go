@@ -20,12 +20,13 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
+	"github.com/tcptrail/tcptrail/tracer/record"
 )
 
 // summary is the tracer's closing summary, from the capture file's last
 // record (-o) or, without one, from the live table's last lines.
 type summary struct {
-	capture.Summary
+	record.Summary
 	// fromCapture: the counts come from the capture file, which has
 	// inflight_full too; the table's summary line does not.
 	fromCapture bool
@@ -33,7 +34,7 @@ type summary struct {
 }
 
 // lostEvents is the number of events lost outright, the way the tracer
-// counts them (capture.Losses.Total).
+// counts them (record.Losses.Total).
 func (s *summary) lostEvents() uint64 {
 	if !s.fromCapture {
 		return s.lostTotal // the table's own total
@@ -148,7 +149,7 @@ func (d *drainer) tableSummary() (*summary, error) {
 			}
 			return 0
 		}
-		s := &summary{Summary: capture.Summary{Type: capture.TypeSummary, Events: n(m[1]), Transitions: n(m[2]), Sockets: n(m[3])}}
+		s := &summary{Summary: record.Summary{Type: record.TypeSummary, Events: n(m[1]), Transitions: n(m[2]), Sockets: n(m[3])}}
 		if dur, err := time.ParseDuration(m[4]); err == nil {
 			s.DurationNs = int64(dur)
 		}
@@ -364,7 +365,7 @@ func (t *tracerProc) stop() (*tracerResult, error) {
 
 // captureSummary reads a capture file with the project's reader and
 // returns its summary record; onTransition, if set, sees every transition.
-func captureSummary(path string, onTransition func(*capture.Transition)) (*summary, error) {
+func captureSummary(path string, onTransition func(*record.Transition)) (*summary, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -380,11 +381,11 @@ func captureSummary(path string, onTransition func(*capture.Transition)) (*summa
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		switch r := rec.(type) {
-		case *capture.Transition:
+		case *record.Transition:
 			if onTransition != nil {
 				onTransition(r)
 			}
-		case *capture.Summary:
+		case *record.Summary:
 			return &summary{Summary: *r, fromCapture: true}, nil
 		}
 	}
