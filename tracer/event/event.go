@@ -84,6 +84,19 @@ func AppendID(b []byte, id uint64) []byte {
 	return strconv.AppendUint(b, id&(1<<40-1), 10)
 }
 
+// AppendOwner appends a socket's owner as every view names it:
+// "comm[pid] fd N".
+func AppendOwner(b []byte, comm string, pid uint32, fd int32) []byte {
+	b = append(b, comm...)
+	b = append(b, '[')
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	b = append(b, "] fd "...)
+	return strconv.AppendInt(b, int64(fd), 10)
+}
+
+// NoOwner is what views say of a socket no known process holds.
+const NoOwner = "no process (owner unknown)"
+
 // SameSocket reports whether a socket the kernel's table lists with cookie
 // tableCookie may be the traced socket id, whose addresses already matched.
 func SameSocket(tableCookie, id uint64) bool {

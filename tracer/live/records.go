@@ -82,13 +82,16 @@ func (t *Table) remember(msg string) {
 
 func ownersText(owners []record.Owner) string {
 	if len(owners) == 0 {
-		return "no process"
+		return event.NoOwner
 	}
-	parts := make([]string, len(owners))
+	var b []byte
 	for i, o := range owners {
-		parts[i] = fmt.Sprintf("%s[%d] fd %d", o.Comm, o.PID, o.FD)
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = event.AppendOwner(b, o.Comm, o.PID, o.FD)
 	}
-	return strings.Join(parts, ", ")
+	return string(b)
 }
 
 // End prints the summary and the leaks.

@@ -11,7 +11,6 @@ package report
 import (
 	"net/netip"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -461,11 +460,7 @@ func ownerString(owners []record.Owner) string {
 		if i > 0 {
 			b = append(b, ", "...)
 		}
-		b = append(b, o.Comm...)
-		b = append(b, '[')
-		b = strconv.AppendUint(b, uint64(o.PID), 10)
-		b = append(b, "] fd "...)
-		b = strconv.AppendInt(b, int64(o.FD), 10)
+		b = event.AppendOwner(b, o.Comm, o.PID, o.FD)
 	}
 	return string(b)
 }

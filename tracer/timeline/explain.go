@@ -24,13 +24,16 @@ type Holder struct {
 // OwnersText renders owners as "client[4242] fd 3, worker[4250] fd 3".
 func OwnersText(owners []Owner) string {
 	if len(owners) == 0 {
-		return "no process (owner unknown)"
+		return event.NoOwner
 	}
-	parts := make([]string, len(owners))
+	var b []byte
 	for i := range owners {
-		parts[i] = fmt.Sprintf("%s[%d] fd %d", owners[i].CommString(), owners[i].PID, owners[i].FD)
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = event.AppendOwner(b, owners[i].CommString(), owners[i].PID, owners[i].FD)
 	}
-	return strings.Join(parts, ", ")
+	return string(b)
 }
 
 // Why says in one plain sentence why h still holds its local address.
