@@ -110,13 +110,14 @@ func (d *Diagnoser) tracked(addr netip.AddrPort) bool {
 // every socket holding that local address, from the tracker, the timewait
 // watch and the kernel's socket table (for sockets older than the trace).
 func (d *Diagnoser) bindConflict(e *event.Event) {
-	want := e.Local
-	now := e.MonoNs
+	ev := *e // the session reuses e
+	want := ev.Local
+	now := ev.MonoNs
 	var holders []timeline.Holder
 	seen := make(map[uint64]bool)
 	seenTuple := make(map[tuple]bool) // sockets known by a synthetic id
 	d.tracker.Sockets(func(s *timeline.Socket) {
-		if s.NetNS != e.NetNS || !holds(s.Local, want) {
+		if s.NetNS != ev.NetNS || !holds(s.Local, want) {
 			return
 		}
 		h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State,
@@ -130,19 +131,35 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 		}
 		holders = append(holders, h)
 	})
-	entries, _ := d.table.Dump(e.NetNS, func(t *socktable.Entry) bool {
-		return !seen[t.Cookie] && !seenTuple[tuple{e.NetNS, t.Local, t.Remote}] && holds(t.Local, want)
-	})
-	var unknown []socktable.Entry
-	inodes := make(map[uint32]bool)
-	for _, t := range entries {
-		if t.Inode != 0 {
-			inodes[t.Inode] = true
+	// The kernel's table for the holders tcptrail does not know (older
+	// than the trace, not traced): off the reader's path.
+	query := func() func() {
+		entries, err := d.table.Dump(ev.NetNS, func(t *socktable.Entry) bool {
+			return !seen[t.Cookie] && !seenTuple[tuple{ev.NetNS, t.Local, t.Remote}] && holds(t.Local, want)
+		})
+		var owners map[uint32][]socktable.FDOwner
+		if err == nil {
+			inodes := make(map[uint32]bool)
+			for _, t := range entries {
+				if t.Inode != 0 {
+					inodes[t.Inode] = true
+				}
+			}
+			owners = socktable.OwnersOf(inodes)
 		}
-		unknown = append(unknown, t)
+		return func() { d.explainBind(&ev, holders, entries, owners) }
 	}
-	owners := socktable.OwnersOf(inodes)
-	for _, t := range unknown {
+	if !d.queries.post(query) {
+		d.explainBind(&ev, holders, nil, nil)
+	}
+}
+
+// explainBind reports a failed bind with the holders the tracker knows and
+// those the socket table listed (entries, with the owners of their inodes).
+func (d *Diagnoser) explainBind(e *event.Event, holders []timeline.Holder, entries []socktable.Entry, owners map[uint32][]socktable.FDOwner) {
+	want := e.Local
+	now := e.MonoNs
+	for _, t := range entries {
 		h := timeline.Holder{Cookie: t.Cookie, Local: t.Local, Remote: t.Remote, State: event.State(t.State),
 			StateNs: -1, Owners: d.toOwners(owners[t.Inode])}
 		if t.Inode == 0 {

@@ -40,6 +40,7 @@ type Diagnoser struct {
 	lastNSCheck uint64
 	twUnwatched uint64
 	table       SocketTable
+	queries     *queries // the slow ones, off the reader's path
 
 	// finTimeoutMs is net.ipv4.tcp_fin_timeout: how long a FIN_WAIT2
 	// timewait socket waits for the peer's FIN (0: unknown).
@@ -85,6 +86,7 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 	return &Diagnoser{
 		tracker:   tr,
 		table:     table,
+		queries:   newQueries(),
 		clock:     clock,
 		leakAfter: leakAfter,
 		emit:      emit,
@@ -146,6 +148,7 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 // Tick reports sockets that have been stuck in CLOSE_WAIT for too long and
 // follows the timewait sockets.
 func (d *Diagnoser) Tick(now uint64) {
+	d.queries.apply(0)
 	limit := uint64(d.leakAfter)
 	for len(d.closeWaits) > 0 {
 		cw := d.closeWaits[0]
@@ -183,7 +186,11 @@ func (d *Diagnoser) Tick(now uint64) {
 }
 
 // QueriesFailed counts the socket-table queries that failed.
-func (d *Diagnoser) QueriesFailed() uint64 { return d.table.Failed() }
+// A query not made because too many were waiting counts as failed.
+func (d *Diagnoser) QueriesFailed() uint64 { return d.table.Failed() + d.queries.dropped }
+
+// Close stops the query worker. The diagnoser is not used after.
+func (d *Diagnoser) Close() { d.queries.close() }
 
 // TimewaitUnwatched counts timewait sockets not followed (watch list full).
 func (d *Diagnoser) TimewaitUnwatched() uint64 { return d.twUnwatched }

@@ -140,6 +140,7 @@ func TestBindConflictPerNamespace(t *testing.T) {
 	}
 	d.Call(&event.Event{Kind: event.KindCall, Call: event.CallBind, NetNS: nsB, Family: event.AFInet,
 		Local: client, Ret: -98, FD: 8, PID: 42, MonoNs: 20})
+	d.queries.apply(5 * time.Second) // the table is asked off the reader's path
 	binds := records[*record.BindConflict](*recs)
 	if len(binds) != 1 || len(binds[0].Holders) != 1 || binds[0].Holders[0].Cookie != 12 || binds[0].Holders[0].NetNS != nsB {
 		t.Fatalf("bind conflict in namespace %d: %+v", nsB, binds)

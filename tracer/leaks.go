@@ -108,6 +108,8 @@ func describeAge(h *timeline.Holder) string {
 
 // End closes the books: leaks still stuck are reported as still open.
 func (d *Diagnoser) End(now uint64) {
+	// The answers still on their way belong to the capture.
+	d.queries.apply(5 * time.Second)
 	for _, leak := range d.stuck {
 		end := leak.rec
 		end.Phase = "still_open"

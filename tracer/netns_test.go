@@ -76,9 +76,10 @@ func checkStory(t *testing.T, s *session, st *nsStory) {
 			st.ns.Name, leaks[0].Message, leaks[0].Phase, leaks[0].Unconfirmed, leaks[1].Message, leaks[1].Phase, owner)
 	}
 	var binds []*record.BindConflict
-	for _, b := range find(s.rec.Records(), func(b *record.BindConflict) bool { return b.PID == uint32(st.clientPID) }) {
-		binds = append(binds, b)
-	}
+	s.rec.waitFor(t, 5*time.Second, "the bind conflict in "+st.ns.Name, func() bool {
+		binds = find(s.rec.Records(), func(b *record.BindConflict) bool { return b.PID == uint32(st.clientPID) })
+		return len(binds) > 0
+	})
 	if len(binds) != 1 || len(binds[0].Holders) != 1 {
 		t.Fatalf("bind conflicts of the client in %s: %v", st.ns.Name, binds)
 	}

@@ -133,6 +133,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	}
 	defer table.Close()
 	s.diag = NewDiagnoser(s.tracker, table, s.clock, cfg.LeakAfter, s.emit)
+	defer s.diag.Close()
 	for _, sink := range sinks {
 		if q, ok := sink.(interface{ RoutineCalls() bool }); !ok || q.RoutineCalls() {
 			s.diag.RecordCalls = true
