@@ -19,6 +19,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/tcptrail/tcptrail/internal/syncbuf"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/record"
 )
@@ -181,7 +182,7 @@ type tracerProc struct {
 	readyFile string
 	capFile   string
 	drain     *drainer
-	stderr    *lockedBuffer
+	stderr    *syncbuf.Buffer
 	exited    chan struct{}
 	waitErr   error
 	cpuReady  time.Duration // utime+stime when the probes were attached
@@ -190,23 +191,6 @@ type tracerProc struct {
 	// start-up scan of the socket table.
 	statusReady procStatus
 	progs       map[ebpf.ProgramID]bool
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // current is the tracer running right now, for the interrupt handler.
@@ -224,7 +208,7 @@ type tracerOpts struct {
 func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	t := &tracerProc{
 		readyFile: filepath.Join(cfg.tmp, fmt.Sprintf("ready-%d", o.port)),
-		stderr:    &lockedBuffer{},
+		stderr:    &syncbuf.Buffer{},
 		exited:    make(chan struct{}),
 	}
 	os.Remove(t.readyFile)

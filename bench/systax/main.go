@@ -18,7 +18,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +35,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/tcptrail/tcptrail/internal/syncbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -344,26 +344,9 @@ func utsString[T int8 | uint8](f []T) string {
 // tracer is a running `tcptrail trace`.
 type tracer struct {
 	cmd     *exec.Cmd
-	stderr  *lockedBuffer
+	stderr  *syncbuf.Buffer
 	exited  chan struct{}
 	waitErr error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // current is the tracer running right now, for the signal handler and
@@ -394,7 +377,7 @@ func stopCurrent() {
 func startTracer(cfg *config, tmp string, traceArgs []string) (*tracer, error) {
 	ready := filepath.Join(tmp, "ready")
 	os.Remove(ready)
-	t := &tracer{stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	t := &tracer{stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	t.cmd = exec.Command(cfg.tracer, append(traceArgs, "--ready-file", ready)...)
 	t.cmd.Stderr = t.stderr
 	// Its own process group, so that a Ctrl-C on the terminal reaches only

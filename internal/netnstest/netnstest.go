@@ -68,7 +68,7 @@ func New(t testing.TB) *NS {
 				if err := unix.Mount("/proc/thread-self/ns/net", ns.Path, "", unix.MS_BIND, ""); err != nil {
 					return fmt.Errorf("mount the namespace: %w", err)
 				}
-				return loopbackUp()
+				return LoopbackUp()
 			}()
 			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 				return fmt.Errorf("back to the original namespace: %w", err) // the thread stays locked and dies
@@ -90,8 +90,8 @@ func New(t testing.TB) *NS {
 	return ns
 }
 
-// loopbackUp sets lo up in the calling thread's namespace.
-func loopbackUp() error {
+// LoopbackUp sets lo up in the calling thread's namespace.
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrail/tcptrail/internal/netnstest"
 	"github.com/tcptrail/tcptrail/internal/privtest"
 )
 
@@ -49,22 +50,9 @@ func TestHelperProcess(t *testing.T) {
 }
 
 func helper(mount string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+	if err := netnstest.LoopbackUp(); err != nil {
 		return err
 	}
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("lo up: %w", err)
-	}
-	unix.Close(fd)
 	if mount != "" {
 		if err := unix.Mount("/proc/self/ns/net", mount, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind mount: %w", err)
