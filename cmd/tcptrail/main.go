@@ -32,9 +32,10 @@ const topUsage = `tcptrail: what every TCP socket of chosen ports goes through, 
 Usage:
   tcptrail trace  [flags]        trace live (needs root or CAP_BPF+CAP_PERFMON)
   tcptrail report FILE [flags]   tell the story of a capture (no privileges needed)
+  tcptrail why PORT|ADDR:PORT    who holds this local address now, and why (no BPF)
   tcptrail version
 
-Run 'tcptrail trace --help' or 'tcptrail report --help' for their flags.
+Run 'tcptrail COMMAND --help' for a command's flags.
 `
 
 func main() {
@@ -57,15 +58,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runTrace(ctx, args[1:], stdout, stderr)
 	case "report":
 		err = runReport(ctx, args[1:], stdout, stderr)
+	case "why":
+		err = runWhy(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "tcptrail %s\n", version)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, topUsage)
 	default:
-		err = usageErrorf("unknown command %q (want trace, report or version)", args[0])
+		err = usageErrorf("unknown command %q (want trace, report, why or version)", args[0])
 	}
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0
+	}
+	var status exitStatus
+	if errors.As(err, &status) {
+		return int(status)
 	}
 	fmt.Fprintf(stderr, "tcptrail: %v\n", err)
 	var ue usageError
