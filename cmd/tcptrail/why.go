@@ -9,13 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/record"
-	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
 const whyUsage = `Usage: tcptrail why PORT|ADDR:PORT [--json]
@@ -99,36 +97,10 @@ func runWhy(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// sentence says in one line what holds the address and why, e.g.
-// "127.0.0.1:10001 → 127.0.0.1:7070 is in CLOSE_WAIT, held by
-// client[4242] fd 7: the peer closed and this process never called
-// close(fd 7)".
+// sentence says in one line what holds the address and why, and in which
+// network namespace.
 func sentence(h *tracer.Held) string {
-	var b strings.Builder
-	b.WriteString(h.Local.String())
-	if h.Remote.Port() != 0 {
-		b.WriteString(" → ")
-		b.WriteString(h.Remote.String())
-	}
-	b.WriteString(" is in ")
-	b.WriteString(h.State.String())
-	if h.Timewait {
-		b.WriteString(" (a timewait socket), held by the kernel")
-	} else {
-		b.WriteString(", held by ")
-		b.WriteString(timeline.OwnersText(h.Owners))
-		for _, o := range h.Owners {
-			if o.Container != "" {
-				b.WriteString(" in container ")
-				b.WriteString(o.Container[:12])
-				break
-			}
-		}
-	}
-	b.WriteString(": ")
-	b.WriteString(h.Why())
-	b.WriteString(fmt.Sprintf(" [netns %d]", h.NetNS))
-	return b.String()
+	return fmt.Sprintf("%s [netns %d]", h.Sentence(), h.NetNS)
 }
 
 // parseLocal reads PORT (any local address) or ADDR:PORT.

@@ -77,11 +77,7 @@ func (h *Holder) Why() string {
 // 1.0s, owned by client[4242] fd 3: <why>".
 func (h *Holder) Describe() string {
 	var b strings.Builder
-	b.WriteString(h.Local.String())
-	if h.Remote.Port() != 0 {
-		b.WriteString("→")
-		b.WriteString(h.Remote.String())
-	}
+	h.writeAddrs(&b, "→")
 	b.WriteString(" in ")
 	b.WriteString(h.State.String())
 	if h.Timewait {
@@ -102,6 +98,41 @@ func (h *Holder) Describe() string {
 	b.WriteString(": ")
 	b.WriteString(h.Why())
 	return b.String()
+}
+
+// Sentence renders h as it is right now, with no history: "127.0.0.1:10001
+// → 127.0.0.1:7070 is in CLOSE_WAIT, held by client[4242] fd 3: <why>".
+func (h *Holder) Sentence() string {
+	var b strings.Builder
+	h.writeAddrs(&b, " → ")
+	b.WriteString(" is in ")
+	b.WriteString(h.State.String())
+	if h.Timewait {
+		b.WriteString(" (a timewait socket), held by the kernel")
+	} else {
+		b.WriteString(", held by ")
+		b.WriteString(OwnersText(h.Owners))
+		for _, o := range h.Owners {
+			if len(o.Container) >= 12 {
+				b.WriteString(" in container ")
+				b.WriteString(o.Container[:12])
+				break
+			}
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(h.Why())
+	return b.String()
+}
+
+// writeAddrs writes the local address, and the remote one after arrow if
+// the socket is connected.
+func (h *Holder) writeAddrs(b *strings.Builder, arrow string) {
+	b.WriteString(h.Local.String())
+	if h.Remote.Port() != 0 {
+		b.WriteString(arrow)
+		b.WriteString(h.Remote.String())
+	}
 }
 
 // fmtDur prints durations the way people say them: 1.0s, 250ms, 59.8s, 3m0s.
