@@ -297,8 +297,11 @@ func TestStoryFixedClient(t *testing.T) {
 		if c[3].CauseKind != timeline.CauseClose || c[3].PID != uint32(clientPID) || !strings.HasPrefix(c[3].Owners, owner) {
 			t.Errorf("connection %d: %v: want close(fd) by the client", n+1, c[3])
 		}
-		if c[4].PID != uint32(clientPID) {
-			t.Errorf("connection %d: LAST_ACK->CLOSE ran in pid %d, want inside the client's close()", n+1, c[4].PID)
+		// The server's last ACK is processed inside the client's close()
+		// on loopback, or by ksoftirqd on a busy machine: the context
+		// varies, the cause does not.
+		if c[4].CauseKind != timeline.CausePeerACK {
+			t.Errorf("connection %d: %v: want LAST_ACK->CLOSE caused by the peer's ACK", n+1, c[4])
 		}
 	}
 	recs := rec.Records()
