@@ -6,6 +6,7 @@ package timeline
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
 )
@@ -77,6 +78,10 @@ type Tracker struct {
 	Gaps        uint64
 	SocketsSeen uint64
 
+	// live counts the live sockets by state. It is the one part of the
+	// tracker read from another goroutine (metrics), hence atomic.
+	live [16]atomic.Int64
+
 	// ContainerOf names the container a process runs in, for new owners
 	// (nil: none are named). It is asked once per owner, not per event.
 	ContainerOf func(pid uint32) string
@@ -134,6 +139,23 @@ func (t *Tracker) Add(s Socket) *Socket {
 	}
 	t.socks[s.Cookie] = n
 	t.SocketsSeen++
+	t.count(n.State, 1)
+	return n
+}
+
+// count adds d to the live sockets in state st.
+func (t *Tracker) count(st event.State, d int64) {
+	if st != 0 {
+		t.live[st&15].Add(d)
+	}
+}
+
+// LiveByState returns how many live sockets are in each state, indexed by
+// event.State. Safe to call from any goroutine while events are applied.
+func (t *Tracker) LiveByState() (n [16]int64) {
+	for i := range t.live {
+		n[i] = t.live[i].Load()
+	}
 	return n
 }
 
@@ -188,8 +210,10 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 		}
 	}
 
+	t.count(s.State, -1)
 	s.State = e.New
 	s.SinceNs = e.MonoNs
+	t.count(s.State, 1)
 	if e.New != event.CloseWait {
 		s.LeakReported = false
 	}
@@ -204,6 +228,7 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 
 // release forgets a closed socket and recycles it.
 func (t *Tracker) release(s *Socket) {
+	t.count(s.State, -1)
 	delete(t.socks, s.Cookie)
 	for _, o := range s.Owners {
 		t.dropOwning(o.PID)
