@@ -58,6 +58,9 @@ type Config struct {
 	Scope string
 }
 
+// DefaultRingBytes is the ring buffer's size when Kernel.RingBytes is 0.
+const DefaultRingBytes = kernel.DefaultRingBytes
+
 // drainGrace is how long after detaching the ring buffer is still read.
 const drainGrace = 20 * time.Millisecond
 
@@ -116,6 +119,9 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	if cfg.Kernel.RingBytes == 0 {
+		cfg.Kernel.RingBytes = DefaultRingBytes
+	}
 	s := &Session{cfg: cfg, sinks: sinks, tracker: timeline.New(), log: cfg.Log}
 
 	probe, err := kernel.Load(cfg.Kernel)
@@ -137,6 +143,11 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	for _, sink := range sinks {
 		if q, ok := sink.(interface{ RoutineCalls() bool }); !ok || q.RoutineCalls() {
 			s.diag.RecordCalls = true
+		}
+		// A sink that reports the live sockets (metrics) reads the
+		// tracker's counts, which are safe to read from its goroutine.
+		if u, ok := sink.(interface{ UseTracker(*timeline.Tracker) }); ok {
+			u.UseTracker(s.tracker)
 		}
 	}
 	fmt.Fprintf(s.log, "tcptrail: runs with %s\n", probe)

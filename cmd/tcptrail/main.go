@@ -31,6 +31,7 @@ const topUsage = `tcptrail: what every TCP socket of chosen ports goes through, 
 
 Usage:
   tcptrail trace  [flags]        trace live (needs root or CAP_BPF+CAP_PERFMON)
+  tcptrail watch  [flags]        run all the time: diagnoses as JSON Lines, Prometheus metrics
   tcptrail report FILE [flags]   tell the story of a capture (no privileges needed)
   tcptrail why PORT|ADDR:PORT    who holds this local address now, and why (no BPF)
   tcptrail version
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "trace":
 		err = runTrace(ctx, args[1:], stdout, stderr)
+	case "watch":
+		err = runWatch(ctx, args[1:], stdout, stderr)
 	case "report":
 		err = runReport(ctx, args[1:], stdout, stderr)
 	case "why":
@@ -65,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, topUsage)
 	default:
-		err = usageErrorf("unknown command %q (want trace, report, why or version)", args[0])
+		err = usageErrorf("unknown command %q (want trace, watch, report, why or version)", args[0])
 	}
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0

@@ -37,9 +37,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "tcptrail")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build tcptrail: %v\n%s", err, out)
-		os.Exit(1)
+	// The demo programs beside it: the watch tests run the story.
+	for _, b := range [][2]string{{binary, "."}, {filepath.Join(dir, "demo-server"), "../../demo/server"}, {filepath.Join(dir, "demo-client"), "../../demo/client"}} {
+		if out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b[1], err, out)
+			os.Exit(1)
+		}
 	}
 	// World-traversable so that the unprivileged test can run it.
 	os.Chmod(dir, 0o755)
@@ -94,6 +97,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"trace", "--pid", "4000000"}, "no such process"},
 		{[]string{"trace", "--duration", "soon"}, "invalid argument"},
 		{[]string{"trace", "--ring-size", "3000"}, "power of two"},
+		{[]string{"watch", "--leak-after", "0s"}, "--leak-after must be positive"},
+		{[]string{"watch", "--port", "65536"}, "port 65536 is out of range (1-65535)"},
+		{[]string{"watch", "now"}, `unexpected argument "now"`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{nil, "Usage"},
 	}
@@ -111,6 +117,10 @@ func TestHelp(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, "wakeup-size") {
 		t.Error("internal tuning flags must stay hidden")
+	}
+	r = runBinary(t, exec.Command(binary, "watch", "--help"))
+	if r.code != 0 || !strings.Contains(r.stderr, "--metrics") || !strings.Contains(r.stderr, "SIGHUP") {
+		t.Fatalf("watch --help: exit %d\n%s", r.code, r.stderr)
 	}
 }
 

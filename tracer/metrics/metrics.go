@@ -134,6 +134,10 @@ func New(version string) *Metrics {
 // UseStates makes the metrics report the live sockets by state from sc.
 func (m *Metrics) UseStates(sc StateCounter) { m.states.Store(&sc) }
 
+// UseTracker reports the live sockets of a session's tracker; the session
+// calls it before the first event.
+func (m *Metrics) UseTracker(t *timeline.Tracker) { m.UseStates(t) }
+
 // Begin does nothing: the header says nothing the metrics count.
 func (m *Metrics) Begin(*record.Header) error { return nil }
 
@@ -275,7 +279,12 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if sc := m.states.Load(); sc != nil {
 		live := (*sc).LiveByState()
 		for st, v := range live {
-			if st == 0 || event.State(st) == event.Close || st > int(event.BoundInact) {
+			switch event.State(st) {
+			case event.Established, event.SynSent, event.SynRecv, event.FinWait1, event.FinWait2,
+				event.CloseWait, event.LastAck, event.Listen, event.Closing:
+			default:
+				// Not a state a full socket rests in: CLOSE is the end,
+				// TIME_WAIT and NEW_SYN_RECV are the kernel's mini sockets.
 				continue
 			}
 			ch <- prometheus.MustNewConstMetric(d.sockets, prometheus.GaugeValue, float64(v), event.State(st).String())
