@@ -162,7 +162,13 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var r struct{ Data struct{ Groups []struct{ Rules []struct{ Name, Health string } } } }
+	var r struct {
+		Data struct {
+			Groups []struct {
+				Rules []struct{ Name, Health string }
+			}
+		}
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		t.Fatal(err)
 	}

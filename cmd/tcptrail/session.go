@@ -23,6 +23,7 @@ type sessionFlags struct {
 	container  string
 	cgroup     string
 	leakAfter  time.Duration
+	duration   time.Duration
 	readyFile  string
 	ringSize   byteSize
 	wakeupSize byteSize
@@ -38,6 +39,7 @@ func (f *sessionFlags) register(fs *pflag.FlagSet, leakAfter time.Duration) {
 	fs.StringVar(&f.container, "container", "", "trace only the sockets made in this container: its `ID` or a prefix of it")
 	fs.StringVar(&f.cgroup, "cgroup", "", "trace only the sockets made in this cgroup (v2) or below: `PATH` as in /proc/PID/cgroup, e.g. /system.slice/nginx.service")
 	fs.DurationVar(&f.leakAfter, "leak-after", leakAfter, "report a socket as leaked after this long in CLOSE_WAIT")
+	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long (default: until Ctrl-C or SIGTERM)")
 	fs.Var(&f.ringSize, "ring-size", "kernel ring buffer size, a power of two (e.g. 8M)")
 	fs.StringVar(&f.readyFile, "ready-file", "", "create `FILE` once the probes are attached (for scripts)")
 	fs.Var(&f.wakeupSize, "wakeup-size", "wake the reader when this much is pending (1: as soon as anything is)")
@@ -45,6 +47,24 @@ func (f *sessionFlags) register(fs *pflag.FlagSet, leakAfter time.Duration) {
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "when the kernel rejects the BPF programs, print the verifier's whole log")
 	fs.StringVar(&f.hooks, "syscall-hooks", "auto", "hook the socket syscalls as `auto`, function (fentry/fexit) or tracepoint")
 	_ = fs.MarkHidden("syscall-hooks")
+}
+
+// parse parses args with fs, which holds these flags and the command's
+// own, and checks them; cmd names the command in errors.
+func (f *sessionFlags) parse(fs *pflag.FlagSet, cmd string, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return usageErrorf("%s: %v", cmd, err)
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("%s: unexpected argument %q", cmd, fs.Arg(0))
+	}
+	if f.duration < 0 {
+		return usageErrorf("%s: --duration must not be negative", cmd)
+	}
+	return f.validate(cmd)
 }
 
 // validate checks the flags alone; cmd names the command in errors.
@@ -115,6 +135,7 @@ func (f *sessionFlags) config(stderr io.Writer) (tracer.Config, error) {
 			NetNS:        netns,
 			Cgroups:      cgroups,
 		},
+		Duration:  f.duration,
 		LeakAfter: f.leakAfter,
 		ReadyFile: f.readyFile,
 		Log:       stderr,

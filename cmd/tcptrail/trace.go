@@ -37,7 +37,6 @@ type traceFlags struct {
 	json       bool
 	output     string
 	quiet      bool
-	duration   time.Duration
 	bare       bool
 	cpuProfile string
 }
@@ -54,25 +53,12 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	fs.BoolVar(&f.json, "json", false, "write JSON Lines to stdout instead of the table")
 	fs.StringVarP(&f.output, "output", "o", "", "also write the capture as JSON Lines to `FILE` (mode 0600)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no live table (with -o: only the summary)")
-	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long (default: until Ctrl-C or SIGTERM)")
 	fs.BoolVar(&f.bare, "transitions-only", false, "trace state changes only: no owners, causes or syscall diagnoses")
 	_ = fs.MarkHidden("transitions-only")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to `FILE`")
 	_ = fs.MarkHidden("cpu-profile")
 
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageErrorf("trace: %v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, usageErrorf("trace: unexpected argument %q", fs.Arg(0))
-	}
-	if f.duration < 0 {
-		return nil, usageErrorf("trace: --duration must not be negative")
-	}
-	if err := f.validate("trace"); err != nil {
+	if err := f.parse(fs, "trace", args); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -88,7 +74,6 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cfg.Duration = f.duration
 	cfg.Kernel.TransitionsOnly = f.bare
 
 	var sinks []tracer.Sink

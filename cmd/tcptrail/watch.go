@@ -52,9 +52,8 @@ const DefaultWatchLeakAfter = 30 * time.Second
 
 type watchFlags struct {
 	sessionFlags
-	metrics  string
-	output   string
-	duration time.Duration
+	metrics string
+	output  string
 }
 
 func parseWatchFlags(args []string, stderr io.Writer) (*watchFlags, error) {
@@ -68,20 +67,7 @@ func parseWatchFlags(args []string, stderr io.Writer) (*watchFlags, error) {
 	f.register(fs, DefaultWatchLeakAfter)
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. :9464 or 127.0.0.1:9464")
 	fs.StringVarP(&f.output, "output", "o", "", "write the diagnoses to `FILE` instead of stdout (appended; SIGHUP reopens it)")
-	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long (default: until SIGTERM or SIGINT)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageErrorf("watch: %v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, usageErrorf("watch: unexpected argument %q", fs.Arg(0))
-	}
-	if f.duration < 0 {
-		return nil, usageErrorf("watch: --duration must not be negative")
-	}
-	if err := f.validate("watch"); err != nil {
+	if err := f.parse(fs, "watch", args); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -97,7 +83,6 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cfg.Duration = f.duration
 
 	// SIGHUP must never end the process (its default): with -o it
 	// reopens the file, otherwise there is nothing to do.
