@@ -18,24 +18,6 @@ import (
 	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
-// requirePrometheus finds Debian's Prometheus server; under CI it must be
-// there. The kernel matrix runs the compiled tests in guests that have no
-// Prometheus: there it is left to the host's run.
-func requirePrometheus(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("TCPTRAIL_TEST_BINDIR") != "" {
-		t.Skip("prebuilt binaries (the kernel matrix): Prometheus runs in the host's tests")
-	}
-	p, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("prometheus is not installed (CI installs Debian's)")
-		}
-		t.Skip("prometheus is not installed")
-	}
-	return p
-}
-
 // freePort returns a loopback port nothing listens on now.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -82,7 +64,7 @@ func promQuery(t *testing.T, base, query string) []float64 {
 // rules shipped in deploy/ load into it.
 func TestPrometheusSeesTheLeak(t *testing.T) {
 	privtest.Require(t)
-	prom := requirePrometheus(t)
+	prom := requireProgram(t, "prometheus")
 	const server, client = "127.0.0.1:17530", "127.0.0.1:17531"
 	w := startWatch(t, true, "--port", "17530,17531", "--leak-after", "500ms")
 
