@@ -38,7 +38,7 @@ func HoldersNow(want netip.AddrPort) (held []Held, failed uint64, err error) {
 	var entries []socktable.Entry
 	for _, netns := range list {
 		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			es, err := ns.DumpFunc(netns, fam, socktable.AllStates, func(e *socktable.Entry) bool { return holds(e.Local, want) })
+			es, err := ns.DumpFunc(netns, fam, socktable.AllStates|socktable.WithTCPInfo, func(e *socktable.Entry) bool { return holds(e.Local, want) })
 			if err != nil {
 				continue // counted by ns
 			}
@@ -69,7 +69,26 @@ func HoldersNow(want netip.AddrPort) (held []Held, failed uint64, err error) {
 			h.Timewait = true
 			h.TimerMs = int64(e.Expires)
 		}
+		h.StateNs, h.StateAtLeast = timeInState(&e, h.Timewait)
 		held = append(held, h)
 	}
 	return held, ns.Failed(), nil
+}
+
+// timewaitLen is TCP_TIMEWAIT_LEN: a TIME_WAIT socket's whole life.
+const timewaitLen = 60_000
+
+// timeInState is how long a socket has been in its state, as far as the
+// kernel's table tells: exactly for TIME_WAIT (its timer starts at 60 s),
+// at least the time since the peer's last ACK for CLOSE_WAIT and FIN_WAIT2
+// (the segment that put it there was the last to arrive); -1 otherwise.
+func timeInState(e *socktable.Entry, timewait bool) (ns int64, atLeast bool) {
+	switch {
+	case timewait && event.State(e.State) == event.TimeWait && e.Expires <= timewaitLen:
+		return int64(timewaitLen-e.Expires) * 1e6, false
+	case !timewait && e.LastAckRecvMs >= 0 &&
+		(event.State(e.State) == event.CloseWait || event.State(e.State) == event.FinWait2):
+		return e.LastAckRecvMs * 1e6, true
+	}
+	return -1, false
 }

@@ -80,7 +80,8 @@ func runWhy(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		if asJSON {
 			if err := enc.Encode(record.Holder{
 				Socket: record.SocketOf(h.Cookie, h.NetNS, h.Family, h.Local, h.Remote),
-				State:  h.State.String(), StateNs: -1, Owners: record.Owners(h.Owners), Why: h.Why(),
+				State:  h.State.String(), StateNs: h.StateNs, StateAtLeast: h.StateAtLeast,
+				Owners: record.Owners(h.Owners), Why: h.Why(),
 			}); err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ func TestWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closed := time.Now()
 	srv.Close()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(c); err != nil { // EOF: the peer's FIN is in, c is in CLOSE_WAIT
@@ -44,10 +46,15 @@ func TestWhy(t *testing.T) {
 	local := netip.MustParseAddrPort(c.LocalAddr().String())
 
 	r := runBinary(t, exec.Command(binary, "why", local.String()))
+	since := time.Since(closed)
 	owner := fmt.Sprintf("[%d] fd %d", os.Getpid(), fd)
-	if r.code != 0 || !strings.Contains(r.stdout, local.String()+" → 127.0.0.1:17301 is in CLOSE_WAIT, held by ") ||
-		!strings.Contains(r.stdout, owner) || !strings.Contains(r.stdout, fmt.Sprintf("never called close(fd %d)", fd)) {
-		t.Errorf("why %s: exit %d\n%s%s\nwant the CLOSE_WAIT socket held by %s", local, r.code, r.stdout, r.stderr, owner)
+	m := regexp.MustCompile(regexp.QuoteMeta(local.String()+" → 127.0.0.1:17301 is in CLOSE_WAIT for at least ") + `(\S+), held by `).FindStringSubmatch(r.stdout)
+	if r.code != 0 || m == nil || !strings.Contains(r.stdout, owner) || !strings.Contains(r.stdout, fmt.Sprintf("never called close(fd %d)", fd)) {
+		t.Fatalf("why %s: exit %d\n%s%s\nwant the CLOSE_WAIT socket, how long at least, held by %s", local, r.code, r.stdout, r.stderr, owner)
+	}
+	// The kernel counts in jiffies (at least 1 ms each, at most 10 ms).
+	if d, err := time.ParseDuration(m[1]); err != nil || d > since+10*time.Millisecond {
+		t.Errorf("why says CLOSE_WAIT for at least %s, but the peer closed %v ago", m[1], since)
 	}
 
 	r = runBinary(t, exec.Command(binary, "why", "17301", "--json"))

@@ -189,10 +189,12 @@ func (l Losses) Total() uint64 {
 // Holder is a socket that holds a local address, as a diagnosis names it.
 type Holder struct {
 	Socket
-	State   string  `json:"state"`
-	StateNs int64   `json:"state_ns"` // time in State so far; -1: unknown
-	Owners  []Owner `json:"owners"`
-	Why     string  `json:"why"`
+	State   string `json:"state"`
+	StateNs int64  `json:"state_ns"` // time in State so far; -1: unknown
+	// StateAtLeast: StateNs is a lower bound.
+	StateAtLeast bool    `json:"state_at_least,omitempty"`
+	Owners       []Owner `json:"owners"`
+	Why          string  `json:"why"`
 }
 
 // Leak follows a socket stuck in CLOSE_WAIT: the peer closed and the owner

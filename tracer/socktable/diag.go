@@ -30,6 +30,12 @@ type Entry struct {
 	Inode   uint32 // 0 for timewait sockets: no process holds them
 	UID     uint32
 	NetNS   uint32 // inode of the network namespace it was read from; 0 from a Conn of Open
+	// LastAckRecvMs is how long ago the peer's last ACK arrived (tcp_info's
+	// tcpi_last_ack_recv), for full sockets of a dump with WithTCPInfo;
+	// -1 otherwise. For a socket in CLOSE_WAIT or FIN_WAIT2 nothing
+	// arrives after the segment that put it there, so it is a lower
+	// bound of the time in that state.
+	LastAckRecvMs int64
 }
 
 const (
@@ -74,6 +80,18 @@ type inetDiagMsg struct {
 
 // AllStates selects every TCP state in a dump.
 const AllStates = 0xfff
+
+// WithTCPInfo, added to a dump's states, asks the kernel for each full
+// socket's tcp_info too (Entry.LastAckRecvMs). It costs the kernel a
+// socket lock per socket: only one-shot questions ask for it.
+const WithTCPInfo = 1 << 31
+
+const (
+	inetDiagInfo       = 2  // INET_DIAG_INFO: struct tcp_info
+	tcpInfoLastAckRecv = 56 // offsetof(struct tcp_info, tcpi_last_ack_recv)
+	sizeofInetDiagMsg  = int(unsafe.Sizeof(inetDiagMsg{}))
+	sizeofRtAttrHeader = 4
+)
 
 // Dump lists the TCP sockets of family (unix.AF_INET or AF_INET6) whose
 // state is in the states bit mask (bit n: state n).
@@ -174,6 +192,10 @@ func putAddr(dst []byte, a netip.Addr) {
 }
 
 func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) ([]Entry, error) {
+	if req.States&WithTCPInfo != 0 {
+		req.States &^= WithTCPInfo
+		req.Ext |= 1 << (inetDiagInfo - 1)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fd := c.fd
@@ -223,11 +245,14 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) (
 				}
 				return out, nil
 			}
-			if len(m.Data) < int(unsafe.Sizeof(inetDiagMsg{})) {
+			if len(m.Data) < sizeofInetDiagMsg {
 				continue
 			}
 			e := decode((*inetDiagMsg)(unsafe.Pointer(&m.Data[0])))
 			e.NetNS = c.netns
+			if req.Ext != 0 {
+				e.LastAckRecvMs = lastAckRecv(m.Data[sizeofInetDiagMsg:])
+			}
 			if keep == nil || keep(&e) {
 				out = append(out, e)
 			}
@@ -238,15 +263,37 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) (
 	}
 }
 
+// lastAckRecv finds tcp_info among a reply's attributes and returns its
+// tcpi_last_ack_recv, or -1.
+func lastAckRecv(attrs []byte) int64 {
+	for len(attrs) >= sizeofRtAttrHeader {
+		n := int(binary.NativeEndian.Uint16(attrs[0:2]))
+		typ := binary.NativeEndian.Uint16(attrs[2:4])
+		if n < sizeofRtAttrHeader || n > len(attrs) {
+			return -1
+		}
+		if typ == inetDiagInfo && n >= sizeofRtAttrHeader+tcpInfoLastAckRecv+4 {
+			return int64(binary.NativeEndian.Uint32(attrs[sizeofRtAttrHeader+tcpInfoLastAckRecv:]))
+		}
+		n = (n + 3) &^ 3
+		if n > len(attrs) {
+			return -1
+		}
+		attrs = attrs[n:]
+	}
+	return -1
+}
+
 func decode(m *inetDiagMsg) Entry {
 	e := Entry{
-		Cookie:  uint64(m.ID.Cookie[0]) | uint64(m.ID.Cookie[1])<<32,
-		Family:  uint16(m.Family),
-		State:   m.State,
-		Timer:   m.Timer,
-		Expires: m.Expires,
-		Inode:   m.Inode,
-		UID:     m.UID,
+		LastAckRecvMs: -1,
+		Cookie:        uint64(m.ID.Cookie[0]) | uint64(m.ID.Cookie[1])<<32,
+		Family:        uint16(m.Family),
+		State:         m.State,
+		Timer:         m.Timer,
+		Expires:       m.Expires,
+		Inode:         m.Inode,
+		UID:           m.UID,
 	}
 	sport := binary.BigEndian.Uint16(m.ID.Sport[:])
 	dport := binary.BigEndian.Uint16(m.ID.Dport[:])

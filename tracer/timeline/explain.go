@@ -11,14 +11,17 @@ import (
 
 // Holder describes a socket that holds a local address, for a diagnosis.
 type Holder struct {
-	Cookie   uint64
-	Local    netip.AddrPort
-	Remote   netip.AddrPort
-	State    event.State
-	StateNs  int64 // time in State; -1: unknown (since before the trace)
-	Timewait bool  // a timewait socket: no process holds it, the kernel does
-	TimerMs  int64 // timewait: time left
-	Owners   []Owner
+	Cookie  uint64
+	Local   netip.AddrPort
+	Remote  netip.AddrPort
+	State   event.State
+	StateNs int64 // time in State; -1: unknown (since before the trace)
+	// StateAtLeast: StateNs is a lower bound (what the kernel's socket
+	// table tells, for a socket tcptrail did not see enter the state).
+	StateAtLeast bool
+	Timewait     bool  // a timewait socket: no process holds it, the kernel does
+	TimerMs      int64 // timewait: time left
+	Owners       []Owner
 }
 
 // OwnersText renders owners as "client[4242] fd 3, worker[4250] fd 3".
@@ -84,8 +87,7 @@ func (h *Holder) Describe() string {
 		b.WriteString(" (timewait socket)")
 	}
 	if h.StateNs >= 0 {
-		b.WriteString(" for ")
-		b.WriteString(fmtDur(time.Duration(h.StateNs)))
+		h.writeFor(&b)
 	} else {
 		b.WriteString(" since before the trace")
 	}
@@ -107,6 +109,7 @@ func (h *Holder) Sentence() string {
 	h.writeAddrs(&b, " → ")
 	b.WriteString(" is in ")
 	b.WriteString(h.State.String())
+	h.writeFor(&b)
 	if h.Timewait {
 		b.WriteString(" (a timewait socket), held by the kernel")
 	} else {
@@ -123,6 +126,18 @@ func (h *Holder) Sentence() string {
 	b.WriteString(": ")
 	b.WriteString(h.Why())
 	return b.String()
+}
+
+// writeFor writes how long h has been in its state, if known.
+func (h *Holder) writeFor(b *strings.Builder) {
+	if h.StateNs < 0 {
+		return
+	}
+	b.WriteString(" for ")
+	if h.StateAtLeast {
+		b.WriteString("at least ")
+	}
+	b.WriteString(fmtDur(time.Duration(h.StateNs)))
 }
 
 // writeAddrs writes the local address, and the remote one after arrow if
