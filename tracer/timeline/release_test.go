@@ -52,15 +52,21 @@ func TestReleaseCauses(t *testing.T) {
 
 func TestHolderSentence(t *testing.T) {
 	h := Holder{Local: netip.MustParseAddrPort("127.0.0.1:10001"), Remote: netip.MustParseAddrPort("127.0.0.1:7070"),
-		State: event.CloseWait, Owners: []Owner{{PID: 4242, FD: 7, Container: "3f2a9c0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3"}}}
+		State: event.CloseWait, StateNs: -1, Owners: []Owner{{PID: 4242, FD: 7, Container: "3f2a9c0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3"}}}
 	copy(h.Owners[0].Comm[:], "client")
 	want := "127.0.0.1:10001 → 127.0.0.1:7070 is in CLOSE_WAIT, held by client[4242] fd 7 in container 3f2a9c0d1e2f: the peer closed and this process never called close(fd 7)"
 	if got := h.Sentence(); got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
+	// With the time the kernel's table tells, a lower bound.
+	h.StateNs, h.StateAtLeast = 303e9, true
+	want = "127.0.0.1:10001 → 127.0.0.1:7070 is in CLOSE_WAIT for at least 5m3s, held by client[4242] fd 7 in container 3f2a9c0d1e2f: the peer closed and this process never called close(fd 7)"
+	if got := h.Sentence(); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
 	tw := Holder{Local: netip.MustParseAddrPort("127.0.0.1:7070"), Remote: netip.MustParseAddrPort("127.0.0.1:10001"),
-		State: event.TimeWait, Timewait: true, TimerMs: 30_000}
-	if got := tw.Sentence(); !strings.HasPrefix(got, "127.0.0.1:7070 → 127.0.0.1:10001 is in TIME_WAIT (a timewait socket), held by the kernel: ") {
+		State: event.TimeWait, StateNs: 30e9, Timewait: true, TimerMs: 30_000}
+	if got := tw.Sentence(); !strings.HasPrefix(got, "127.0.0.1:7070 → 127.0.0.1:10001 is in TIME_WAIT for 30.0s (a timewait socket), held by the kernel: ") {
 		t.Fatalf("timewait: %s", got)
 	}
 }
