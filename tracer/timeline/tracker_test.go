@@ -195,3 +195,40 @@ func BenchmarkTransition(b *testing.B) {
 		}
 	}
 }
+
+// The live sockets by state follow every way a socket comes and goes: a
+// transition, one found at start, a close, one the socket table says is
+// gone, and a gap.
+func TestLiveByState(t *testing.T) {
+	tr := New()
+	a, b := netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")
+	tr.Transition(ev(1, 1, a, b, event.Close, event.SynSent, 1, "c"))
+	tr.Transition(ev(2, 1, a, b, event.SynSent, event.Established, 1, "c"))
+	tr.Add(Socket{Cookie: 2, State: event.Listen})
+	tr.Add(Socket{Cookie: 3, State: event.CloseWait})
+	tr.Transition(ev(3, 4, a, b, event.FinWait1, event.FinWait2, 1, "c")) // first sight
+	want := func(what string, st event.State, n int64) {
+		t.Helper()
+		if got := tr.LiveByState()[st]; got != n {
+			t.Errorf("%s: %d sockets in %v, want %d", what, got, st, n)
+		}
+	}
+	want("connected", event.Established, 1)
+	want("connected", event.SynSent, 0)
+	want("found at start", event.Listen, 1)
+	want("first sight", event.FinWait2, 1)
+	tr.Transition(ev(4, 1, a, b, event.Established, event.Close, 1, "c")) // a reset
+	want("closed", event.Established, 0)
+	want("closed", event.Close, 0)
+	tr.Forget(3)
+	want("forgotten", event.CloseWait, 0)
+	tr.Transition(ev(5, 4, a, b, event.TimeWait, event.Close, 1, "c")) // gap: FIN_WAIT2 expected
+	want("after a gap", event.FinWait2, 0)
+	total := int64(0)
+	for _, n := range tr.LiveByState() {
+		total += n
+	}
+	if total != 1 {
+		t.Errorf("%d live sockets in all, want 1 (the listener)", total)
+	}
+}
