@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build demo test test-short generate check-generated bench bench-systax bench-report fmt vet clean
+.PHONY: all build demo test test-short generate check-generated bench bench-systax bench-report fmt vet clean release
 
 all: build
 
@@ -25,6 +25,13 @@ build-linux-%:
 	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/linux-$*/tcptrail ./cmd/tcptrail
 	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -o $(BIN)/linux-$*/demo-server ./demo/server
 	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -o $(BIN)/linux-$*/demo-client ./demo/client
+
+# Release binaries: dist/tcptrail-$(VERSION)-linux-{amd64,arm64}, static,
+# and their SHA256SUMS (check with: cd dist && sha256sum -c SHA256SUMS).
+release: build-all
+	rm -rf dist && mkdir -p dist
+	for a in $(ARCHES); do cp $(BIN)/linux-$$a/tcptrail dist/tcptrail-$(VERSION)-linux-$$a || exit 1; done
+	cd dist && sha256sum tcptrail-$(VERSION)-linux-* > SHA256SUMS
 
 # The story from the README, traced live.
 demo: build
@@ -81,4 +88,4 @@ bench-report:
 	$(GO) test -run '^$$' -bench 1M -benchtime 3x -benchmem ./tracer/report/
 
 clean:
-	rm -rf $(BIN) out
+	rm -rf $(BIN) out dist
