@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strconv"
 
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/record"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
 )
 
 const whyUsage = `Usage: tcptrail why PORT|ADDR:PORT [--json]
@@ -70,8 +70,8 @@ func runWhy(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if failed > 0 {
 		fmt.Fprintf(stderr, "tcptrail: %d socket-table queries failed: some namespaces could not be asked\n", failed)
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(stderr, "tcptrail: not root: only this network namespace, and only the owners whose fds this user may read")
+	if limits := socktable.Limits(); limits != "" {
+		fmt.Fprintf(stderr, "tcptrail: %s\n", limits)
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
