@@ -204,11 +204,17 @@ func ownerOf(owners []record.Owner) owner {
 func (m *Metrics) Record(rec any) error {
 	switch r := rec.(type) {
 	case *record.Snapshot:
-		if r.Reason == "start" && r.State == event.CloseWait.String() {
+		switch {
+		case r.Reason == "start" && r.State == event.CloseWait.String():
 			// How long it has been in CLOSE_WAIT the kernel does not say:
 			// at least since now.
 			m.mu.Lock()
 			m.enterCloseWait(r.Cookie, r.Time, ownerOf(r.Owners))
+			m.mu.Unlock()
+		case r.Reason == "gone":
+			// The kernel no longer has it; the events of its end were lost.
+			m.mu.Lock()
+			delete(m.closeWait, r.Cookie)
 			m.mu.Unlock()
 		}
 	case *record.Leak:
