@@ -1,0 +1,120 @@
+package tracer
+
+import (
+	"time"
+
+	"github.com/tcptrail/tcptrail/tracer/record"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
+	"github.com/tcptrail/tcptrail/tracer/timeline"
+)
+
+// A socket whose last transitions were lost (counted losses) would stay in
+// the tracker for as long as tcptrail runs: days, for watch. The sweep
+// checks the sockets it has not heard of for a while against the kernel's
+// socket table, off the reader's path, and forgets those the kernel no
+// longer has.
+const (
+	sweepInterval = time.Minute
+	// sweepQuiet: only sockets unchanged this long are checked; a busy
+	// socket proves itself alive with its events.
+	sweepQuiet = time.Minute
+)
+
+// sweeper is the sweep's state in the diagnoser.
+type sweeper struct {
+	last uint64 // when the last sweep was posted (monotonic)
+	busy bool   // a sweep is on the query worker
+	// Forgotten counts the sockets the kernel no longer had.
+	Forgotten uint64
+}
+
+// sweepCandidate is a socket to check, as it was when the sweep began.
+type sweepCandidate struct {
+	cookie uint64
+	since  uint64
+	tuple  tuple
+}
+
+// sweep posts a check of the quiet sockets, at most once a minute.
+func (d *Diagnoser) sweep(now uint64) {
+	if d.sweeper.busy || now-d.sweeper.last < uint64(sweepInterval) || d.queries.full() {
+		return
+	}
+	d.sweeper.last = now
+	byNS := make(map[uint32][]sweepCandidate)
+	d.tracker.Sockets(func(s *timeline.Socket) {
+		if s.SinceNs != 0 && now-s.SinceNs < uint64(sweepQuiet) {
+			return
+		}
+		byNS[s.NetNS] = append(byNS[s.NetNS], sweepCandidate{s.Cookie, s.SinceNs, tuple{s.NetNS, s.Local, s.Remote}})
+	})
+	if len(byNS) == 0 {
+		return
+	}
+	table := d.table
+	d.sweeper.busy = d.queries.post(func() func() {
+		gone := make(map[uint32][]sweepCandidate)
+		for netns, cands := range byNS {
+			if missing, ok := missingFrom(table, netns, cands); ok {
+				gone[netns] = missing
+			}
+		}
+		return func() { d.forgetGone(gone) }
+	})
+}
+
+// missingFrom returns the candidates the kernel's table of netns does not
+// hold, matched by cookie or, for made-up ids and as a fallback, by
+// addresses. ok is false when the table could not be asked: then nothing
+// is forgotten, unless the namespace itself is gone.
+func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate) (missing []sweepCandidate, ok bool) {
+	cookies := make(map[uint64]bool, len(cands))
+	tuples := make(map[tuple]bool, len(cands))
+	for _, c := range cands {
+		cookies[c.cookie] = true
+		tuples[c.tuple] = true
+	}
+	seenCookie := make(map[uint64]bool)
+	seenTuple := make(map[tuple]bool)
+	_, err := table.Dump(netns, func(e *socktable.Entry) bool {
+		if cookies[e.Cookie] {
+			seenCookie[e.Cookie] = true
+		}
+		if t := (tuple{netns, e.Local, e.Remote}); tuples[t] {
+			seenTuple[t] = true
+		}
+		return false // nothing is kept: the sets say it all
+	})
+	if err != nil && !table.Gone(netns) {
+		return nil, false
+	}
+	for _, c := range cands {
+		if !seenCookie[c.cookie] && !seenTuple[c.tuple] {
+			missing = append(missing, c)
+		}
+	}
+	return missing, true
+}
+
+// forgetGone forgets the sockets the kernel no longer has, unless they
+// changed since the sweep began, and tells the sinks.
+func (d *Diagnoser) forgetGone(gone map[uint32][]sweepCandidate) {
+	d.sweeper.busy = false
+	now := MonoNow()
+	for _, cands := range gone {
+		for _, c := range cands {
+			s := d.tracker.Socket(c.cookie)
+			if s == nil || s.SinceNs != c.since {
+				continue
+			}
+			d.emit(&record.Snapshot{
+				Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "gone",
+				Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
+				State:  s.State.String(), Owners: record.Owners(s.Owners),
+				Note: "no longer in the kernel's socket table: the events of its end were lost",
+			})
+			d.tracker.Forget(c.cookie)
+			d.sweeper.Forgotten++
+		}
+	}
+}
