@@ -41,6 +41,7 @@ type Diagnoser struct {
 	twUnwatched uint64
 	table       SocketTable
 	queries     *queries // the slow ones, off the reader's path
+	sweeper     sweeper  // forgets sockets whose end was lost
 
 	// finTimeoutMs is net.ipv4.tcp_fin_timeout: how long a FIN_WAIT2
 	// timewait socket waits for the peer's FIN (0: unknown).
@@ -149,6 +150,7 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 // follows the timewait sockets.
 func (d *Diagnoser) Tick(now uint64) {
 	d.queries.apply(0)
+	d.sweep(now)
 	limit := uint64(d.leakAfter)
 	for len(d.closeWaits) > 0 {
 		cw := d.closeWaits[0]
