@@ -37,7 +37,9 @@ type sweepCandidate struct {
 
 // sweep posts a check of the quiet sockets, at most once a minute.
 func (d *Diagnoser) sweep(now uint64) {
-	if d.sweeper.busy || now-d.sweeper.last < uint64(sweepInterval) || d.queries.full() {
+	// A full queue: another time (a post would fail, and count as a failed
+	// query).
+	if d.sweeper.busy || now-d.sweeper.last < uint64(sweepInterval) || len(d.queries.jobs) == cap(d.queries.jobs) {
 		return
 	}
 	d.sweeper.last = now
