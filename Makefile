@@ -78,10 +78,12 @@ bench: build
 	$(MAKE) --no-print-directory bench-systax
 
 # What an idle tracer adds to every syscall of unrelated processes:
-# untraced and traced rounds alternating (root; a few seconds).
+# untraced and traced rounds alternating, beside the floor (empty programs
+# on the raw_syscalls tracepoints) that tracepoint hooks cannot go below
+# (root; about half a minute).
 bench-systax: build
 	$(GO) build -o $(BIN)/systax ./bench/systax
-	$(SUDO) $(BIN)/systax -tracer $(BIN)/tcptrail
+	$(SUDO) $(BIN)/systax -floor tp_btf -tracer $(BIN)/tcptrail -rounds 7
 
 # Reading and rendering a one-million-event capture.
 bench-report:

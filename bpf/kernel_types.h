@@ -45,6 +45,7 @@ enum {
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -134,7 +135,10 @@ typedef struct {
 	atomic64_t refcnt;
 } file_ref_t;
 
+struct file_operations;
+
 struct file {
+	const struct file_operations *f_op;
 	struct inode *f_inode;
 	void *private_data;
 	file_ref_t f_ref;

@@ -93,6 +93,11 @@ const volatile struct config cfg = {};
 __u64 ringbuf_full = 0;      /* events dropped: no room in the ring buffer */
 __u64 inflight_full = 0;     /* syscalls not correlated: inflight map full */
 
+/* The address of the kernel's file operations for sockets (socket_file_ops),
+ * learnt from the first socket fd_to_tcp_sock finds (the loader shows it
+ * one); 0 until then. */
+__u64 socket_fops = 0;
+
 /*
  * events: every record for user space, struct event. Written by all programs,
  * consumed by the Go reader.
@@ -144,6 +149,21 @@ struct {
 	__type(key, __u64);
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/*
+ * inflight_count: for each bucket of threads (the low bits of their thread
+ * id), how many inflight entries they may have. The raw_syscalls sys_exit
+ * hook runs for every close and dup on the host, and nearly all of them
+ * stored nothing (a file, a pipe, a socket of an untraced port): a thread
+ * whose bucket is 0 has no entry, and its sys_exit returns without a map
+ * lookup. Incremented when an entry is created, decremented after one is
+ * deleted, always by the entry's own thread (whose sys_exit is the only one
+ * that reads its count): never 0 while the thread has an entry. An entry
+ * the LRU evicts leaves its count behind, which costs lookups but never
+ * misses an entry.
+ */
+#define INFLIGHT_BUCKETS 4096
+__u32 inflight_count[INFLIGHT_BUCKETS] = {};
 
 /*
  * owned_socks: socket address -> 1, for the sockets of the --pid process.
@@ -229,6 +249,36 @@ struct {
 	__type(value, __u64);
 } next_id SEC(".maps");
 
+static __always_inline __u32 *inflight_bucket(__u64 pid_tgid)
+{
+	return &inflight_count[(__u32)pid_tgid & (INFLIGHT_BUCKETS - 1)];
+}
+
+/* Store the thread's inflight entry, counting it if it is new. */
+static __always_inline void inflight_store(__u64 pid_tgid, struct inflight *in)
+{
+	__u32 *count = inflight_bucket(pid_tgid);
+
+	if (!bpf_map_update_elem(&inflight, &pid_tgid, in, BPF_NOEXIST)) {
+		__sync_fetch_and_add(count, 1);
+		return;
+	}
+	/* The thread's earlier entry, counted already: replace it. */
+	if (!bpf_map_update_elem(&inflight, &pid_tgid, in, BPF_EXIST))
+		return;
+	/* Evicted in between, or no room: count it before it exists (a count
+	 * too many is harmless). */
+	__sync_fetch_and_add(count, 1);
+	if (bpf_map_update_elem(&inflight, &pid_tgid, in, BPF_ANY))
+		__sync_fetch_and_add(&inflight_full, 1);
+}
+
+static __always_inline void inflight_delete(__u64 pid_tgid)
+{
+	if (!bpf_map_delete_elem(&inflight, &pid_tgid))
+		__sync_fetch_and_add(inflight_bucket(pid_tgid), -1);
+}
+
 static __always_inline bool port_wanted(__u16 port)
 {
 	return cfg.port_bits[port >> 6] & (1ULL << (port & 63));
@@ -262,15 +312,8 @@ static __always_inline void mark_owned(__u64 sk)
 	bpf_map_update_elem(&owned_socks, &sk, &one, BPF_ANY);
 }
 
-/* The current task. Through the BTF-typed helper where the kernel has it
- * (plain loads); otherwise as an address to read from. */
-static __always_inline struct task_struct *current_task(void)
-{
-	if (cfg.task_btf)
-		return bpf_get_current_task_btf();
-	return (struct task_struct *)bpf_get_current_task();
-}
-
+/* The current task's flags. Through the BTF-typed helper where the kernel
+ * has it (plain loads); otherwise read from the task's address. */
 static __always_inline __u32 current_flags(void)
 {
 	if (cfg.task_btf)
@@ -630,25 +673,50 @@ static __always_inline bool file_shared(struct file *file)
  * *shared tells whether the file has other references. */
 static __always_inline struct sock *fd_to_tcp_sock(int fd, bool *shared)
 {
-	struct task_struct *task = current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct fdtable *fdt;
 	struct file **fds;
 	struct file *file;
 	struct socket *sock;
 	struct sock *sk;
+	__u64 fops;
 	__u16 mode;
 
-	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	/* This runs for every close and dup on the host, which are nearly all
+	 * of files that are not sockets: as few helper calls as it takes to
+	 * tell. The task and its fd table are trusted pointers where the
+	 * kernel has bpf_get_current_task_btf(): plain loads. */
+	if (fd < 0)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
+	if (cfg.task_btf) {
+		fdt = bpf_get_current_task_btf()->files->fdt;
+		if (!fdt || (unsigned int)fd >= fdt->max_fds)
+			return NULL;
+		fds = fdt->fd;
+	} else {
+		fdt = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), files, fdt);
+		if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+			return NULL;
+		fds = BPF_CORE_READ(fdt, fd);
+	}
 	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
 		return NULL;
-	mode = BPF_CORE_READ(file, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
+	/* A socket's file has the sockets' file operations, which is how the
+	 * kernel itself tells (sock_from_file). Until they are known, the
+	 * inode's type tells, one read further. */
+	fops = socket_fops;
+	if (fops) {
+		if ((__u64)BPF_CORE_READ(file, f_op) != fops)
+			return NULL;
+	} else {
+		mode = BPF_CORE_READ(file, f_inode, i_mode);
+		if ((mode & S_IFMT) != S_IFSOCK)
+			return NULL;
+	}
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
 		return NULL;
+	if (!fops && BPF_CORE_READ(sock, file) == file)
+		socket_fops = (__u64)BPF_CORE_READ(file, f_op);
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || !is_tcp(sk))
 		return NULL;
@@ -724,10 +792,9 @@ static __always_inline int on_sys_enter(long id, __u64 arg1, __u64 arg2)
 
 	in.call = call;
 	in.fd = (int)arg1;
-	pid_tgid = bpf_get_current_pid_tgid();
-	if (cfg.filter_tgid && (pid_tgid >> 32) != cfg.filter_tgid && call != TT_CALL_CLOSE &&
-	    call != TT_CALL_SHUTDOWN && call != TT_CALL_CLOSE_RANGE && call != TT_CALL_EXECVE &&
-	    call != TT_CALL_DUP)
+	if (cfg.filter_tgid && call != TT_CALL_CLOSE && call != TT_CALL_SHUTDOWN &&
+	    call != TT_CALL_CLOSE_RANGE && call != TT_CALL_EXECVE && call != TT_CALL_DUP &&
+	    (bpf_get_current_pid_tgid() >> 32) != cfg.filter_tgid)
 		return 0;
 
 	switch (call) {
@@ -781,8 +848,8 @@ static __always_inline int on_sys_enter(long id, __u64 arg1, __u64 arg2)
 		in.arg = (__u32)arg2;
 
 keep:
-	if (bpf_map_update_elem(&inflight, &pid_tgid, &in, BPF_ANY))
-		__sync_fetch_and_add(&inflight_full, 1);
+	pid_tgid = bpf_get_current_pid_tgid();
+	inflight_store(pid_tgid, &in);
 	return 0;
 }
 
@@ -875,6 +942,8 @@ static __always_inline int on_sys_exit(long id, long ret)
 	if (!call_of(id))
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
+	if (!*inflight_bucket(pid_tgid))
+		return 0;
 	in = bpf_map_lookup_elem(&inflight, &pid_tgid);
 	if (!in)
 		return 0;
@@ -940,7 +1009,7 @@ static __always_inline int on_sys_exit(long id, long ret)
 		break;
 	}
 done:
-	bpf_map_delete_elem(&inflight, &pid_tgid);
+	inflight_delete(pid_tgid);
 	return 0;
 keep:
 	in->exited = 1;
@@ -1081,9 +1150,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, int old_pid)
 	in = bpf_map_lookup_elem(&inflight, &old);
 	if (!in)
 		return 0;
-	if (bpf_map_update_elem(&inflight, &pid_tgid, in, BPF_ANY))
-		__sync_fetch_and_add(&inflight_full, 1);
-	bpf_map_delete_elem(&inflight, &old);
+	inflight_store(pid_tgid, in);
+	inflight_delete(old);
 	return 0;
 }
 
@@ -1094,7 +1162,7 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 	struct event *e;
 
 	/* A thread that dies inside a syscall never reaches sys_exit. */
-	bpf_map_delete_elem(&inflight, &pid_tgid);
+	inflight_delete(pid_tgid);
 
 	/* One record per process, when its last thread exits: its fds are
 	 * closed right after this, and those closes run with no close() call.

@@ -8,19 +8,36 @@
 // It times, in its own process, tight loops of raw syscalls: getppid (the
 // cheapest syscall there is, so the cost of the hooks stands out) and
 // openat+close of /dev/null (close is one of the hooked socket syscalls).
-// With -tracer it alternates untraced rounds (no tracer running) and traced
-// rounds (`tcptrail trace -q --port 7979` attached, idle) and prints, for
-// each call, the medians over the rounds, the added time and the worst
-// round's added time.
+// With -tracer it alternates untraced measurements (no tracer running) and
+// traced ones (`tcptrail trace -q --port 7979` attached, idle) and prints,
+// for each call, the medians over the rounds, the added time and the worst
+// round's added time. -tracer may be given more than once, to compare
+// builds in the same rounds.
+//
+// With -floor each round also measures the floor, what no tracer on the
+// raw_syscalls tracepoints can go below: empty programs attached by systax
+// itself (see floor.go). tcptrail's tax with tracepoint hooks is the floor
+// plus what its programs do.
+//
+// A round measures untraced, then each setup (floor or tracer) followed by
+// untraced again: a setup's added time is its measurement minus the mean of
+// the two untraced ones around it, which cancels a drift of the machine's
+// speed. A setup's measurement is left out of the summary when those two
+// differ by more than -drift, when kernel.bpf_stats_enabled was set, or
+// when BPF programs other than the setup's were on the raw_syscalls
+// tracepoints (a tracer running elsewhere on the host puts every syscall on
+// the traced path, the untraced ones included).
 //
 // Traced rounds need root. It builds for linux/amd64 and linux/arm64 with
 // CGO_ENABLED=0, to be copied into machines with other kernels.
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -46,7 +63,7 @@ func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 type config struct {
-	tracer     string
+	tracers    stringList
 	tracerArgs stringList
 	rounds     int
 	port       int
@@ -54,18 +71,22 @@ type config struct {
 	batches    int
 	ready      time.Duration
 	settle     time.Duration
+	floor      string
+	drift      float64
 }
 
 func main() {
 	cfg := &config{}
-	flag.StringVar(&cfg.tracer, "tracer", "", "the tcptrail binary; without it, untraced rounds only")
+	flag.Var(&cfg.tracers, "tracer", "a tcptrail binary (repeatable: each is measured in every round); without it and -floor, untraced rounds only")
 	flag.Var(&cfg.tracerArgs, "tracer-arg", "extra argument for `tcptrail trace` (repeatable), e.g. -tracer-arg --transitions-only")
-	flag.IntVar(&cfg.rounds, "rounds", 5, "untraced/traced round pairs")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds; each measures every setup (floor, tracer) between untraced measurements")
 	flag.IntVar(&cfg.port, "port", 7979, "the tracer's --port (no traffic is expected there)")
 	flag.DurationVar(&cfg.batch, "batch", time.Millisecond, "length of one timed batch of calls (calibrated once, untraced)")
 	flag.IntVar(&cfg.batches, "batches", 100, "batches per call and round; the fastest one counts")
 	flag.DurationVar(&cfg.ready, "ready-timeout", 30*time.Second, "how long to wait for the tracer's ready file")
 	flag.DurationVar(&cfg.settle, "settle", 200*time.Millisecond, "pause before each round's measurement (after the tracer is ready, or after it exited)")
+	flag.StringVar(&cfg.floor, "floor", "", "also measure floors, empty programs on the raw_syscalls tracepoints: tp_btf or raw_tp (on sys_enter and sys_exit), tp_btf-enter, tp_btf-exit, raw_tp-enter, raw_tp-exit, comma-separated, or all")
+	flag.Float64Var(&cfg.drift, "drift", 0.1, "leave a traced measurement out of the summary when the untraced ones around it differ by more than this fraction")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
@@ -170,13 +191,17 @@ func run(cfg *config) error {
 	if cfg.rounds < 1 || cfg.batches < 1 || cfg.batch <= 0 {
 		return errors.New("-rounds, -batches and -batch must be positive")
 	}
-	if cfg.tracer != "" {
-		if _, err := os.Stat(cfg.tracer); err != nil {
+	for _, path := range cfg.tracers {
+		if _, err := os.Stat(path); err != nil {
 			return fmt.Errorf("tracer: %w (build it: go build -o bin/tcptrail ./cmd/tcptrail)", err)
 		}
-		if os.Geteuid() != 0 {
-			return errors.New("traced rounds need root (tcptrail loads BPF programs): run it with sudo")
-		}
+	}
+	fls, err := pickFloors(cfg.floor)
+	if err != nil {
+		return err
+	}
+	if (len(cfg.tracers) > 0 || len(fls) > 0) && os.Geteuid() != 0 {
+		return errors.New("traced rounds need root (they load BPF programs): run it with sudo")
 	}
 	tmp, err := os.MkdirTemp("", "systax-")
 	if err != nil {
@@ -219,15 +244,29 @@ func run(cfg *config) error {
 		fmt.Printf(" %d %s%s", c.n, c.name, sep)
 	}
 	fmt.Println()
-	var traceArgs []string
-	if cfg.tracer != "" {
-		traceArgs = append([]string{"trace", "-q", "--port", strconv.Itoa(cfg.port)}, cfg.tracerArgs...)
-		fmt.Printf("traced rounds: %s %s --ready-file FILE\n", cfg.tracer, strings.Join(traceArgs, " "))
+
+	// What each round attaches, one after the other, each measured right
+	// after an untraced measurement of its own.
+	var setups []setup
+	for _, f := range fls {
+		setups = append(setups, setup{name: f.label(), attach: func() (attachment, error) { return f.attach() }})
+	}
+	traceArgs := append([]string{"trace", "-q", "--port", strconv.Itoa(cfg.port)}, cfg.tracerArgs...)
+	for _, path := range cfg.tracers {
+		name := "tcptrail"
+		if len(cfg.tracers) > 1 {
+			name = path
+		}
+		fmt.Printf("%s: %s %s --ready-file FILE\n", name, path, strings.Join(traceArgs, " "))
+		setups = append(setups, setup{name: name, attach: func() (attachment, error) {
+			return startTracer(cfg, path, tmp, traceArgs)
+		}})
+	}
+	width := 0
+	for _, s := range setups {
+		width = max(width, len(s.name))
 	}
 
-	// untraced[i][c], traced[i][c]: ns per call of call c in round i.
-	var untraced, traced [][]float64
-	var hooks []string // the tracer's "runs with" lines, distinct
 	measureAll := func() ([]float64, error) {
 		time.Sleep(cfg.settle)
 		ns := make([]float64, len(calls))
@@ -240,46 +279,85 @@ func run(cfg *config) error {
 		}
 		return ns, nil
 	}
-	for i := 0; i < cfg.rounds; i++ {
+
+	// untraced[i][c]: ns per call of call c in round i, when nothing is
+	// attached. For each setup s, base[s][i][c] and traced[s][i][c]: the
+	// mean of the untraced measurements just before and just after s was
+	// attached (which cancels a drift of the machine's speed), and the
+	// measurement with s attached. left[s][i][c]: why that one is left out
+	// of the summary, or "".
+	var untraced [][]float64
+	base := make([][][]float64, len(setups))
+	traced := make([][][]float64, len(setups))
+	left := make([][][]string, len(setups))
+	var hooks []string // the tracer's "runs with" lines, distinct
+	measureUntraced := func() ([]float64, string, error) {
+		why := disturbance(0)
 		u, err := measureAll()
+		return u, cmp.Or(why, disturbance(0)), err
+	}
+	for i := 0; i < cfg.rounds; i++ {
+		u0, why0, err := measureUntraced()
 		if err != nil {
 			return err
 		}
-		untraced = append(untraced, u)
-		fmt.Printf("round %d:", i+1)
-		if cfg.tracer == "" {
+		untraced = append(untraced, u0)
+		if len(setups) == 0 {
+			fmt.Printf("round %d:", i+1)
 			for j, c := range calls {
-				fmt.Printf("  %s %.1f", c.name, u[j])
+				fmt.Printf("  %s %.1f", c.name, u0[j])
 			}
 			fmt.Println(" ns")
 			continue
 		}
-		t, err := startTracer(cfg, tmp, traceArgs)
-		if err != nil {
+		fmt.Printf("round %d:\n", i+1)
+		for k, s := range setups {
+			a, err := s.attach()
+			if err != nil {
+				return err
+			}
+			tr, err := measureAll()
+			if err == nil {
+				err = a.alive()
+			}
+			if err != nil {
+				_ = a.stop()
+				return err
+			}
+			whyT := disturbance(a.syscallHooks())
+			if t, ok := a.(*tracer); ok {
+				if line := t.runsWith(); !slices.Contains(hooks, line) {
+					hooks = append(hooks, line)
+				}
+			}
+			if err := a.stop(); err != nil {
+				return err
+			}
+			u1, why1, err := measureUntraced()
+			if err != nil {
+				return err
+			}
+			b := make([]float64, len(calls))
+			whys := make([]string, len(calls))
+			fmt.Printf("  %-*s", width, s.name)
+			for j, c := range calls {
+				b[j] = (u0[j] + u1[j]) / 2
+				whys[j] = cmp.Or(why0, whyT, why1)
+				if moved := math.Abs(u1[j]-u0[j]) / b[j]; whys[j] == "" && moved > cfg.drift {
+					whys[j] = fmt.Sprintf("untraced %s moved %.0f%%", c.name, 100*moved)
+				}
+				fmt.Printf("  %s %.1f/%.1f -> %.1f (%+.1f)", c.name, u0[j], u1[j], tr[j], tr[j]-b[j])
+			}
+			fmt.Print(" ns")
+			if why := strings.Join(slices.Compact(slices.DeleteFunc(slices.Clone(whys), func(w string) bool { return w == "" })), "; "); why != "" {
+				fmt.Printf(" (left out: %s)", why)
+			}
 			fmt.Println()
-			return err
+			base[k] = append(base[k], b)
+			traced[k] = append(traced[k], tr)
+			left[k] = append(left[k], whys)
+			u0, why0 = u1, why1
 		}
-		tr, err := measureAll()
-		if err == nil {
-			err = t.alive()
-		}
-		if err != nil {
-			fmt.Println()
-			return err
-		}
-		line := t.runsWith()
-		if err := t.stop(); err != nil {
-			fmt.Println()
-			return err
-		}
-		if !slices.Contains(hooks, line) {
-			hooks = append(hooks, line)
-		}
-		traced = append(traced, tr)
-		for j, c := range calls {
-			fmt.Printf("  %s %.1f -> %.1f (%+.1f)", c.name, u[j], tr[j], tr[j]-u[j])
-		}
-		fmt.Println(" ns")
 	}
 
 	fmt.Println()
@@ -290,25 +368,50 @@ func run(cfg *config) error {
 		fmt.Println("(the rounds did not all run with the same hooks)")
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "ns per call, %d rounds\tuntraced\t", cfg.rounds)
-	if cfg.tracer != "" {
-		fmt.Fprint(tw, "traced\tadded (median)\tadded (worst)\t")
+	if len(setups) == 0 {
+		fmt.Fprintf(tw, "ns per call, %d rounds\tuntraced\t\n", cfg.rounds)
+		for j, c := range calls {
+			fmt.Fprintf(tw, "%s\t%.1f\t\n", c.name, median(column(untraced, j)))
+		}
+		return tw.Flush()
 	}
-	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "ns per call\t\trounds\tuntraced\ttraced\tadded (median)\tadded (worst)\t\n")
 	for j, c := range calls {
-		u := column(untraced, j)
-		fmt.Fprintf(tw, "%s\t%.1f\t", c.name, median(u))
-		if cfg.tracer != "" {
-			t := column(traced, j)
+		for k, s := range setups {
+			// The rounds nothing else disturbed; all of them if none.
+			var u, t []float64
+			for i := range left[k] {
+				if left[k][i][j] == "" {
+					u, t = append(u, base[k][i][j]), append(t, traced[k][i][j])
+				}
+			}
+			rounds := fmt.Sprint(len(u))
+			if len(u) == 0 {
+				u, t = column(base[k], j), column(traced[k], j)
+				rounds = fmt.Sprintf("%d, all disturbed", len(u))
+			}
 			added := make([]float64, len(t))
 			for i := range t {
 				added[i] = t[i] - u[i]
 			}
-			fmt.Fprintf(tw, "%.1f\t%+.1f\t%+.1f\t", median(t), median(added), slices.Max(added))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%+.1f\t%+.1f\t\n", c.name, s.name, rounds,
+				median(u), median(t), median(added), slices.Max(added))
 		}
-		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// A setup is what a round attaches for its traced measurement.
+type setup struct {
+	name   string
+	attach func() (attachment, error)
+}
+
+// An attachment is an attached setup: a running tcptrail, or a floor.
+type attachment interface {
+	alive() error      // fails if it stopped by itself
+	syscallHooks() int // its programs on the raw_syscalls tracepoints
+	stop() error
 }
 
 func column(rows [][]float64, j int) []float64 {
@@ -374,11 +477,11 @@ func stopCurrent() {
 	}
 }
 
-func startTracer(cfg *config, tmp string, traceArgs []string) (*tracer, error) {
+func startTracer(cfg *config, path, tmp string, traceArgs []string) (*tracer, error) {
 	ready := filepath.Join(tmp, "ready")
 	os.Remove(ready)
 	t := &tracer{stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
-	t.cmd = exec.Command(cfg.tracer, append(traceArgs, "--ready-file", ready)...)
+	t.cmd = exec.Command(path, append(traceArgs, "--ready-file", ready)...)
 	t.cmd.Stderr = t.stderr
 	// Its own process group, so that a Ctrl-C on the terminal reaches only
 	// systax, which then stops it; SIGINT if systax dies without doing so.
@@ -408,6 +511,15 @@ func startTracer(cfg *config, tmp string, traceArgs []string) (*tracer, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// syscallHooks is how many programs the tracer has on the raw_syscalls
+// tracepoints: both, when it says it runs with them.
+func (t *tracer) syscallHooks() int {
+	if strings.Contains(t.runsWith(), "raw_syscalls") {
+		return 2
+	}
+	return 0
 }
 
 // alive fails if the tracer exited during the measurement.

@@ -210,12 +210,30 @@ func Load(cfg Config) (*Probe, error) {
 		}
 		p.links = append(p.links, l)
 	}
+	if p.Hooks != "" {
+		showSocket()
+	}
 	p.reader, err = ringbuf.NewReader(p.coll.Maps[tcptrailMapEvents])
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	return p, nil
+}
+
+// showSocket opens a TCP socket and closes it, for the syscall hooks to see:
+// they learn from the first socket they meet how to tell a socket's file
+// from any other with one read less, and until then every close and dup on
+// the host pays that read. Nothing is reported: the socket never changes
+// state. Failing to open one only delays the learning to the next socket.
+func showSocket() {
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+			return
+		}
+	}
 }
 
 // String says in one line what the probe runs with, and what is degraded.

@@ -136,8 +136,10 @@ const (
 	tcptrailProgHandleSysEnter   = "handle_sys_enter"
 	tcptrailProgHandleSysExit    = "handle_sys_exit"
 	tcptrailVarCfg               = "cfg"
+	tcptrailVarInflightCount     = "inflight_count"
 	tcptrailVarInflightFull      = "inflight_full"
 	tcptrailVarRingbufFull       = "ringbuf_full"
+	tcptrailVarSocketFops        = "socket_fops"
 )
 
 // loadTcptrail returns the embedded CollectionSpec for tcptrail.
@@ -244,9 +246,11 @@ type tcptrailMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailVariableSpecs struct {
-	Cfg          *ebpf.VariableSpec `ebpf:"cfg"`
-	InflightFull *ebpf.VariableSpec `ebpf:"inflight_full"`
-	RingbufFull  *ebpf.VariableSpec `ebpf:"ringbuf_full"`
+	Cfg           *ebpf.VariableSpec `ebpf:"cfg"`
+	InflightCount *ebpf.VariableSpec `ebpf:"inflight_count"`
+	InflightFull  *ebpf.VariableSpec `ebpf:"inflight_full"`
+	RingbufFull   *ebpf.VariableSpec `ebpf:"ringbuf_full"`
+	SocketFops    *ebpf.VariableSpec `ebpf:"socket_fops"`
 }
 
 // tcptrailObjects contains all objects after they have been loaded into the kernel.
@@ -296,9 +300,11 @@ func (m *tcptrailMaps) Close() error {
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailVariables struct {
-	Cfg          *ebpf.Variable `ebpf:"cfg"`
-	InflightFull *ebpf.Variable `ebpf:"inflight_full"`
-	RingbufFull  *ebpf.Variable `ebpf:"ringbuf_full"`
+	Cfg           *ebpf.Variable `ebpf:"cfg"`
+	InflightCount *ebpf.Variable `ebpf:"inflight_count"`
+	InflightFull  *ebpf.Variable `ebpf:"inflight_full"`
+	RingbufFull   *ebpf.Variable `ebpf:"ringbuf_full"`
+	SocketFops    *ebpf.Variable `ebpf:"socket_fops"`
 }
 
 // tcptrailPrograms contains all programs after they have been loaded into the kernel.
