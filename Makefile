@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build demo test test-short generate check-generated bench bench-systax bench-report fmt vet clean release
+.PHONY: all build demo test test-short generate check-generated bench bench-systax bench-report soak fmt vet clean release
 
 all: build
 
@@ -69,13 +69,23 @@ check-generated: generate
 	git diff --exit-code -- tracer/kernel
 
 # Go benchmarks of the user-space path, the loopback churn benchmark
-# (untraced and traced rounds alternating; root, about a minute), then the
+# (untraced, a minimal tracer, the live table, -q -o and --json in rotating
+# cycles, then a moderate load; root, about five minutes), then the
 # syscall tax.
 bench: build
 	$(GO) test -run '^$$' -bench 'Decode|Transition|Pipeline' -benchmem ./tracer/ ./tracer/event ./tracer/timeline ./tracer/capture
 	$(GO) build -o $(BIN)/churn ./bench/churn
-	$(SUDO) $(BIN)/churn -tracer $(BIN)/tcptrail
+	$(GO) build -o $(BIN)/floor ./bench/floor
+	$(SUDO) $(BIN)/churn -tracer $(BIN)/tcptrail -floor $(BIN)/floor
 	$(MAKE) --no-print-directory bench-systax
+
+# Ten minutes of churn and CLOSE_WAIT leaks under the tracer, its RSS,
+# threads, fds and goroutines sampled (root; not part of make test).
+# SOAK_ARGS="-duration 2m" shortens it; -tracer-args picks the command.
+SOAK_ARGS ?=
+soak: build
+	$(GO) build -o $(BIN)/soak ./bench/soak
+	$(SUDO) $(BIN)/soak -tracer $(BIN)/tcptrail $(SOAK_ARGS)
 
 # What an idle tracer adds to every syscall of unrelated processes:
 # untraced and traced rounds alternating, beside the floor (empty programs

@@ -51,9 +51,17 @@ func (d *Diagnoser) Call(e *event.Event) {
 		owners = s.Owners
 	}
 	noChange := (e.Call == event.CallClose || e.Call == event.CallShutdown) && e.Ret == 0
-	if !d.RecordCalls && !noChange && e.Ret >= 0 {
-		// A routine accept, bind or dup: it updated the owners, and no
-		// sink wants the record itself.
+	if !noChange && e.Ret >= 0 {
+		// A routine accept, bind or dup: it updated the owners. Its record
+		// only if a sink wants it, and without building one where the
+		// sinks write it straight from the event.
+		switch {
+		case !d.RecordCalls:
+		case d.EmitCall != nil:
+			d.EmitCall(e, owners)
+		default:
+			d.emit(record.CallRecord(e, d.wall(e.MonoNs), owners))
+		}
 		return
 	}
 	rec := record.CallRecord(e, d.wall(e.MonoNs), owners)

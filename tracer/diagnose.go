@@ -35,6 +35,7 @@ type Diagnoser struct {
 
 	timewait    map[uint64]*twWatch
 	twPerNS     map[uint32]int   // watched timewait sockets per namespace
+	twStartNS   map[uint32]int   // of those, found at start
 	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	lastNSCheck uint64
@@ -50,6 +51,9 @@ type Diagnoser struct {
 	// RecordCalls: emit a record for every call, routine ones included
 	// (a capture wants them; the live table does not).
 	RecordCalls bool
+	// EmitCall, when set, receives the routine calls (those that need no
+	// note) instead of emit, as events: no record is built for them.
+	EmitCall func(e *event.Event, owners []timeline.Owner)
 }
 
 // tuple names a connection: namespaces reuse each other's addresses.
@@ -77,6 +81,7 @@ type twWatch struct {
 	since         uint64
 	timerMs       int64
 	nextPoll      uint64 // when to look it up next (monotonic)
+	asking        bool   // a lookup is on its way
 }
 
 // NewDiagnoser returns a diagnoser that asks table and reports through emit.
@@ -95,6 +100,7 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 		timewait:  make(map[uint64]*twWatch),
 		twByTuple: make(map[tuple]uint64),
 		twPerNS:   make(map[uint32]int),
+		twStartNS: make(map[uint32]int),
 
 		finTimeoutMs: readFinTimeoutMs(),
 	}
@@ -152,7 +158,7 @@ func (d *Diagnoser) Tick(now uint64) {
 	d.queries.apply(0)
 	d.sweep(now)
 	limit := uint64(d.leakAfter)
-	for len(d.closeWaits) > 0 {
+	for len(d.closeWaits) > 0 && !d.queries.full() {
 		cw := d.closeWaits[0]
 		start := cw.since
 		if start == 0 {
@@ -166,16 +172,8 @@ func (d *Diagnoser) Tick(now uint64) {
 		if s == nil || s.State != event.CloseWait || s.SinceNs != cw.since || s.LeakReported {
 			continue
 		}
-		still, confirmed := d.stillCloseWait(s)
-		if !still {
-			// Its way out of CLOSE_WAIT was lost (the kernel skipped those
-			// invocations, and counted them): no leak to report, and
-			// nothing more will come for it.
-			d.tracker.Forget(s.Cookie)
-			continue
-		}
-		s.LeakReported = true
-		d.reportStuck(s, now, confirmed)
+		s.LeakReported = true // asked: reported once the table answers
+		d.confirmLeak(s, now)
 	}
 	if len(d.timewait) > 0 && now-d.lastTWPoll >= uint64(twPollInterval) {
 		d.lastTWPoll = now

@@ -111,6 +111,7 @@ func TestLeakPerNamespace(t *testing.T) {
 			Local: client, Remote: server, Old: event.Established, New: event.CloseWait, MonoNs: 10, FD: -1})
 	}
 	d.Tick(uint64(time.Second))
+	d.queries.apply(5 * time.Second) // the table is asked off the reader's path
 	leaks := records[*record.Leak](*recs)
 	if len(leaks) != 2 {
 		t.Fatalf("leaks: %v", leaks)

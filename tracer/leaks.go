@@ -57,16 +57,38 @@ func (d *Diagnoser) replaceLeak(l record.Leak) {
 
 func causeText(c *timeline.Cause) string { return string(c.AppendText(nil)) }
 
-// stillCloseWait asks the socket table whether s is still in CLOSE_WAIT
+// confirmLeak asks the socket table whether s is still in CLOSE_WAIT
 // before it is called a leak: a false accusation is worse than a late one.
-// When the table cannot be asked, the tracker's word stands.
-func (d *Diagnoser) stillCloseWait(s *timeline.Socket) (still, confirmed bool) {
-	ent, err := d.table.Lookup(s.NetNS, s.Local, s.Remote)
-	if err != nil {
-		return true, false
+// The table is asked off the reader's path; the answer is applied at a
+// later tick, if s is still in the same CLOSE_WAIT by then. When the table
+// cannot be asked, the tracker's word stands.
+func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
+	cookie, since, netns, local, remote := s.Cookie, s.SinceNs, s.NetNS, s.Local, s.Remote
+	query := func() func() {
+		ent, err := d.table.Lookup(netns, local, remote)
+		return func() {
+			s := d.tracker.Socket(cookie)
+			if s == nil || s.State != event.CloseWait || s.SinceNs != since {
+				return // it left CLOSE_WAIT meanwhile: no leak
+			}
+			if err != nil {
+				d.reportStuck(s, now, false)
+				return
+			}
+			if ent == nil || ent.Local != local || ent.Remote != remote ||
+				!event.SameSocket(ent.Cookie, cookie) || ent.State != uint8(event.CloseWait) {
+				// Its way out of CLOSE_WAIT was lost (the kernel skipped
+				// those invocations, and counted them): no leak to report,
+				// and nothing more will come for it.
+				d.tracker.Forget(cookie)
+				return
+			}
+			d.reportStuck(s, now, true)
+		}
 	}
-	return ent != nil && ent.Local == s.Local && ent.Remote == s.Remote &&
-		event.SameSocket(ent.Cookie, s.Cookie) && ent.State == uint8(event.CloseWait), true
+	if !d.queries.post(query) {
+		d.reportStuck(s, now, false)
+	}
 }
 
 func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) {

@@ -32,6 +32,10 @@ func newQueries() *queries {
 	return q
 }
 
+// full reports whether a job posted now would be dropped: callers that can
+// ask later wait for room instead.
+func (q *queries) full() bool { return len(q.jobs) == cap(q.jobs) || q.pending >= 2*maxPendingQueries }
+
 // post queues job; false (counted) when the queue is full.
 func (q *queries) post(job func() func()) bool {
 	select {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -35,6 +36,14 @@ type Sink interface {
 	// every PollInterval, so that output never lags.
 	Flush() error
 	End(s *record.Summary) error
+}
+
+// CallSink is a Sink that writes routine call records (accept, bind, dup:
+// those with no note) straight from the event, which saves building a
+// record.Call for each. e and owners are reused after the call returns.
+type CallSink interface {
+	Sink
+	CallEvent(e *event.Event, wallNs int64, owners []timeline.Owner) error
 }
 
 // Config is a session's configuration.
@@ -130,6 +139,10 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	}
 	s.probe = probe
 	defer probe.Close()
+	// Loading parsed the kernel's BTF: megabytes of garbage. Collect it and
+	// give its pages back now, rather than have the runtime's scavenger do
+	// it while the events come.
+	debug.FreeOSMemory()
 	s.clock = NewClock()
 	s.containers = container.NewCache(container.DefaultCacheSize)
 	s.tracker.ContainerOf = s.containers.Lookup
@@ -141,7 +154,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	s.diag = NewDiagnoser(s.tracker, table, s.clock, cfg.LeakAfter, s.emit)
 	defer s.diag.Close()
 	for _, sink := range sinks {
-		if q, ok := sink.(interface{ RoutineCalls() bool }); !ok || q.RoutineCalls() {
+		if wantsRoutineCalls(sink) {
 			s.diag.RecordCalls = true
 		}
 		// A sink that reports the live sockets (metrics) reads the
@@ -150,6 +163,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 			u.UseTracker(s.tracker)
 		}
 	}
+	s.diag.EmitCall = s.emitCall
 	fmt.Fprintf(s.log, "tcptrail: runs with %s\n", probe)
 
 	if err := s.begin(); err != nil {
@@ -215,29 +229,34 @@ func (s *Session) begin() error {
 // loop reads the ring buffer until told to stop. The kernel wakes the
 // reader only when enough is pending, so the read also ends at a short
 // deadline: that is when output is flushed and the periodic work runs.
+// Under a load that never lets the ring run empty, the periodic work runs
+// every PollInterval all the same, and a stop is noticed.
 func (s *Session) loop(ctx context.Context, stop <-chan time.Time) error {
 	rd := s.probe.Reader()
 	var rec ringbuf.Record
-	lastCounters := time.Now()
+	lastCounters, lastQuiet := time.Now(), time.Now()
 	rd.SetDeadline(time.Now().Add(s.cfg.PollInterval))
-	for {
+	for n := 1; ; n++ {
 		err := rd.ReadInto(&rec)
 		if err == nil {
 			if err := s.handle(rec.RawSample); err != nil {
 				return err
 			}
-			continue
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			if n%4096 != 0 || time.Since(lastQuiet) < s.cfg.PollInterval {
+				continue
+			}
+			// Busy for a whole PollInterval: the periodic work is due.
+		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		// The ring buffer is empty: a quiet moment.
+		// The ring buffer is empty (a quiet moment), or the work is due.
+		lastQuiet = time.Now()
 		s.diag.Tick(MonoNow())
-		if time.Since(lastCounters) >= time.Second {
-			lastCounters = time.Now()
+		if lastQuiet.Sub(lastCounters) >= time.Second {
+			lastCounters = lastQuiet
 			s.checkLosses(true)
 		}
 		if err := s.flush(); err != nil {
@@ -280,6 +299,29 @@ func (s *Session) handle(raw []byte) error {
 		s.diag.Fork(e)
 	}
 	return nil
+}
+
+func wantsRoutineCalls(sink Sink) bool {
+	q, ok := sink.(interface{ RoutineCalls() bool })
+	return !ok || q.RoutineCalls()
+}
+
+// emitCall hands a routine call to the sinks that want it: as the event to
+// those that write it themselves, as a record (built once) to the others.
+func (s *Session) emitCall(e *event.Event, owners []timeline.Owner) {
+	wall := s.clock.Wall(e.MonoNs)
+	var rec *record.Call
+	for _, sink := range s.sinks {
+		switch cs, ok := sink.(CallSink); {
+		case ok:
+			cs.CallEvent(e, wall, owners)
+		case wantsRoutineCalls(sink):
+			if rec == nil {
+				rec = record.CallRecord(e, time.Unix(0, wall).UTC(), owners)
+			}
+			sink.Record(rec)
+		}
+	}
 }
 
 // emit hands a record to every sink.

@@ -39,6 +39,9 @@ func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, lo
 	d.timewait[cookie] = w
 	d.twByTuple[tuple{netns, local, remote}] = cookie
 	d.twPerNS[netns]++
+	if fromStart {
+		d.twStartNS[netns]++
+	}
 	return true
 }
 
@@ -46,7 +49,10 @@ func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, lo
 // the place of one found at start in the same namespace (counted as not
 // followed). False when there is none, or the newcomer is from the start.
 func (d *Diagnoser) makeTimewaitRoom(netns uint32, fromStart bool) bool {
-	if fromStart {
+	if fromStart || d.twStartNS[netns] == 0 {
+		// Nothing to give way (checked first: at high churn the watch is
+		// full of sockets handed over during the trace, and this runs for
+		// every hand-over).
 		return false
 	}
 	for cookie, w := range d.timewait {
@@ -63,6 +69,11 @@ func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 	delete(d.timewait, cookie)
 	if d.twPerNS[w.netns]--; d.twPerNS[w.netns] <= 0 {
 		delete(d.twPerNS, w.netns)
+	}
+	if w.fromStart {
+		if d.twStartNS[w.netns]--; d.twStartNS[w.netns] <= 0 {
+			delete(d.twStartNS, w.netns)
+		}
 	}
 	if k := (tuple{w.netns, w.local, w.remote}); d.twByTuple[k] == cookie {
 		delete(d.twByTuple, k)
@@ -171,53 +182,94 @@ func (d *Diagnoser) namespaceGone(cookie uint64, w *twWatch, now uint64) {
 	})
 }
 
-// pollTimewait looks each watched timewait socket up and reports its phase
-// changes (FIN_WAIT2 → TIME_WAIT) and its end.
+// pollTimewait looks the watched timewait sockets that are due up in the
+// socket table, off the reader's path (one job for all of them), and
+// reports their phase changes (FIN_WAIT2 → TIME_WAIT) and their end when
+// the answers are applied, at a later tick. A socket waiting for its answer
+// is not asked again; when the query queue is full they wait a round.
 func (d *Diagnoser) pollTimewait(now uint64) {
-	for cookie, w := range d.timewait {
-		if now < w.nextPoll {
-			continue
-		}
-		ent, err := d.table.Lookup(w.netns, w.local, w.remote)
-		if errors.Is(err, socktable.ErrNamespaceGone) {
-			d.namespaceGone(cookie, w, now) // and every socket with it
-			continue
-		}
-		if err != nil {
-			w.nextPoll = now + uint64(twPollInterval)
-			continue
-		}
-		// An exact lookup falls back to a listener on the local port when
-		// the four-tuple is gone: only the same four-tuple counts.
-		if ent != nil && (ent.Local != w.local || ent.Remote != w.remote) {
-			ent = nil
-		}
-		if ent == nil || !event.SameSocket(ent.Cookie, cookie) || ent.Inode != 0 {
-			rec := &record.Snapshot{
-				Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
-				Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-				State:  event.Close.String(), Owners: []record.Owner{},
-				Note: "expired",
-			}
-			if ent != nil {
-				rec.Note = "a new connection on the same addresses replaced it"
-			}
-			d.unwatch(cookie, w)
-			d.emit(rec)
-			continue
-		}
-		if ent.State != w.state {
-			// A change no transition on this host showed (the peer is
-			// elsewhere): dated by the lookup, at most twPollInterval late.
-			w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
-			d.emit(&record.Snapshot{
-				Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
-				Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
-				State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []record.Owner{},
-				Note: "socket table",
-			})
-		}
-		w.timerMs = int64(ent.Expires)
-		d.schedule(w, now)
+	if d.queries.full() {
+		return
 	}
+	type ask struct {
+		cookie        uint64
+		w             *twWatch
+		netns         uint32
+		local, remote netip.AddrPort
+		ent           *socktable.Entry
+		err           error
+	}
+	var asks []ask
+	for cookie, w := range d.timewait {
+		if now < w.nextPoll || w.asking {
+			continue
+		}
+		w.asking = true
+		asks = append(asks, ask{cookie: cookie, w: w, netns: w.netns, local: w.local, remote: w.remote})
+	}
+	if len(asks) == 0 {
+		return
+	}
+	d.queries.post(func() func() {
+		for i := range asks {
+			a := &asks[i]
+			a.ent, a.err = d.table.Lookup(a.netns, a.local, a.remote)
+		}
+		return func() {
+			for i := range asks {
+				a := &asks[i]
+				a.w.asking = false
+				if d.timewait[a.cookie] != a.w {
+					continue // unwatched meanwhile
+				}
+				d.timewaitAnswer(a.cookie, a.w, a.ent, a.err, now)
+			}
+		}
+	})
+}
+
+// timewaitAnswer applies what the socket table said about a watched
+// timewait socket at now.
+func (d *Diagnoser) timewaitAnswer(cookie uint64, w *twWatch, ent *socktable.Entry, err error, now uint64) {
+	if errors.Is(err, socktable.ErrNamespaceGone) {
+		d.namespaceGone(cookie, w, now) // and every socket with it
+		return
+	}
+	if err != nil {
+		w.nextPoll = now + uint64(twPollInterval)
+		return
+	}
+	// An exact lookup falls back to a listener on the local port when
+	// the four-tuple is gone: only the same four-tuple counts.
+	if ent != nil && (ent.Local != w.local || ent.Remote != w.remote) {
+		ent = nil
+	}
+	if ent == nil || !event.SameSocket(ent.Cookie, cookie) || ent.Inode != 0 {
+		rec := &record.Snapshot{
+			Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait_gone",
+			Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+			State:  event.Close.String(), Owners: []record.Owner{},
+			Note: "expired",
+		}
+		if ent != nil {
+			rec.Note = "a new connection on the same addresses replaced it"
+		}
+		d.unwatch(cookie, w)
+		d.emit(rec)
+		return
+	}
+	if ent.State != w.state {
+		// A change no transition on this host showed (the peer is
+		// elsewhere): dated by the lookup, at most twPollInterval late
+		// (and the time the answer took).
+		w.state, w.since, w.timerMs = ent.State, now, int64(ent.Expires)
+		d.emit(&record.Snapshot{
+			Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "timewait",
+			Socket: record.SocketOf(cookie, w.netns, w.family, w.local, w.remote),
+			State:  event.State(ent.State).String(), TimerMs: int64(ent.Expires), Owners: []record.Owner{},
+			Note: "socket table",
+		})
+	}
+	w.timerMs = int64(ent.Expires)
+	d.schedule(w, now)
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcptrail/tcptrail/bench/internal/procfs"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -18,8 +20,8 @@ type latencyResult struct {
 	samples []time.Duration
 	missing int
 	startup time.Duration
-	status  procStatus
-	ready   procStatus
+	status  procfs.Status
+	ready   procfs.Status
 	tw      int
 	cpu     time.Duration
 	dur     time.Duration

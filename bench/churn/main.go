@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcptrail/tcptrail/bench/internal/procfs"
+
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrail/tcptrail/tracer/record"
@@ -29,6 +31,10 @@ import (
 
 type config struct {
 	tcptrail  string
+	floor     string
+	modes     []string
+	moderate  int // client threads of the moderate load (0: no moderate rounds)
+	modRounds int
 	port      int
 	workers   int
 	acceptors int
@@ -48,9 +54,9 @@ type config struct {
 
 // Goals, from the issue.
 const (
-	goalRatio     = 0.85
-	goalCaptured  = 0.9999
-	goalCPUPerMev = 0.5 // s of tracer CPU per million events
+	goalVsFloor   = 0.95   // throughput, traced by tcptrail / traced by the floor
+	goalCaptured  = 0.9999 // in every round
+	goalCPUPerMev = 0.3    // s of tracer CPU per million events
 	goalRSSMiB    = 40
 	goalLatency   = 100 * time.Millisecond
 )
@@ -70,21 +76,41 @@ func main() {
 	cfg := &config{}
 	flag.StringVar(&cfg.tcptrail, "tracer", "bin/tcptrail", "the tcptrail binary")
 	flag.StringVar(&cfg.tcptrail, "tcptrail", "bin/tcptrail", "same as -tracer")
+	flag.StringVar(&cfg.floor, "floor", "bin/floor", "the minimal tracer (bench/floor) the modes are compared with")
+	modes := flag.String("modes", "floor,live,quiet,json", "the traced rounds of each cycle, besides the untraced one: floor (bench/floor), live (the table), quiet (-q -o FILE), json (--json)")
+	flag.IntVar(&cfg.moderate, "moderate", 1, "client threads of the moderate load, run after the max-churn cycles (0: skip)")
+	flag.IntVar(&cfg.modRounds, "moderate-rounds", 1, "cycles of the moderate load")
 	flag.IntVar(&cfg.port, "port", 0, "first test port; each phase uses the next free one, so that no phase's tracer finds an earlier phase's timewait sockets (0: a random one in 20000-29999, so that back-to-back runs do not meet either)")
 	flag.IntVar(&cfg.workers, "workers", 4, "client threads, each opening and closing connections in a loop")
 	flag.IntVar(&cfg.acceptors, "acceptors", 2, "server threads accepting and closing")
 	flag.DurationVar(&cfg.round, "round", 5*time.Second, "length of each round")
-	flag.IntVar(&cfg.rounds, "rounds", 3, "untraced/traced round pairs")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "cycles of rounds: one untraced, then one per -modes, in an order that rotates from cycle to cycle")
 	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "untraced warm-up before the rounds (not counted)")
 	flag.Uint64Var(&cfg.check, "check", 5000, "connections in the transition check run (0: skip)")
 	flag.BoolVar(&cfg.wakeup0, "wakeup0", true, "also run one traced round that wakes the reader on every event (--wakeup-size 1)")
 	flag.IntVar(&cfg.latency, "latency", 20, "single connections for the latency test (0: skip)")
 	flag.BoolVar(&cfg.bpfStats, "bpf-stats", true, "set kernel.bpf_stats_enabled=1 during the run and report the programs' run time")
-	flag.BoolVar(&cfg.capture, "capture", false, "traced rounds also write a capture file (-o); the goals are about the live table only")
+	flag.BoolVar(&cfg.capture, "capture", false, "live-table rounds also write a capture file (-o) and get the check's per-socket analysis")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory with the capture files")
 	flag.BoolVar(&cfg.analyze, "analyze", false, "group every traced round's table lines by socket and print the sequences (costs harness CPU)")
 	flag.StringVar(&cfg.extra, "tracer-args", "", "extra arguments for every `tcptrail trace` (space-separated, for experiments)")
+	var vnames []string
+	flag.Func("variant", "`NAME=[KEY=VALUE ...][@BINARY ]ARGS`: one more traced round per cycle, tcptrail trace (or BINARY trace) with ARGS and that environment, e.g. 'q8M=-q --ring-size 8M' (repeatable)", func(v string) error {
+		name, err := parseVariant(v)
+		vnames = append(vnames, name)
+		return err
+	})
 	flag.Parse()
+	for _, m := range append(strings.Split(*modes, ","), vnames...) {
+		if m = strings.TrimSpace(m); m == "" {
+			continue
+		}
+		if modeNames[m] == "" {
+			fmt.Fprintf(os.Stderr, "churn: -modes: unknown mode %q\n", m)
+			os.Exit(2)
+		}
+		cfg.modes = append(cfg.modes, m)
+	}
 
 	// Every load thread sits in blocking syscalls on a locked OS thread.
 	// With GOMAXPROCS at the CPU count they would queue for a P whenever
@@ -117,6 +143,14 @@ func run(cfg *config) error {
 	}
 	if _, err := os.Stat(cfg.tcptrail); err != nil {
 		return fmt.Errorf("%s: %w (build it first: go build -o bin/tcptrail ./cmd/tcptrail)", cfg.tcptrail, err)
+	}
+	for _, m := range cfg.modes {
+		if m != modeFloor {
+			continue
+		}
+		if _, err := os.Stat(cfg.floor); err != nil {
+			return fmt.Errorf("%s: %w (build it first: go build -o bin/floor ./bench/floor)", cfg.floor, err)
+		}
 	}
 	if cfg.workers < 1 || cfg.acceptors < 1 || cfg.rounds < 1 {
 		return fmt.Errorf("-workers, -acceptors and -rounds must be at least 1")
@@ -166,33 +200,29 @@ func run(cfg *config) error {
 		chk.print()
 	}
 
-	// 2. Warm-up, then alternating rounds.
+	// 2. Warm-up, then cycles of rounds.
 	if cfg.warmup > 0 {
-		if _, err := runRound(cfg, "warm-up", nextPort(), cfg.warmup, false, ""); err != nil {
+		if _, err := runRound(cfg, "warm-up", "", nextPort(), cfg.warmup, cfg.workers, ""); err != nil {
 			return err
 		}
 	}
-	var rounds []*round
-	for i := 0; i < cfg.rounds; i++ {
-		for _, traced := range []bool{false, true} {
-			name := "untraced"
-			if traced {
-				name = "traced"
-			}
-			r, err := runRound(cfg, name, nextPort(), cfg.round, traced, "")
-			if err != nil {
-				return err
-			}
-			r.print()
-			rounds = append(rounds, r)
-		}
+	rounds, err := runCycles(cfg, cfg.rounds, cfg.workers, nextPort)
+	if err != nil {
+		return err
 	}
 	var w0 *round
 	if cfg.wakeup0 {
-		if w0, err = runRound(cfg, "traced w=1", nextPort(), cfg.round, true, wakeupEvery); err != nil {
+		if w0, err = runRound(cfg, "live w=1", modeLive, nextPort(), cfg.round, cfg.workers, wakeupEvery); err != nil {
 			return err
 		}
 		w0.print()
+	}
+	var moderate []*round
+	if cfg.moderate > 0 && cfg.modRounds > 0 {
+		fmt.Printf("\nmoderate load: %d client thread(s)\n", cfg.moderate)
+		if moderate, err = runCycles(cfg, cfg.modRounds, cfg.moderate, nextPort); err != nil {
+			return err
+		}
 	}
 
 	// 3. Latency of the live view with sparse traffic.
@@ -203,8 +233,33 @@ func run(cfg *config) error {
 		}
 	}
 
-	report(cfg, chk, rounds, w0, lat)
+	report(cfg, chk, rounds, w0, moderate, lat)
 	return nil
+}
+
+// runCycles runs n cycles of one untraced round and one round per mode,
+// the order rotating from cycle to cycle so that no mode always comes
+// first or right after the untraced round.
+func runCycles(cfg *config, n, workers int, nextPort func() int) ([]*round, error) {
+	kinds := append([]string{""}, cfg.modes...)
+	var rounds []*round
+	for c := 0; c < n; c++ {
+		for i := range kinds {
+			mode := kinds[(c+i)%len(kinds)]
+			name := "untraced"
+			if mode != "" {
+				name = mode
+			}
+			r, err := runRound(cfg, name, mode, nextPort(), cfg.round, workers, "")
+			if err != nil {
+				return nil, err
+			}
+			r.cycle = c
+			r.print()
+			rounds = append(rounds, r)
+		}
+	}
+	return rounds, nil
 }
 
 func printHeader(cfg *config) {
@@ -217,13 +272,16 @@ func printHeader(cfg *config) {
 	fmt.Printf("tcptrail churn bench: %s, kernel %s, %d CPUs, %s (%s)\n", host, kernel, runtime.NumCPU(), cfg.tcptrail, strings.TrimSpace(string(ver)))
 	fmt.Printf("load: %d client threads (connect, read to EOF, close) + %d server threads (accept, close) on 127.0.0.1, server closes first\n",
 		cfg.workers, cfg.acceptors)
-	fmt.Printf("rounds: %d x (untraced, traced) of %s", cfg.rounds, cfg.round)
+	fmt.Printf("rounds: %d cycles of (untraced, %s) of %s, order rotating", cfg.rounds, strings.Join(cfg.modes, ", "), cfg.round)
 	if cfg.wakeup0 {
-		fmt.Printf(", + 1 traced with a wakeup on every event (--wakeup-size 1)")
+		fmt.Printf(", + 1 live round with a wakeup on every event (--wakeup-size 1)")
 	}
-	fmt.Printf("; tracer: trace --port P, live table to a pipe drained by the harness")
+	if cfg.moderate > 0 && cfg.modRounds > 0 {
+		fmt.Printf(", + %d cycle(s) with %d client thread(s) (moderate load)", cfg.modRounds, cfg.moderate)
+	}
+	fmt.Printf("\ntracers: --port P, stdout to a pipe drained by the harness; floor = %s", cfg.floor)
 	if cfg.capture {
-		fmt.Printf(", -o capture file")
+		fmt.Printf("; live rounds also -o FILE")
 	}
 	fmt.Printf("\nsysctl: ip_local_port_range %s, tcp_tw_reuse %s, tcp_max_tw_buckets %s, bpf_stats_enabled %v\n\n",
 		strings.ReplaceAll(prange, "\t", "-"), twr, twb, cfg.bpfStats)
@@ -232,6 +290,8 @@ func printHeader(cfg *config) {
 // round is one timed run of the load, traced or not.
 type round struct {
 	name   string
+	mode   string // "" untraced
+	cycle  int
 	port   int
 	traced bool
 	load   loadResult
@@ -249,8 +309,9 @@ type round struct {
 	quiet    bool // the machine was quiet before the round
 }
 
-func runRound(cfg *config, name string, port int, d time.Duration, traced bool, wakeup string) (*round, error) {
-	r := &round{name: name, port: port, traced: traced}
+func runRound(cfg *config, name, mode string, port int, d time.Duration, workers int, wakeup string) (*round, error) {
+	traced := mode != ""
+	r := &round{name: name, mode: mode, port: port, traced: traced}
 	r.waited, r.quiet = waitQuiet()
 	r.tw = countTimewait()
 	l, err := listen(port)
@@ -261,7 +322,7 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 	var t *tracerProc
 	var own map[ebpf.ProgramID]bool
 	if traced {
-		t, err = startTracer(cfg, tracerOpts{port: port, capture: cfg.capture, wakeup: wakeup, bpf: cfg.bpfStats, analyze: cfg.analyze})
+		t, err = startTracer(cfg, tracerOpts{mode: mode, port: port, capture: cfg.capture && mode == modeLive, wakeup: wakeup, bpf: cfg.bpfStats, analyze: cfg.analyze && mode == modeLive})
 		if err != nil {
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
@@ -270,7 +331,7 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 	r.foreign = foreignPrograms(own)
 	ps0 := snapshotProcs()
 	c0, self0, iwi0 := readCPUTimes(), selfCPU(), irqWork()
-	r.load = churn(l, cfg.workers, cfg.acceptors, d, 0)
+	r.load = churn(l, workers, cfg.acceptors, d, 0)
 	c1, self1, iwi1 := readCPUTimes(), selfCPU(), irqWork()
 	r.foreign = max(r.foreign, foreignPrograms(own))
 	skip := map[int]bool{os.Getpid(): true}
@@ -281,7 +342,7 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 	r.others, others = topOthers(ps0, snapshotProcs(), skip, 3)
 	r.otherCPU = others.Seconds()
 	r.busy = busyFraction(c0, c1)
-	r.busySec = float64(c1.busy-c0.busy) / clkTck
+	r.busySec = float64(c1.busy-c0.busy) / procfs.ClkTck
 	r.selfCPU = (self1 - self0).Seconds()
 	r.iwi = iwi1 - iwi0
 	if traced {
@@ -300,7 +361,7 @@ func runRound(cfg *config, name string, port int, d time.Duration, traced bool, 
 			fmt.Printf("%s port %d table: ", name, port)
 			c.print()
 		}
-		if cfg.capture {
+		if cfg.capture && mode == modeLive {
 			// The same analysis as the check's, for the timed round.
 			c := &checkResult{conns: r.load.conns, sum: r.tr.sum, tableLines: r.tr.transLines, patterns: map[string]int{}}
 			if err := c.analyze(t.capFile); err != nil {
@@ -354,7 +415,7 @@ func free(port int) bool {
 }
 
 func selfCPU() time.Duration {
-	d, _ := procCPU(os.Getpid())
+	d, _ := procfs.CPU(os.Getpid())
 	return d
 }
 
@@ -410,9 +471,9 @@ func (r *round) print() {
 		return
 	}
 	t, s := r.tr, r.tr.sum
-	fmt.Printf("            tracer: %d events, %d/%d transitions, lost %d (ringbuf %d, skipped %d, queue %d), gaps %d; table lines %d (transitions %d); CPU %.3fs; VmHWM %.1f MiB",
-		s.Events, s.Transitions, r.expected(), s.lostEvents(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.Gaps,
-		t.lines, t.transLines, t.cpuWindow.Seconds(), mib(t.status.HWM))
+	fmt.Printf("            tracer: %d events, %d/%d transitions, lost %d (ringbuf %d, skipped %d, queue %d, inflight %d), gaps %d; output lines %d (transitions %d); CPU %.3fs = %.3f s/Mev; VmHWM %.1f MiB",
+		s.Events, s.Transitions, r.expected(), s.lostEvents(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.InflightFull, s.Lost.Gaps,
+		t.lines, t.outTransitions, t.cpuWindow.Seconds(), t.cpuWindow.Seconds()/max(float64(s.Events)/1e6, 1e-9), mib(t.status.HWM))
 	fmt.Printf(" (%.1f at ready)", mib(t.ready.HWM))
 	if t.bpf.ok {
 		fmt.Printf("; BPF %.3fs in %d runs", t.bpf.runtime.Seconds(), t.bpf.runs)

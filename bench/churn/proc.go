@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -10,69 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcptrail/tcptrail/bench/internal/procfs"
+
 	"github.com/cilium/ebpf"
 )
-
-// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on
-// every Linux architecture Go supports.
-const clkTck = 100
-
-// procCPU is the process's utime+stime so far, all threads, dead ones too.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// comm, field 2, may hold spaces: count fields after its closing paren.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, errors.New("short stat")
-	}
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / clkTck, nil
-}
-
-// procStatus holds the memory lines of /proc/PID/status, in KiB.
-type procStatus struct {
-	HWM, RSS, Anon, File, Shmem int64
-	Threads                     int64
-}
-
-func readStatus(pid int) (procStatus, error) {
-	var s procStatus
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmHWM":
-			s.HWM = n
-		case "VmRSS":
-			s.RSS = n
-		case "RssAnon":
-			s.Anon = n
-		case "RssFile":
-			s.File = n
-		case "RssShmem":
-			s.Shmem = n
-		case "Threads":
-			s.Threads = n
-		}
-	}
-	return s, nil
-}
 
 // cpuTimes is the first line of /proc/stat: busy and total jiffies.
 type cpuTimes struct{ busy, total uint64 }
@@ -313,7 +252,7 @@ func snapshotProcs() procSnapshot {
 		if err != nil {
 			continue
 		}
-		cpu, err := procCPU(pid)
+		cpu, err := procfs.CPU(pid)
 		if err != nil {
 			continue
 		}

@@ -117,101 +117,220 @@ func spread(rs []*round) string {
 	return strings.Join(s, ", ")
 }
 
-func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, lat *latencyResult) {
-	var un, tr []*round
-	for _, r := range rounds {
-		if r.traced {
-			tr = append(tr, r)
-		} else {
-			un = append(un, r)
-		}
-	}
-	U, T := sum(un), sum(tr)
-	ratio := T.rate() / U.rate()
+// modeStats is one mode's rounds, summed and per round.
+type modeStats struct {
+	mode                string
+	rounds              []*round
+	tot                 totals
+	vsUntraced, vsFloor []float64 // per cycle
+	kept, cpu           []float64 // per round
+	hwm                 []float64 // MiB, per round
+	exact               bool      // every round: output transitions == summary transitions
+	accounted           bool      // every round: missing <= counted losses
+	inflightKnown       bool
+}
 
-	fmt.Printf("\n==================== results ====================\n")
-	fmt.Printf("%-22s %10s %8s %9s %11s %9s %8s %8s %6s %9s %9s %8s\n",
-		"", "conn/s", "ratio", "CPU busy", "transitions", "captured", "lost", "skipped", "gaps", "CPU s/Mev", "BPF s/Mev", "VmHWM")
-	fmt.Printf("%-22s %10.0f %8s %8.0f%% %11s %9s %8s %8s %6s %9s %9s %8s\n",
-		"untraced", U.rate(), "1", 100*U.busy, "-", "-", "-", "-", "-", "-", "-", "-")
-	row := func(name string, t totals) {
-		bpf := "-"
-		if t.bpfOK {
-			bpf = fmt.Sprintf("%.3f", t.bpfPerMev())
+func statsOf(rounds []*round, mode string) *modeStats {
+	byCycle := func(m string, c int) *round {
+		for _, r := range rounds {
+			if r.mode == m && r.cycle == c {
+				return r
+			}
 		}
-		fmt.Printf("%-22s %10.0f %7.1f%% %8.0f%% %11d %8.4f%% %8d %8d %6d %9.3f %9s %5.1f MiB\n",
-			name, t.rate(), 100*t.rate()/U.rate(), 100*t.busy, t.transitions, 100*t.captured(),
-			t.lost, t.skipped, t.gaps, t.cpuPerMev(), bpf, float64(t.hwm)/1024)
+		return nil
 	}
-	row("traced (table)", T)
-	if w0 != nil {
-		row("traced, wakeup-size 1", sum([]*round{w0}))
+	st := &modeStats{mode: mode, exact: true, accounted: true, inflightKnown: true}
+	for _, r := range rounds {
+		if r.mode != mode {
+			continue
+		}
+		st.rounds = append(st.rounds, r)
+		if u := byCycle("", r.cycle); u != nil {
+			st.vsUntraced = append(st.vsUntraced, r.load.rate()/u.load.rate())
+		}
+		if f := byCycle(modeFloor, r.cycle); f != nil && mode != "" {
+			st.vsFloor = append(st.vsFloor, r.load.rate()/f.load.rate())
+		}
+		if r.tr == nil {
+			continue
+		}
+		s := r.tr.sum
+		st.kept = append(st.kept, float64(s.Transitions)/float64(max(r.expected(), 1)))
+		st.cpu = append(st.cpu, r.tr.cpuWindow.Seconds()/max(float64(s.Events)/1e6, 1e-9))
+		st.hwm = append(st.hwm, mib(r.tr.status.HWM))
+		st.exact = st.exact && r.tr.outTransitions == s.Transitions
+		missing := int64(r.expected()) - int64(s.Transitions)
+		st.accounted = st.accounted && (missing <= 0 || uint64(missing) <= s.lostEvents())
+		st.inflightKnown = st.inflightKnown && s.fromCapture
 	}
-	fmt.Printf("\nper round conn/s: untraced %s; traced %s", spread(un), spread(tr))
+	st.tot = sum(st.rounds)
+	return st
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func minOf(v []float64) float64 {
+	m := 0.0
+	for i, x := range v {
+		if i == 0 || x < m {
+			m = x
+		}
+	}
+	return m
+}
+
+func maxOf(v []float64) float64 {
+	m := 0.0
+	for i, x := range v {
+		if i == 0 || x > m {
+			m = x
+		}
+	}
+	return m
+}
+
+// pct formats a median and the worst (lowest) of ratios.
+func pct(v []float64) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%% (%.1f)", 100*median(v), 100*minOf(v))
+}
+
+// modeTable prints one line per mode: medians over the rounds, the worst
+// in parentheses.
+func modeTable(cfg *config, rounds []*round) []*modeStats {
+	fmt.Printf("%-24s %9s %15s %15s %17s %9s %24s %6s %5s %15s %15s\n",
+		"median (worst)", "conn/s", "vs untraced", "vs floor", "kept", "missing", "lost: ringbuf/skip/queue/infl", "gaps", "exact", "CPU s/Mev", "VmHWM MiB")
+	var out []*modeStats
+	for _, m := range append([]string{""}, cfg.modes...) {
+		st := statsOf(rounds, m)
+		if len(st.rounds) == 0 {
+			continue
+		}
+		out = append(out, st)
+		rates := make([]float64, len(st.rounds))
+		for i, r := range st.rounds {
+			rates[i] = r.load.rate()
+		}
+		name := "untraced"
+		if m != "" {
+			name = modeNames[m]
+		}
+		if m == "" {
+			fmt.Printf("%-24s %9.0f\n", name, median(rates))
+			continue
+		}
+		t := st.tot
+		infl := "-"
+		if st.inflightKnown {
+			infl = fmt.Sprint(t.inflight)
+		}
+		exact := "yes"
+		if !st.exact {
+			exact = "NO"
+		}
+		vsFloor := "-"
+		if m != modeFloor {
+			vsFloor = pct(st.vsFloor)
+		}
+		fmt.Printf("%-24s %9.0f %15s %15s %17s %9d %24s %6d %5s %15s %15s\n",
+			name, median(rates), pct(st.vsUntraced), vsFloor,
+			fmt.Sprintf("%.4f%% (%.4f)", 100*median(st.kept), 100*minOf(st.kept)), t.missing(),
+			fmt.Sprintf("%d/%d/%d/%s", t.ringbuf, t.skipped, t.queue, infl), t.gaps, exact,
+			fmt.Sprintf("%.3f (%.3f)", median(st.cpu), maxOf(st.cpu)),
+			fmt.Sprintf("%.1f (%.1f)", median(st.hwm), maxOf(st.hwm)))
+	}
+	return out
+}
+
+func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, moderate []*round, lat *latencyResult) {
+	fmt.Printf("\n==================== results ====================\n")
+	fmt.Printf("max churn, %d client threads, %d cycles of %s rounds; ratios per cycle against that cycle's untraced and floor rounds; kept = transitions in the summary / 10 per connection; exact = the output holds every transition the summary counts\n",
+		cfg.workers, cfg.rounds, cfg.round)
+	stats := modeTable(cfg, rounds)
 	if w0 != nil {
-		fmt.Printf("; wakeup-size 1 %s", spread([]*round{w0}))
+		s := w0.tr.sum
+		fmt.Printf("%-24s %9.0f %15s %15s %17s %9d %24s %6d\n", "live, --wakeup-size 1", w0.load.rate(), "-", "-",
+			fmt.Sprintf("%.4f%%", 100*float64(s.Transitions)/float64(w0.expected())), int64(w0.expected())-int64(s.Transitions),
+			fmt.Sprintf("%d/%d/%d/-", s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull), s.Lost.Gaps)
+	}
+	var modStats []*modeStats
+	if len(moderate) > 0 {
+		fmt.Printf("\nmoderate load, %d client thread(s), %d cycle(s):\n", cfg.moderate, cfg.modRounds)
+		modStats = modeTable(cfg, moderate)
+	}
+
+	var all []*round
+	all = append(append(append(all, rounds...), nonNil(w0)...), moderate...)
+	fmt.Printf("\nper round conn/s:")
+	for _, st := range stats {
+		name := st.mode
+		if name == "" {
+			name = "untraced"
+		}
+		fmt.Printf(" %s %s;", name, spread(st.rounds))
 	}
 	fmt.Println()
 	var dist []string
-	for _, r := range append(append([]*round{}, rounds...), nonNil(w0)...) {
+	for _, r := range all {
 		if r.disturbed() {
 			dist = append(dist, fmt.Sprintf("%s port %d (other processes %.2fs CPU: %s; other tcptrail programs %d)", r.name, r.port, r.otherCPU, r.others, r.foreign))
 		}
 	}
 	if len(dist) > 0 {
 		fmt.Printf("* DISTURBED rounds, other work competed for the CPUs (numbers skewed; rerun on a quiet machine):\n  %s\n", strings.Join(dist, "\n  "))
-		var cu, ct []*round
-		for _, r := range un {
-			if !r.disturbed() {
-				cu = append(cu, r)
-			}
-		}
-		for _, r := range tr {
-			if !r.disturbed() {
-				ct = append(ct, r)
-			}
-		}
-		if len(cu) > 0 && len(ct) > 0 {
-			a, b := sum(cu), sum(ct)
-			fmt.Printf("  undisturbed rounds only (%d untraced, %d traced): %.0f vs %.0f conn/s = %.1f%%\n", len(cu), len(ct), b.rate(), a.rate(), 100*b.rate()/a.rate())
-		}
 	}
-	fmt.Printf("traced rounds: %d connections, %d events (%.2f per connection), %d of %d expected transitions (%d missing), lost: ring buffer full %d, skipped by the kernel %d, queue full %d, inflight full %s, gaps %d\n",
-		T.conns, T.events, float64(T.events)/float64(T.conns), T.transitions, T.expected, T.missing(),
-		T.ringbuf, T.skipped, T.queue, inflightText(tr), T.gaps)
-	fmt.Printf("tracer CPU while loaded: %.2fs over %.1fs of load = %.0f%% of one CPU; %.3f s per million events\n",
-		T.cpu.Seconds(), T.elapsed.Seconds(), 100*T.cpu.Seconds()/T.elapsed.Seconds(), T.cpuPerMev())
-	if T.bpfOK {
-		fmt.Printf("BPF programs (kernel.bpf_stats_enabled, charged to the load's threads): %.3fs in %d runs (%.0f ns/run) = %.0f%% of one CPU; %s\n",
-			T.bpf.Seconds(), T.bpfRuns, float64(T.bpf.Nanoseconds())/float64(max(T.bpfRuns, 1)),
-			100*T.bpf.Seconds()/T.elapsed.Seconds(), byProgText(T.bpfByProg))
+	for _, st := range stats {
+		if st.mode == "" {
+			continue
+		}
+		T := st.tot
+		fmt.Printf("%s: %d connections, %d events (%.2f per connection), %d of %d transitions; tracer CPU %.2fs over %.1fs of load = %.0f%% of one CPU",
+			modeNames[st.mode], T.conns, T.events, float64(T.events)/float64(max(T.conns, 1)), T.transitions, T.expected,
+			T.cpu.Seconds(), T.elapsed.Seconds(), 100*T.cpu.Seconds()/T.elapsed.Seconds())
+		if T.bpfOK {
+			fmt.Printf("; BPF %.3f s/Mev (%.0f ns/run)", T.bpfPerMev(), float64(T.bpf.Nanoseconds())/float64(max(T.bpfRuns, 1)))
+		}
+		fmt.Printf("; wakeups %.4f per event\n", float64(T.iwi)/float64(max(T.events, 1)))
 	}
-	fmt.Printf("ring buffer wakeups (IRQ work interrupts): %d for %d events = %.2f per event", T.iwi, T.events, float64(T.iwi)/float64(max(T.events, 1)))
-	if w0 != nil {
-		w := sum([]*round{w0})
-		fmt.Printf("; with --wakeup-size 1: %.2f per event", float64(w.iwi)/float64(max(w.events, 1)))
-	}
-	fmt.Println()
-	fmt.Printf("table lines: %d, of which transitions %d (summary: %d), TIMEWAIT %d, EXISTING %d\n", T.lines, T.transLines, T.transitions, T.twLines, T.existing)
-	for _, r := range tr {
+	for _, r := range all {
+		if r.tr == nil {
+			continue
+		}
 		st := r.tr.status
-		fmt.Printf("  %s port %d: VmHWM %.1f MiB (%.1f at ready; at stop VmRSS %.1f = anon %.1f + file %.1f MiB, %d threads), ready in %s, stopped in %s, whole-life CPU %.2fs, timewait sockets on the host at start %d\n",
-			r.name, r.port, mib(st.HWM), mib(r.tr.ready.HWM), mib(st.RSS), mib(st.Anon), mib(st.File), st.Threads,
-			r.tr.startup.Round(time.Millisecond), r.tr.stopTime.Round(time.Millisecond), r.tr.cpuTotal.Seconds(), r.tw)
+		fmt.Printf("  %s port %d: VmHWM %.1f MiB (%.1f at ready; at stop VmRSS %.1f = anon %.1f + file %.1f + shmem %.1f MiB, %d threads), ready in %s, stopped in %s\n",
+			r.name, r.port, mib(st.HWM), mib(r.tr.ready.HWM), mib(st.RSS), mib(st.Anon), mib(st.File), mib(st.Shmem), st.Threads,
+			r.tr.startup.Round(time.Millisecond), r.tr.stopTime.Round(time.Millisecond))
 	}
 	// What else the tracer said: diagnoses and notices in the table
 	// (besides its title, header and summary), warnings on stderr (the
 	// loss warnings are cumulative: the last one of each round is enough).
 	notes := map[string]int{}
 	var warnings []string
-	for _, r := range append(append([]*round{}, tr...), nonNil(w0)...) {
-		for _, n := range r.tr.notices {
-			n = strings.TrimSpace(n)
-			if n == "" || strings.HasPrefix(n, "TIME ") || strings.HasPrefix(n, "tracing ") ||
-				n == "no CLOSE_WAIT leaks" || tableSummaryRE.MatchString(n) {
-				continue
+	for _, r := range all {
+		if r.tr == nil {
+			continue
+		}
+		if r.mode == modeLive {
+			for _, n := range r.tr.notices {
+				n = strings.TrimSpace(n)
+				if n == "" || strings.HasPrefix(n, "TIME ") || strings.HasPrefix(n, "tracing ") ||
+					n == "no CLOSE_WAIT leaks" || tableSummaryRE.MatchString(n) {
+					continue
+				}
+				notes[n]++
 			}
-			notes[n]++
 		}
 		last := ""
 		for _, line := range strings.Split(r.tr.stderr, "\n") {
@@ -248,13 +367,13 @@ func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, lat *late
 			lat.cpu.Seconds(), lat.dur.Seconds(), mib(lat.status.HWM), mib(lat.ready.HWM), lat.tw)
 	}
 
-	fmt.Printf("\ngoals (port filter on, live table printing):\n")
+	fmt.Printf("\ngoals (max churn; medians, the worst round in parentheses):\n")
 	goal := func(ok bool, name, got string) {
 		mark := "MET   "
 		if !ok {
 			mark = "MISSED"
 		}
-		fmt.Printf("  %s %-52s %s\n", mark, name, got)
+		fmt.Printf("  %s %-58s %s\n", mark, name, got)
 	}
 	if chk != nil {
 		cut := 0
@@ -266,16 +385,30 @@ func report(cfg *config, chk *checkResult, rounds []*round, w0 *round, lat *late
 		goal(chk.ok(), "check: 10 per connection (or a counted loss), all shown", fmt.Sprintf("%d/%d; %d sockets cut short, explained by %d counted losses; table %d",
 			chk.transitions, chk.conns*transitionsPerConn, cut, chk.sum.lostEvents(), chk.tableLines))
 	}
-	goal(ratio >= goalRatio, fmt.Sprintf("throughput >= %.0f%% of untraced", 100*goalRatio), fmt.Sprintf("%.1f%% (%.0f vs %.0f conn/s)", 100*ratio, T.rate(), U.rate()))
-	goal(T.captured() >= goalCaptured, fmt.Sprintf(">= %.2f%% of transitions captured", 100*goalCaptured), fmt.Sprintf("%.4f%% (%d of %d)", 100*T.captured(), T.transitions, T.expected))
-	goal(T.accounted(), "every missing transition counted", fmt.Sprintf("missing %d, lost events counted %d, gaps %d", T.missing(), T.lost, T.gaps))
-	goal(T.cpuPerMev() < goalCPUPerMev, fmt.Sprintf("tracer CPU < %.1f s per million events", goalCPUPerMev), fmt.Sprintf("%.3f s/Mev", T.cpuPerMev()))
-	goal(T.hwm < goalRSSMiB*1024, fmt.Sprintf("tracer RSS (VmHWM) < %d MiB", goalRSSMiB), fmt.Sprintf("%.1f MiB", mib(T.hwm)))
+	for _, group := range []struct {
+		name  string
+		stats []*modeStats
+	}{{"", stats}, {"moderate: ", modStats}} {
+		for _, st := range group.stats {
+			if st.mode == "" || st.mode == modeFloor {
+				continue
+			}
+			n := group.name + modeNames[st.mode] + ": "
+			goal(minOf(st.kept) >= goalCaptured, n+fmt.Sprintf(">= %.2f%% kept in every round", 100*goalCaptured), fmt.Sprintf("%.4f%% (%.4f%%)", 100*median(st.kept), 100*minOf(st.kept)))
+			goal(st.accounted, n+"every missing transition counted", fmt.Sprintf("missing %d, counted %d", st.tot.missing(), st.tot.lost))
+			goal(st.exact, n+"the output holds what the summary counts", fmt.Sprint(st.exact))
+			if len(st.vsFloor) > 0 {
+				goal(median(st.vsFloor) >= goalVsFloor, n+fmt.Sprintf("throughput within %.0f%% of the floor", 100*(1-goalVsFloor)), pct(st.vsFloor))
+			}
+			goal(median(st.cpu) <= goalCPUPerMev, n+fmt.Sprintf("CPU <= %.1f s per million events", goalCPUPerMev), fmt.Sprintf("%.3f (%.3f)", median(st.cpu), maxOf(st.cpu)))
+			goal(maxOf(st.hwm) <= goalRSSMiB, n+fmt.Sprintf("peak RSS <= %d MiB", goalRSSMiB), fmt.Sprintf("%.1f (%.1f)", median(st.hwm), maxOf(st.hwm)))
+		}
+	}
 	if lat != nil {
 		goal(lat.missing == 0 && lat.max() < goalLatency, fmt.Sprintf("sparse event on screen within %s", goalLatency), fmt.Sprintf("max %s, median %s", ms(lat.max()), ms(lat.quantile(0.5))))
 	}
-	if U.busy > 0.97 {
-		fmt.Printf("\nnote: the untraced load keeps both CPUs %.0f%% busy: the tracer's CPU and its programs' run time come straight out of the load's throughput.\n", 100*U.busy)
+	if u := statsOf(rounds, ""); u.tot.busy > 0.97 {
+		fmt.Printf("\nnote: the untraced load keeps both CPUs %.0f%% busy: the tracer's CPU and its programs' run time come straight out of the load's throughput.\n", 100*u.tot.busy)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tcptrail/tcptrail/bench/internal/procfs"
 
 	"github.com/cilium/ebpf"
 
@@ -43,12 +46,13 @@ func (s *summary) lostEvents() uint64 {
 	return s.Lost.Total()
 }
 
-// drainer reads the tracer's stdout (the live table) as fast as it comes,
-// counts its lines, and keeps the lines that are not transitions (notices,
-// the summary) for later.
+// drainer reads the tracer's stdout (the live table, JSON Lines, or the
+// floor's lines) as fast as it comes, counts its lines, and keeps the lines
+// that are not events (notices, the summary) for later.
 type drainer struct {
+	mode        string
 	lines       atomic.Uint64
-	transitions atomic.Uint64 // lines of the form "15:04:05.000000 #cookie ..."
+	transitions atomic.Uint64 // transition lines (table: "15:04:05.000000 #cookie ...")
 	existing    atomic.Uint64 // EXISTING: sockets found at start
 	timewait    atomic.Uint64 // TIMEWAIT: phase changes of timewait sockets
 	onLine      func(line []byte, at time.Time)
@@ -56,11 +60,15 @@ type drainer struct {
 	mu          sync.Mutex
 	other       []string
 	otherDrops  int
+	tail        []string // the last non-event lines: the summary is among them
 	done        chan struct{}
 }
 
-func newDrainer(r io.Reader, onLine func([]byte, time.Time), analyze bool) *drainer {
-	d := &drainer{onLine: onLine, done: make(chan struct{})}
+// tailLines bounds drainer.tail.
+const tailLines = 64
+
+func newDrainer(r io.Reader, mode string, onLine func([]byte, time.Time), analyze bool) *drainer {
+	d := &drainer{mode: mode, onLine: onLine, done: make(chan struct{})}
 	if analyze {
 		d.seqs = map[string][]string{}
 	}
@@ -85,31 +93,55 @@ func (d *drainer) run(r io.Reader) {
 	}
 }
 
+var (
+	jsonTransition = []byte(`{"type":"transition"`)
+	jsonRecord     = []byte(`{"type":"`)
+	jsonSummary    = []byte(`{"type":"summary"`)
+)
+
 func (d *drainer) line(line []byte) {
 	d.lines.Add(1)
-	if len(line) > 17 && line[15] == ' ' && line[16] == '#' && line[2] == ':' {
-		d.transitions.Add(1)
-		if d.onLine != nil {
-			d.onLine(line, time.Now())
+	switch d.mode {
+	case modeJSON:
+		if bytes.HasPrefix(line, jsonTransition) {
+			d.transitions.Add(1)
+			return
 		}
-		if d.seqs != nil {
-			f := bytes.Fields(line)
-			if len(f) >= 8 && string(f[6]) == "->" {
-				k := string(f[1])
-				d.seqs[k] = append(d.seqs[k], string(f[5])+">"+string(f[7]))
-			} else {
-				d.seqs[string(f[1])] = append(d.seqs[string(f[1])], "unparsed")
+		if bytes.HasPrefix(line, jsonRecord) && !bytes.HasPrefix(line, jsonSummary) {
+			return // calls, snapshots ...: counted as lines only
+		}
+	case modeFloor:
+		if len(line) > 0 && line[0] >= '0' && line[0] <= '9' && bytes.Contains(line, []byte(" #")) {
+			if bytes.Contains(line, []byte(" transition ")) {
+				d.transitions.Add(1)
 			}
+			return
 		}
-		return
-	}
-	switch {
-	case len(line) > 25 && string(line[16:24]) == "EXISTING":
-		d.existing.Add(1)
-		return
-	case len(line) > 25 && string(line[16:24]) == "TIMEWAIT":
-		d.timewait.Add(1)
-		return
+	default:
+		if len(line) > 17 && line[15] == ' ' && line[16] == '#' && line[2] == ':' {
+			d.transitions.Add(1)
+			if d.onLine != nil {
+				d.onLine(line, time.Now())
+			}
+			if d.seqs != nil {
+				f := bytes.Fields(line)
+				if len(f) >= 8 && string(f[6]) == "->" {
+					k := string(f[1])
+					d.seqs[k] = append(d.seqs[k], string(f[5])+">"+string(f[7]))
+				} else {
+					d.seqs[string(f[1])] = append(d.seqs[string(f[1])], "unparsed")
+				}
+			}
+			return
+		}
+		switch {
+		case len(line) > 25 && string(line[16:24]) == "EXISTING":
+			d.existing.Add(1)
+			return
+		case len(line) > 25 && string(line[16:24]) == "TIMEWAIT":
+			d.timewait.Add(1)
+			return
+		}
 	}
 	d.mu.Lock()
 	if len(d.other) < 2000 {
@@ -117,6 +149,11 @@ func (d *drainer) line(line []byte) {
 	} else {
 		d.otherDrops++
 	}
+	if len(d.tail) == tailLines {
+		copy(d.tail, d.tail[1:])
+		d.tail = d.tail[:tailLines-1]
+	}
+	d.tail = append(d.tail, string(line))
 	d.mu.Unlock()
 }
 
@@ -137,8 +174,8 @@ var (
 func (d *drainer) tableSummary() (*summary, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for i := len(d.other) - 1; i >= 0; i-- {
-		line := d.other[i]
+	for i := len(d.tail) - 1; i >= 0; i-- {
+		line := d.tail[i]
 		m := tableSummaryRE.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -165,6 +202,23 @@ func (d *drainer) tableSummary() (*summary, error) {
 	return nil, errors.New("no summary line in the live table's output")
 }
 
+// jsonSummary parses the summary record of JSON Lines on stdout.
+func (d *drainer) jsonSummary() (*summary, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := len(d.tail) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(d.tail[i], string(jsonSummary)) {
+			continue
+		}
+		var s record.Summary
+		if err := json.Unmarshal([]byte(d.tail[i]), &s); err != nil {
+			return nil, fmt.Errorf("summary record: %w", err)
+		}
+		return &summary{Summary: s, fromCapture: true}, nil
+	}
+	return nil, errors.New("no summary record in the JSON Lines on stdout")
+}
+
 // notices returns the table's non-transition lines other than the summary
 // block: diagnoses, EXIT, NOTE ... (a handful is expected, say at exit).
 func (d *drainer) notices() []string {
@@ -175,6 +229,8 @@ func (d *drainer) notices() []string {
 
 // tracerProc is a running `tcptrail trace`.
 type tracerProc struct {
+	mode      string
+	kind      string // the mode whose output it writes
 	cmd       *exec.Cmd
 	pid       int
 	started   time.Time
@@ -189,14 +245,69 @@ type tracerProc struct {
 	bpf       *bpfWatch
 	// statusReady: memory once the probes were attached, after the
 	// start-up scan of the socket table.
-	statusReady procStatus
+	statusReady procfs.Status
 	progs       map[ebpf.ProgramID]bool
 }
 
 // current is the tracer running right now, for the interrupt handler.
 var current atomic.Pointer[tracerProc]
 
+// The tracers a traced round runs.
+const (
+	modeFloor = "floor" // bench/floor: decode and print a line per event
+	modeLive  = "live"  // tcptrail trace: the live table
+	modeQuiet = "quiet" // tcptrail trace -q -o FILE
+	modeJSON  = "json"  // tcptrail trace --json
+)
+
+// variant is a mode defined on the command line (-variant): tcptrail (or
+// another build of it) with other arguments, to compare with the modes.
+type variant struct {
+	env  []string // KEY=VALUE for the tracer's environment
+	bin  string   // "" for -tracer
+	args []string // after trace --port P --ready-file F
+	kind string   // what to read the summary from: modeLive, modeQuiet or modeJSON
+}
+
+var variants = map[string]variant{}
+
+// parseVariant parses NAME=[KEY=VALUE ...][@BINARY ]ARGS.
+func parseVariant(v string) (string, error) {
+	name, rest, ok := strings.Cut(v, "=")
+	if !ok || name == "" || modeNames[name] != "" {
+		return "", fmt.Errorf("-variant %q: want NAME=[@BINARY ]ARGS with a new NAME", v)
+	}
+	var vr variant
+	f := strings.Fields(rest)
+	for len(f) > 0 && strings.Contains(f[0], "=") && !strings.HasPrefix(f[0], "-") {
+		vr.env, f = append(vr.env, f[0]), f[1:]
+	}
+	if len(f) > 0 && strings.HasPrefix(f[0], "@") {
+		vr.bin, f = f[0][1:], f[1:]
+	}
+	vr.args, vr.kind = f, modeLive
+	for _, a := range f {
+		switch a {
+		case "-q", "--quiet":
+			vr.kind = modeQuiet
+		case "--json":
+			vr.kind = modeJSON
+		}
+	}
+	variants[name] = vr
+	modeNames[name] = name + ": " + strings.TrimSpace(rest)
+	return name, nil
+}
+
+var modeNames = map[string]string{
+	modeFloor: "floor (minimal tracer)",
+	modeLive:  "tcptrail live table",
+	modeQuiet: "tcptrail -q -o FILE",
+	modeJSON:  "tcptrail --json",
+}
+
 type tracerOpts struct {
+	mode    string // modeLive when empty
 	port    int
 	capture bool   // also -o FILE
 	wakeup  string // --wakeup-size value, "" for the default
@@ -212,7 +323,35 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 		exited:    make(chan struct{}),
 	}
 	os.Remove(t.readyFile)
+	if o.mode == "" {
+		o.mode = modeLive
+	}
+	t.mode = o.mode
+	bin := cfg.tcptrail
 	args := []string{"trace", "--port", strconv.Itoa(o.port), "--ready-file", t.readyFile}
+	kind := o.mode
+	if vr, ok := variants[o.mode]; ok {
+		if vr.bin != "" {
+			bin = vr.bin
+		}
+		args = append(args, vr.args...)
+		kind = vr.kind
+	}
+	t.kind = kind
+	switch kind {
+	case modeFloor:
+		bin = cfg.floor
+		args = []string{"--port", strconv.Itoa(o.port), "--ready-file", t.readyFile}
+	case modeQuiet:
+		if o.mode == kind {
+			args = append(args, "-q")
+		}
+		o.capture = true
+	case modeJSON:
+		if o.mode == kind {
+			args = append(args, "--json")
+		}
+	}
 	if o.capture {
 		t.capFile = filepath.Join(cfg.tmp, fmt.Sprintf("capture-%d.jsonl", o.port))
 		os.Remove(t.capFile)
@@ -221,8 +360,13 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	if o.wakeup != "" {
 		args = append(args, "--wakeup-size", o.wakeup)
 	}
-	args = append(args, strings.Fields(cfg.extra)...)
-	t.cmd = exec.Command(cfg.tcptrail, args...)
+	if o.mode != modeFloor {
+		args = append(args, strings.Fields(cfg.extra)...)
+	}
+	t.cmd = exec.Command(bin, args...)
+	if vr, ok := variants[o.mode]; ok && len(vr.env) > 0 {
+		t.cmd.Env = append(os.Environ(), vr.env...)
+	}
 	t.cmd.Stderr = t.stderr
 	// Its own process group: a Ctrl-C on the terminal reaches the harness
 	// only, which then stops the tracer itself.
@@ -233,11 +377,11 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 	}
 	t.started = time.Now()
 	if err := t.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", cfg.tcptrail, err)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	t.pid = t.cmd.Process.Pid
 	current.Store(t)
-	t.drain = newDrainer(stdout, o.onLine, o.analyze)
+	t.drain = newDrainer(stdout, kind, o.onLine, o.analyze)
 	go func() {
 		<-t.drain.done // all of stdout read before Wait closes the pipe
 		t.waitErr = t.cmd.Wait()
@@ -260,8 +404,8 @@ func startTracer(cfg *config, o tracerOpts) (*tracerProc, error) {
 		}
 	}
 	t.readyAt = time.Now()
-	t.cpuReady, _ = procCPU(t.pid)
-	t.statusReady, _ = readStatus(t.pid)
+	t.cpuReady, _ = procfs.CPU(t.pid)
+	t.statusReady, _ = procfs.ReadStatus(t.pid)
 	t.progs = progIDsOf(t.pid)
 	if o.bpf {
 		t.bpf = watchPrograms(t.pid)
@@ -282,8 +426,8 @@ type tracerResult struct {
 	stopTime   time.Duration // SIGINT to exit
 	cpuWindow  time.Duration // utime+stime while the load ran (ready to stop)
 	cpuTotal   time.Duration // whole life, from rusage
-	status     procStatus    // /proc/PID/status just before the stop
-	ready      procStatus    // /proc/PID/status once ready
+	status     procfs.Status // /proc/PID/status just before the stop
+	ready      procfs.Status // /proc/PID/status once ready
 	lines      uint64
 	transLines uint64
 	existing   uint64
@@ -292,16 +436,21 @@ type tracerResult struct {
 	notices    []string
 	stderr     string
 	patterns   map[string]int // with -analyze
+	// fileTransitions: transition records in the capture file (-o).
+	fileTransitions uint64
+	// outTransitions: transitions in the mode's output (table or JSON
+	// lines on stdout, the floor's lines, or the capture file with -q).
+	outTransitions uint64
 }
 
 // stop measures the tracer, stops it with SIGINT and reads its summary.
 func (t *tracerProc) stop() (*tracerResult, error) {
 	defer current.Store(nil)
 	res := &tracerResult{startup: t.readyAt.Sub(t.started), ready: t.statusReady}
-	if cpu, err := procCPU(t.pid); err == nil {
+	if cpu, err := procfs.CPU(t.pid); err == nil {
 		res.cpuWindow = cpu - t.cpuReady
 	}
-	res.status, _ = readStatus(t.pid)
+	res.status, _ = procfs.ReadStatus(t.pid)
 	if t.bpf != nil {
 		res.bpf = t.bpf.delta()
 		t.bpf.close()
@@ -336,15 +485,64 @@ func (t *tracerProc) stop() (*tracerResult, error) {
 		}
 	}
 	var err error
-	if t.capFile != "" {
-		res.sum, err = captureSummary(t.capFile, nil)
-	} else {
+	switch {
+	case t.capFile != "":
+		res.sum, res.fileTransitions, err = scanCapture(t.capFile)
+	case t.kind == modeJSON:
+		res.sum, err = t.drain.jsonSummary()
+	default:
 		res.sum, err = t.drain.tableSummary()
 	}
 	if err != nil {
 		return nil, err
 	}
+	// What the output holds against what the summary counts.
+	res.outTransitions = res.transLines
+	if t.kind == modeQuiet {
+		res.outTransitions = res.fileTransitions
+	}
 	return res, nil
+}
+
+// scanCapture counts a capture file's transition records without decoding
+// them (a round's capture is hundreds of MB) and returns its summary.
+func scanCapture(path string) (*summary, uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	var n uint64
+	var last []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		if bytes.HasPrefix(line, jsonTransition) {
+			n++
+		} else if bytes.HasPrefix(line, jsonSummary) {
+			last = append(last[:0], line...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A record longer than the buffer: skip the rest of it.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if last == nil {
+		return nil, n, fmt.Errorf("%s: no summary record", path)
+	}
+	var s record.Summary
+	if err := json.Unmarshal(last, &s); err != nil {
+		return nil, n, fmt.Errorf("%s: summary record: %w", path, err)
+	}
+	return &summary{Summary: s, fromCapture: true}, n, nil
 }
 
 // captureSummary reads a capture file with the project's reader and

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -39,6 +42,7 @@ type traceFlags struct {
 	quiet      bool
 	bare       bool
 	cpuProfile string
+	debugAddr  string
 }
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
@@ -57,6 +61,8 @@ func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	_ = fs.MarkHidden("transitions-only")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to `FILE`")
 	_ = fs.MarkHidden("cpu-profile")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve the Go runtime's profiles at http://`ADDR`/debug/pprof/ (for soak tests)")
+	_ = fs.MarkHidden("debug-addr")
 
 	if err := f.parse(fs, "trace", args); err != nil {
 		return nil, err
@@ -108,6 +114,16 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if f.debugAddr != "" {
+		ln, err := net.Listen("tcp", f.debugAddr)
+		if err != nil {
+			return usageErrorf("--debug-addr: %v", err)
+		}
+		defer ln.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		go http.Serve(ln, mux)
 	}
 	sum, err := tracer.Run(ctx, cfg, sinks...)
 	if err != nil {

@@ -104,6 +104,47 @@ func (w *Writer) Close() error {
 	return err
 }
 
+// WriteCall appends the record of a call that needs no note (see
+// record.CallRecord, which it matches field for field). wallNs is its
+// wall-clock time. It does not allocate.
+func (w *Writer) WriteCall(e *event.Event, wallNs int64, owners []timeline.Owner) error {
+	w.buf = appendCall(w.buf, e, wallNs, owners, &w.clock)
+	return w.maybeFlush()
+}
+
+func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, clock *clockfmt.Cache) []byte {
+	b = append(b, `{"type":"call","time":"`...)
+	b = clock.AppendRFC3339Nano(b, wallNs)
+	b = append(b, `","mono_ns":`...)
+	b = strconv.AppendUint(b, e.MonoNs, 10)
+	b = append(b, `,"call":"`...)
+	b = append(b, e.Call.String()...)
+	b = append(b, `","fd":`...)
+	b = strconv.AppendInt(b, int64(e.FD), 10)
+	b = append(b, `,"ret":`...)
+	b = strconv.AppendInt(b, int64(e.Ret), 10)
+	if name := record.ErrnoName(e.Errno()); name != "" {
+		b = append(b, `,"errno":"`...)
+		b = append(b, name...)
+		b = append(b, '"')
+	}
+	b = appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
+	if e.Old != 0 {
+		b = append(b, `,"state":"`...)
+		b = append(b, e.Old.String()...)
+		b = append(b, '"')
+	}
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendUint(b, uint64(e.PID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, e.CommBytes())
+	if len(owners) > 0 {
+		b = append(b, `,"owners":`...)
+		b = AppendOwners(b, owners)
+	}
+	return append(b, "}\n"...)
+}
+
 // AppendTransition appends t as one JSON line.
 func AppendTransition(b []byte, t *timeline.Transition, wallNs int64) []byte {
 	var c clockfmt.Cache

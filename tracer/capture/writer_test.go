@@ -139,3 +139,35 @@ func BenchmarkWriteTransition(b *testing.B) {
 		w.WriteTransition(tr, wall)
 	}
 }
+
+// A call written straight from its event is the very line encoding/json
+// writes for its record.
+func TestCallJSONMatchesRecord(t *testing.T) {
+	wall := time.Date(2026, 11, 24, 5, 0, 0, 120000000, time.UTC)
+	var oc [16]byte
+	copy(oc[:], "server")
+	owners := []timeline.Owner{{PID: 10, FD: 5, Comm: oc}, {PID: 11, FD: 6, Comm: oc, Container: "abc123"}}
+	for i, c := range []struct {
+		e      event.Event
+		owners []timeline.Owner
+	}{
+		{event.Event{Kind: event.KindCall, Call: event.CallAccept, MonoNs: 77, Cookie: 9, NetNS: 4026531833, Family: event.AFInet,
+			Local: netip.MustParseAddrPort("127.0.0.1:7070"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"),
+			Old: event.Established, PID: 10, FD: 5}, owners},
+		{event.Event{Kind: event.KindCall, Call: event.CallBind, MonoNs: 78, Family: event.AFInet6,
+			Local: netip.MustParseAddrPort("[::]:7070"), PID: 10, FD: 3, Ret: -98}, nil},
+		{event.Event{Kind: event.KindCall, Call: event.CallDup, MonoNs: 79, Cookie: 9, Family: event.AFInet, PID: 12, FD: 8}, []timeline.Owner{}},
+	} {
+		copy(c.e.Comm[:], "srv \"x\"\x01é")
+		var w bytes.Buffer
+		cw := NewWriter(&w)
+		if err := cw.WriteCall(&c.e, wall.UnixNano(), c.owners); err != nil {
+			t.Fatal(err)
+		}
+		cw.Flush()
+		want, _ := json.Marshal(record.CallRecord(&c.e, wall, c.owners))
+		if got := bytes.TrimSuffix(w.Bytes(), []byte("\n")); !bytes.Equal(got, want) {
+			t.Errorf("%d:\n got  %s\n want %s", i, got, want)
+		}
+	}
+}
