@@ -80,7 +80,7 @@ func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 				// Its way out of CLOSE_WAIT was lost (the kernel skipped
 				// those invocations, and counted them): no leak to report,
 				// and nothing more will come for it.
-				d.tracker.Forget(cookie)
+				d.forget(s, now, "no longer in CLOSE_WAIT in the kernel's socket table: the events of its way out were lost")
 				return
 			}
 			d.reportStuck(s, now, true)

@@ -109,14 +109,20 @@ func (d *Diagnoser) forgetGone(gone map[uint32][]sweepCandidate) {
 			if s == nil || s.SinceNs != c.since {
 				continue
 			}
-			d.emit(&record.Snapshot{
-				Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "gone",
-				Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
-				State:  s.State.String(), Owners: record.Owners(s.Owners),
-				Note: "no longer in the kernel's socket table: the events of its end were lost",
-			})
-			d.tracker.Forget(c.cookie)
+			d.forget(s, now, "no longer in the kernel's socket table: the events of its end were lost")
 			d.sweeper.Forgotten++
 		}
 	}
+}
+
+// forget drops a socket the kernel's table says is gone or has moved on
+// without the events that should have said so, and tells the sinks (the
+// metrics stop counting it).
+func (d *Diagnoser) forget(s *timeline.Socket, now uint64, note string) {
+	d.emit(&record.Snapshot{
+		Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "gone",
+		Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
+		State:  s.State.String(), Owners: record.Owners(s.Owners), Note: note,
+	})
+	d.tracker.Forget(s.Cookie)
 }
