@@ -29,9 +29,14 @@ type Diagnoser struct {
 	ports     map[uint16]bool
 	pid       uint32
 
-	closeWaits []closeWait           // in order of entry
-	stuck      map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
-	leaks      []record.Leak         // every leak's last record
+	// closeWaits holds the sockets in CLOSE_WAIT now and since when (0:
+	// since before the trace): inserted when one enters, deleted when it
+	// leaves or is reported. At most maxCloseWaits; the rest are counted.
+	closeWaits     map[uint64]uint64
+	closeWaitsFull uint64 // sockets not followed: closeWaits was full
+	nextLeakCheck  uint64
+	stuck          map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
+	leaks          []record.Leak         // every leak's last record
 
 	timewait    map[uint64]*twWatch
 	twPerNS     map[uint32]int   // watched timewait sockets per namespace
@@ -67,11 +72,6 @@ type stuckLeak struct {
 	since uint64 // entered CLOSE_WAIT (monotonic); 0: before the trace
 }
 
-type closeWait struct {
-	cookie uint64
-	since  uint64
-}
-
 type twWatch struct {
 	fromStart     bool // found at start, not handed over during the trace
 	netns         uint32
@@ -90,17 +90,18 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 		leakAfter = DefaultLeakAfter
 	}
 	return &Diagnoser{
-		tracker:   tr,
-		table:     table,
-		queries:   newQueries(),
-		clock:     clock,
-		leakAfter: leakAfter,
-		emit:      emit,
-		stuck:     make(map[uint64]*stuckLeak),
-		timewait:  make(map[uint64]*twWatch),
-		twByTuple: make(map[tuple]uint64),
-		twPerNS:   make(map[uint32]int),
-		twStartNS: make(map[uint32]int),
+		tracker:    tr,
+		table:      table,
+		queries:    newQueries(),
+		clock:      clock,
+		leakAfter:  leakAfter,
+		emit:       emit,
+		stuck:      make(map[uint64]*stuckLeak),
+		closeWaits: make(map[uint64]uint64),
+		timewait:   make(map[uint64]*twWatch),
+		twByTuple:  make(map[tuple]uint64),
+		twPerNS:    make(map[uint32]int),
+		twStartNS:  make(map[uint32]int),
 
 		finTimeoutMs: readFinTimeoutMs(),
 	}
@@ -132,7 +133,9 @@ func (d *Diagnoser) wanted(s *socktable.Entry) bool {
 func (d *Diagnoser) Transition(tr *timeline.Transition) {
 	e := tr.Event
 	if e.New == event.CloseWait {
-		d.closeWaits = append(d.closeWaits, closeWait{e.Cookie, e.MonoNs})
+		d.followCloseWait(e.Cookie, e.MonoNs)
+	} else if e.Old == event.CloseWait || tr.Gap {
+		delete(d.closeWaits, e.Cookie)
 	}
 	if e.Old == event.CloseWait {
 		if leak := d.stuck[e.Cookie]; leak != nil {
@@ -157,23 +160,9 @@ func (d *Diagnoser) Transition(tr *timeline.Transition) {
 func (d *Diagnoser) Tick(now uint64) {
 	d.queries.apply(0)
 	d.sweep(now)
-	limit := uint64(d.leakAfter)
-	for len(d.closeWaits) > 0 && !d.queries.full() {
-		cw := d.closeWaits[0]
-		start := cw.since
-		if start == 0 {
-			start = d.clock.MonoNs // since before the trace
-		}
-		if now < start+limit {
-			break
-		}
-		d.closeWaits = d.closeWaits[1:]
-		s := d.tracker.Socket(cw.cookie)
-		if s == nil || s.State != event.CloseWait || s.SinceNs != cw.since || s.LeakReported {
-			continue
-		}
-		s.LeakReported = true // asked: reported once the table answers
-		d.confirmLeak(s, now)
+	if now >= d.nextLeakCheck {
+		d.nextLeakCheck = now + uint64(leakCheckEvery(d.leakAfter))
+		d.checkLeaks(now)
 	}
 	if len(d.timewait) > 0 && now-d.lastTWPoll >= uint64(twPollInterval) {
 		d.lastTWPoll = now
@@ -191,6 +180,10 @@ func (d *Diagnoser) QueriesFailed() uint64 { return d.table.Failed() + d.queries
 
 // Close stops the query worker. The diagnoser is not used after.
 func (d *Diagnoser) Close() { d.queries.close() }
+
+// CloseWaitUnfollowed counts sockets in CLOSE_WAIT not followed for leaks
+// (too many at once).
+func (d *Diagnoser) CloseWaitUnfollowed() uint64 { return d.closeWaitsFull }
 
 // TimewaitUnwatched counts timewait sockets not followed (watch list full).
 func (d *Diagnoser) TimewaitUnwatched() uint64 { return d.twUnwatched }

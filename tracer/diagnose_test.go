@@ -179,3 +179,42 @@ func TestTimewaitWatchPriorityAndGoneNamespace(t *testing.T) {
 		t.Fatalf("%d timewait sockets gone with their namespace, %d still watched", n, len(d.timewait))
 	}
 }
+
+// Sockets that pass through CLOSE_WAIT leave nothing behind (a busy host
+// sends thousands a second through it), and one that stays is reported
+// once, within a tenth of the threshold of it.
+func TestCloseWaitsFollowedWhileThere(t *testing.T) {
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{
+		nsA: {{Local: client, Remote: server, State: uint8(event.CloseWait), Cookie: 1, Inode: 5}},
+	}}
+	d, tr, recs := newTestDiagnoser(table) // leak after 300 ms
+	defer d.Close()
+	step := func(cookie uint64, local netip.AddrPort, old, new event.State, at time.Duration) {
+		transition(d, tr, event.Event{Kind: event.KindState, Cookie: cookie, NetNS: nsA, Family: event.AFInet,
+			Local: local, Remote: server, Old: old, New: new, MonoNs: uint64(at), FD: -1})
+	}
+	step(1, client, event.Established, event.CloseWait, time.Second)
+	for i := uint64(2); i < 10_000; i++ {
+		local := netip.AddrPortFrom(client.Addr(), uint16(20000+i))
+		step(i, local, event.Established, event.CloseWait, time.Second)
+		step(i, local, event.CloseWait, event.LastAck, time.Second+time.Millisecond)
+	}
+	if len(d.closeWaits) != 1 {
+		t.Fatalf("%d sockets followed in CLOSE_WAIT, want the one still there", len(d.closeWaits))
+	}
+	d.Tick(uint64(time.Second + 200*time.Millisecond))
+	d.queries.apply(5 * time.Second)
+	if n := len(records[*record.Leak](*recs)); n != 0 {
+		t.Fatalf("%d leaks before the threshold", n)
+	}
+	d.Tick(uint64(time.Second + 330*time.Millisecond))
+	d.queries.apply(5 * time.Second)
+	d.Tick(uint64(time.Second + 400*time.Millisecond))
+	d.queries.apply(5 * time.Second)
+	if leaks := records[*record.Leak](*recs); len(leaks) != 1 || leaks[0].Cookie != 1 || leaks[0].Phase != "stuck" {
+		t.Fatalf("leaks: %+v, want socket 1 stuck, once", leaks)
+	}
+	if len(d.closeWaits) != 0 {
+		t.Errorf("a reported socket is still followed")
+	}
+}

@@ -5,6 +5,7 @@ package tracer
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -53,6 +54,59 @@ func (d *Diagnoser) replaceLeak(l record.Leak) {
 		}
 	}
 	d.leaks = append(d.leaks, l)
+}
+
+// maxCloseWaits bounds the sockets followed in CLOSE_WAIT at once: far
+// more than a host holds but for a leak that big, which the ones followed
+// show.
+const maxCloseWaits = 1 << 20
+
+// followCloseWait starts the clock of a socket that entered CLOSE_WAIT
+// (since 0: before the trace).
+func (d *Diagnoser) followCloseWait(cookie, since uint64) {
+	if _, ok := d.closeWaits[cookie]; !ok && len(d.closeWaits) >= maxCloseWaits {
+		d.closeWaitsFull++
+		return
+	}
+	d.closeWaits[cookie] = since
+}
+
+// leakCheckEvery is how often the sockets in CLOSE_WAIT are looked over: a
+// tenth of the threshold, so that a leak is reported at most 10% late,
+// between every tick and once a second.
+func leakCheckEvery(leakAfter time.Duration) time.Duration {
+	return min(max(leakAfter/10, DefaultPollInterval), time.Second)
+}
+
+// checkLeaks asks about every socket in CLOSE_WAIT for longer than the
+// threshold, oldest first. When the query worker is busy, the rest wait
+// for the next check.
+func (d *Diagnoser) checkLeaks(now uint64) {
+	type due struct{ cookie, since uint64 }
+	var dues []due
+	limit := uint64(d.leakAfter)
+	for cookie, since := range d.closeWaits {
+		start := since
+		if start == 0 {
+			start = d.clock.MonoNs // since before the trace
+		}
+		if now >= start+limit {
+			dues = append(dues, due{cookie, since})
+		}
+	}
+	sort.Slice(dues, func(i, j int) bool { return dues[i].since < dues[j].since })
+	for _, cw := range dues {
+		if d.queries.full() {
+			return
+		}
+		delete(d.closeWaits, cw.cookie)
+		s := d.tracker.Socket(cw.cookie)
+		if s == nil || s.State != event.CloseWait || s.SinceNs != cw.since || s.LeakReported {
+			continue
+		}
+		s.LeakReported = true // asked: reported once the table answers
+		d.confirmLeak(s, now)
+	}
 }
 
 func causeText(c *timeline.Cause) string { return string(c.AppendText(nil)) }

@@ -395,8 +395,9 @@ func (s *Session) finish(loopErr error) (*record.Summary, error) {
 		Lost:        s.lost,
 		Leaks:       s.diag.Leaks(),
 
-		TimewaitUnfollowed: s.diag.TimewaitUnwatched(),
-		QueriesFailed:      s.diag.QueriesFailed(),
+		TimewaitUnfollowed:  s.diag.TimewaitUnwatched(),
+		CloseWaitUnfollowed: s.diag.CloseWaitUnfollowed(),
+		QueriesFailed:       s.diag.QueriesFailed(),
 	}
 	errs := []error{loopErr, detachErr}
 	for _, sink := range s.sinks {

@@ -71,7 +71,7 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 				State: event.State(e.State), Owners: own,
 			})
 			if s.State == event.CloseWait {
-				d.closeWaits = append(d.closeWaits, closeWait{e.Cookie, 0})
+				d.followCloseWait(e.Cookie, 0)
 			}
 		}
 		d.emit(rec)

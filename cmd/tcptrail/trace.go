@@ -137,6 +137,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if table == nil && sum.QueriesFailed > 0 {
 		fmt.Fprintf(stderr, "tcptrail: %d socket-table queries failed: the diagnoses made meanwhile rest on tcptrail's own evidence\n", sum.QueriesFailed)
 	}
+	if table == nil && sum.CloseWaitUnfollowed > 0 {
+		fmt.Fprintf(stderr, "tcptrail: %d sockets in CLOSE_WAIT were not followed for leaks: over a million were at once\n", sum.CloseWaitUnfollowed)
+	}
 	if table == nil && sum.TimewaitUnfollowed > 0 {
 		fmt.Fprintf(stderr, "tcptrail: %d timewait sockets were not followed to their end: too many were alive at once\n", sum.TimewaitUnfollowed)
 	}

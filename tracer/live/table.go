@@ -309,4 +309,8 @@ func (t *Table) Summary(s *record.Summary) {
 		t.Printf("%d timewait sockets were not followed to their end: too many were alive at once\n",
 			s.TimewaitUnfollowed)
 	}
+	if s.CloseWaitUnfollowed > 0 {
+		t.Printf("%d sockets in CLOSE_WAIT were not followed for leaks: over a million were at once\n",
+			s.CloseWaitUnfollowed)
+	}
 }

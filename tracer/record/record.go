@@ -259,6 +259,9 @@ type Summary struct {
 	// TimewaitUnfollowed counts timewait sockets whose phases were not
 	// followed because too many were alive at once.
 	TimewaitUnfollowed uint64 `json:"timewait_unfollowed,omitempty"`
+	// CloseWaitUnfollowed counts sockets in CLOSE_WAIT not followed for
+	// leaks because over a million were at once.
+	CloseWaitUnfollowed uint64 `json:"close_wait_unfollowed,omitempty"`
 	// QueriesFailed counts socket-table queries (sock_diag) that failed:
 	// the diagnoses made meanwhile rest on tcptrail's own evidence.
 	QueriesFailed uint64 `json:"queries_failed"`
