@@ -3,6 +3,8 @@ package tracer
 import (
 	"time"
 
+	"github.com/tcptrail/tcptrail/tracer/event"
+
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
@@ -66,8 +68,7 @@ func (d *Diagnoser) sweep(now uint64) {
 }
 
 // missingFrom returns the candidates the kernel's table of netns does not
-// hold, matched by cookie or, for made-up ids and as a fallback, by
-// addresses. ok is false when the table could not be asked: then nothing
+// hold, matched by cookie or, for made-up ids, by addresses. ok is false when the table could not be asked: then nothing
 // is forgotten, unless the namespace itself is gone.
 func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate) (missing []sweepCandidate, ok bool) {
 	cookies := make(map[uint64]bool, len(cands))
@@ -91,7 +92,9 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate) (missi
 		return nil, false
 	}
 	for _, c := range cands {
-		if !seenCookie[c.cookie] && !seenTuple[c.tuple] {
+		// Addresses only stand for a made-up id: on a busy port they are
+		// soon another connection's.
+		if !seenCookie[c.cookie] && (c.cookie&event.SyntheticID == 0 || !seenTuple[c.tuple]) {
 			missing = append(missing, c)
 		}
 	}

@@ -38,13 +38,14 @@ func TestSweepForgetsWhatTheKernelNoLongerHas(t *testing.T) {
 	add(4, nsDown, peer(4), old)                  // its namespace cannot be asked
 	add(5, nsGone, peer(5), 0)                    // its namespace was deleted; from before the trace
 	add(6, nsA, peer(6), now-uint64(time.Second)) // busy: not checked
+	add(7, nsA, peer(1), old)                     // gone; another connection has its addresses now
 
 	d.sweep(now)
 	d.queries.apply(10 * time.Second)
 	for _, c := range []struct {
 		cookie uint64
 		kept   bool
-	}{{1, true}, {2, false}, {3 | event.SyntheticID, true}, {4, true}, {5, false}, {6, true}} {
+	}{{1, true}, {2, false}, {3 | event.SyntheticID, true}, {4, true}, {5, false}, {6, true}, {7, false}} {
 		if kept := tr.Socket(c.cookie) != nil; kept != c.kept {
 			t.Errorf("socket %#x kept %v, want %v", c.cookie, kept, c.kept)
 		}
@@ -55,8 +56,8 @@ func TestSweepForgetsWhatTheKernelNoLongerHas(t *testing.T) {
 			gone = append(gone, s.Cookie)
 		}
 	}
-	if len(gone) != 2 || d.sweeper.Forgotten != 2 {
-		t.Errorf("gone records for %v (forgotten %d), want sockets 2 and 5", gone, d.sweeper.Forgotten)
+	if len(gone) != 3 || d.sweeper.Forgotten != 3 {
+		t.Errorf("gone records for %v (forgotten %d), want sockets 2, 5 and 7", gone, d.sweeper.Forgotten)
 	}
 	// Not again within the minute.
 	d.sweep(now + uint64(time.Second))
