@@ -34,6 +34,7 @@ type Diagnoser struct {
 	// leaves or is reported. At most maxCloseWaits; the rest are counted.
 	closeWaits     map[uint64]uint64
 	closeWaitsFull uint64 // sockets not followed: closeWaits was full
+	leaksOmitted   uint64 // leaks dropped from leaks, the oldest first
 	nextLeakCheck  uint64
 	stuck          map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
 	leaks          []record.Leak         // every leak's last record

@@ -218,3 +218,17 @@ func TestCloseWaitsFollowedWhileThere(t *testing.T) {
 		t.Errorf("a reported socket is still followed")
 	}
 }
+
+// The summary's leaks are bounded: a service leaking all day keeps the
+// latest, and the rest are counted.
+func TestSummaryLeaksBounded(t *testing.T) {
+	d, _, _ := newTestDiagnoser(&fakeTable{})
+	defer d.Close()
+	for i := 0; i < maxSummaryLeaks+10; i++ {
+		d.replaceLeak(record.Leak{Type: record.TypeLeak, Phase: "closed_late", Socket: record.Socket{Cookie: uint64(i)}})
+	}
+	leaks := d.Leaks()
+	if len(leaks) != maxSummaryLeaks || d.LeaksOmitted() != 10 || leaks[0].Cookie != 10 || leaks[len(leaks)-1].Cookie != maxSummaryLeaks+9 {
+		t.Fatalf("%d leaks kept from %d, %d omitted: want the latest %d, 10 omitted", len(leaks), leaks[0].Cookie, d.LeaksOmitted(), maxSummaryLeaks)
+	}
+}

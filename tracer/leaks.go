@@ -53,8 +53,20 @@ func (d *Diagnoser) replaceLeak(l record.Leak) {
 			return
 		}
 	}
+	if len(d.leaks) == maxSummaryLeaks {
+		// A service that leaks all day: the summary keeps the latest.
+		d.leaks = append(d.leaks[:0], d.leaks[1:]...)
+		d.leaksOmitted++
+	}
 	d.leaks = append(d.leaks, l)
 }
+
+// maxSummaryLeaks bounds the leaks the summary repeats (each was reported
+// as it happened).
+const maxSummaryLeaks = 1000
+
+// LeaksOmitted counts the leaks left out of the summary, the oldest.
+func (d *Diagnoser) LeaksOmitted() uint64 { return d.leaksOmitted }
 
 // maxCloseWaits bounds the sockets followed in CLOSE_WAIT at once: far
 // more than a host holds but for a leak that big, which the ones followed

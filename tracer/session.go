@@ -397,6 +397,7 @@ func (s *Session) finish(loopErr error) (*record.Summary, error) {
 
 		TimewaitUnfollowed:  s.diag.TimewaitUnwatched(),
 		CloseWaitUnfollowed: s.diag.CloseWaitUnfollowed(),
+		LeaksOmitted:        s.diag.LeaksOmitted(),
 		QueriesFailed:       s.diag.QueriesFailed(),
 	}
 	errs := []error{loopErr, detachErr}

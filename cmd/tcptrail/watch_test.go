@@ -209,7 +209,9 @@ func TestWatchStory(t *testing.T) {
 	}
 	for _, r := range recs {
 		switch r["type"] {
-		case "header", "summary", "leak", "bind_conflict":
+		case "header", "summary", "leak", "bind_conflict", "lost":
+			// lost: the kernel's skipped invocations are counted for the
+			// whole host, whatever else runs beside the test.
 		default:
 			t.Errorf("watch wrote a %v record in the story; it writes diagnoses only", r["type"])
 		}

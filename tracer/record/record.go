@@ -255,7 +255,9 @@ type Summary struct {
 	Transitions uint64    `json:"transitions"`
 	Sockets     uint64    `json:"sockets"`
 	Lost        Losses    `json:"lost"`
-	Leaks       []Leak    `json:"leaks"` // leaks at the end: still open, or how they ended
+	Leaks       []Leak    `json:"leaks"` // leaks at the end: still open, or how they ended (the latest 1000)
+	// LeaksOmitted counts the older leaks left out of Leaks.
+	LeaksOmitted uint64 `json:"leaks_omitted,omitempty"`
 	// TimewaitUnfollowed counts timewait sockets whose phases were not
 	// followed because too many were alive at once.
 	TimewaitUnfollowed uint64 `json:"timewait_unfollowed,omitempty"`
