@@ -232,3 +232,32 @@ func TestSummaryLeaksBounded(t *testing.T) {
 		t.Fatalf("%d leaks kept from %d, %d omitted: want the latest %d, 10 omitted", len(leaks), leaks[0].Cookie, d.LeaksOmitted(), maxSummaryLeaks)
 	}
 }
+
+// A socket-table answer about a timewait socket that the peer's
+// transitions moved on while the table was asked is older than what is
+// known: it must not take the socket back to FIN_WAIT2.
+func TestTimewaitStaleAnswerIgnored(t *testing.T) {
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{
+		nsA: {{Cookie: 7, Local: server, Remote: client, State: uint8(event.FinWait2), Timer: 3, Expires: 50_000}},
+	}}
+	d, _, recs := newTestDiagnoser(table)
+	defer d.Close()
+	d.watchTimewait(7, nsA, event.AFInet, server, client, uint8(event.FinWait2), 1, 60_000, false)
+	now := uint64(10 * time.Second)
+	d.pollTimewait(now) // asks while it is in FIN_WAIT2
+	w := d.timewait[7]
+	if w == nil || !w.asking {
+		t.Fatal("the watched socket was not asked about")
+	}
+	// The peer's FIN arrives before the answer is applied.
+	w.state, w.since = uint8(event.TimeWait), now+1
+	d.queries.apply(5 * time.Second)
+	for _, s := range records[*record.Snapshot](*recs) {
+		if s.State == "FIN_WAIT2" || s.Reason == "timewait_gone" {
+			t.Errorf("a stale answer was applied: %+v", s)
+		}
+	}
+	if w.state != uint8(event.TimeWait) || w.asking {
+		t.Errorf("state %d, asking %v: want TIME_WAIT, not asking", w.state, w.asking)
+	}
+}

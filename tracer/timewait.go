@@ -196,6 +196,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 		w             *twWatch
 		netns         uint32
 		local, remote netip.AddrPort
+		since         uint64 // the watch's phase when asked
 		ent           *socktable.Entry
 		err           error
 	}
@@ -205,7 +206,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 			continue
 		}
 		w.asking = true
-		asks = append(asks, ask{cookie: cookie, w: w, netns: w.netns, local: w.local, remote: w.remote})
+		asks = append(asks, ask{cookie: cookie, w: w, netns: w.netns, local: w.local, remote: w.remote, since: w.since})
 	}
 	if len(asks) == 0 {
 		return
@@ -221,6 +222,12 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 				a.w.asking = false
 				if d.timewait[a.cookie] != a.w {
 					continue // unwatched meanwhile
+				}
+				if a.w.since != a.since {
+					// The peer's transitions moved it on while the
+					// table was asked: the answer is older than what
+					// is known. The next poll asks again.
+					continue
 				}
 				d.timewaitAnswer(a.cookie, a.w, a.ent, a.err, now)
 			}
