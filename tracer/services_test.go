@@ -7,13 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/testprog"
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -21,51 +21,16 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
-// requireProgram finds a real service's binary; under CI it must be there.
-func requireProgram(t *testing.T, name string) string {
-	t.Helper()
-	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"} {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (CI installs it)", name)
-	}
-	t.Skipf("%s is not installed", name)
-	return ""
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
 // TestNginx traces a real nginx that started before the trace: its
 // listener is shared by the master and the worker it forked, a request's
 // socket belongs to the worker, and the worker's close() ends it.
 func TestNginx(t *testing.T) {
 	t.Parallel()
 	requirePrivileges(t)
-	bin := requireProgram(t, "nginx")
+	bin := testprog.Require(t, "nginx")
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	conf := fmt.Sprintf(`worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 64; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	server { listen 127.0.0.1:17300; location / { return 200 "ok\n"; } }
-}
-`, dir)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ng := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"))
+	ng := testprog.Nginx(t, bin, dir, 17300, "")
 	ng.Stderr = os.Stderr
 	if err := ng.Start(); err != nil {
 		t.Fatal(err)
@@ -76,7 +41,7 @@ http {
 	master := ng.Process.Pid
 	worker := waitForChild(t, master)
 	t.Cleanup(func() { syscall.Kill(worker, syscall.SIGKILL) })
-	waitForListener(t, "127.0.0.1:17300")
+	testprog.WaitListening(t, "127.0.0.1:17300")
 
 	s := startSession(t, tracer.Config{}, 17300)
 	listeners := find(s.rec.Records(), func(r *record.Snapshot) bool { return r.Reason == "start" && r.State == "LISTEN" })
@@ -126,17 +91,6 @@ func waitForChild(t *testing.T, pid int) int {
 	return child
 }
 
-func waitForListener(t *testing.T, addr string) {
-	t.Helper()
-	testwait.Until(t, 10*time.Second, "a listener on "+addr, func() bool {
-		c, err := net.Dial("tcp4", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
 // TestRedis traces a real Redis that started before the trace: the
 // client closes first, Redis's socket goes to CLOSE_WAIT in the client's
 // close(), and Redis's own close(fd) ends it (the passive side of the
@@ -144,7 +98,7 @@ func waitForListener(t *testing.T, addr string) {
 func TestRedis(t *testing.T) {
 	t.Parallel()
 	requirePrivileges(t)
-	bin := requireProgram(t, "redis-server")
+	bin := testprog.Require(t, "redis-server")
 	dir := t.TempDir()
 	rs := exec.Command(bin, "--port", "17400", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--daemonize", "no", "--protected-mode", "yes")
@@ -153,7 +107,7 @@ func TestRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rs.Process.Kill(); rs.Wait() })
-	waitForListener(t, "127.0.0.1:17400")
+	testprog.WaitListening(t, "127.0.0.1:17400")
 
 	s := startSession(t, tracer.Config{}, 17400)
 	c, err := net.Dial("tcp4", "127.0.0.1:17400")

@@ -2,10 +2,25 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
+
+// newFlagSet returns a command's flag set: errors are returned, --help
+// prints usage and then the flags, both to stderr.
+func newFlagSet(name, usage string, stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, fs.FlagUsages())
+	}
+	return fs
+}
 
 // portList is a pflag.Value for --port: comma-separated or repeated ports,
 // each 1-65535.

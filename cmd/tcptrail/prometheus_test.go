@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/testprog"
 	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
@@ -64,7 +65,7 @@ func promQuery(t *testing.T, base, query string) []float64 {
 // rules shipped in deploy/ load into it.
 func TestPrometheusSeesTheLeak(t *testing.T) {
 	privtest.Require(t)
-	prom := requireProgram(t, "prometheus")
+	prom := testprog.Require(t, "prometheus")
 	const server, client = "127.0.0.1:17530", "127.0.0.1:17531"
 	w := startWatch(t, true, "--port", "17530,17531", "--leak-after", "500ms")
 

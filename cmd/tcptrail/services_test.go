@@ -16,33 +16,9 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/testprog"
 	"github.com/tcptrail/tcptrail/internal/testwait"
 )
-
-// requireProgram finds a real program (a service, its client, Prometheus);
-// under CI it must be there. The kernel matrix runs the compiled tests in
-// guests that have none of them: there they are left to the host's run.
-func requireProgram(t *testing.T, name string, dirs ...string) string {
-	t.Helper()
-	if os.Getenv("TCPTRAIL_TEST_BINDIR") != "" {
-		t.Skipf("prebuilt binaries (the kernel matrix): %s runs in the host's tests", name)
-	}
-	for _, dir := range dirs {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (CI installs it)", name)
-	}
-	t.Skipf("%s is not installed", name)
-	return ""
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // service starts a long-running program and stops it when the test ends.
 func service(t *testing.T, cmd *exec.Cmd) {
@@ -52,17 +28,6 @@ func service(t *testing.T, cmd *exec.Cmd) {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	testwait.Until(t, 60*time.Second, "a listener on "+addr, func() bool {
-		c, err := net.Dial("tcp4", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
 }
 
 // idleClient starts a real client that connects and then waits on its
@@ -92,12 +57,12 @@ func idleClient(t *testing.T, name string, args ...string) *exec.Cmd {
 // names the socket, its state and its owner.
 func TestWatchRealServices(t *testing.T) {
 	privtest.Require(t)
-	pgBin := requireProgram(t, "postgres", "/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin")
+	pgBin := testprog.Require(t, "postgres", "/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin")
 	initdb := filepath.Join(filepath.Dir(pgBin), "initdb")
-	psql := requireProgram(t, "psql")
-	redis := requireProgram(t, "redis-server", "/usr/bin")
-	redisCLI := requireProgram(t, "redis-cli", "/usr/bin")
-	nginx := requireProgram(t, "nginx", "/usr/sbin")
+	psql := testprog.Require(t, "psql")
+	redis := testprog.Require(t, "redis-server", "/usr/bin")
+	redisCLI := testprog.Require(t, "redis-cli", "/usr/bin")
+	nginx := testprog.Require(t, "nginx", "/usr/sbin")
 	const pgPort, redisPort, nginxPort = 17540, 17541, 17542
 
 	// PostgreSQL refuses to run as root: its data belongs to "postgres".
@@ -130,28 +95,9 @@ func TestWatchRealServices(t *testing.T) {
 		"-c", "listen_addresses=127.0.0.1", "-c", "idle_session_timeout=1s")))
 	service(t, exec.Command(redis, "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--daemonize", "no", "--timeout", "1"))
-	ngConf := fmt.Sprintf(`worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 64; }
-http {
-	access_log off;
-	keepalive_timeout 1s;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	server { listen 127.0.0.1:%[2]d; location / { return 200 "ok\n"; } }
-}
-`, dir, nginxPort)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(ngConf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	service(t, exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log")))
+	service(t, testprog.Nginx(t, nginx, dir, nginxPort, "keepalive_timeout 1s;"))
 	for _, p := range []int{pgPort, redisPort, nginxPort} {
-		waitListening(t, fmt.Sprintf("127.0.0.1:%d", p))
+		testprog.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", p))
 	}
 
 	w := startWatch(t, true, "--port", fmt.Sprintf("%d,%d,%d", pgPort, redisPort, nginxPort), "--leak-after", "500ms")

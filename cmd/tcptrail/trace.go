@@ -13,8 +13,6 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/live"
@@ -47,12 +45,7 @@ type traceFlags struct {
 
 func parseTraceFlags(args []string, stderr io.Writer) (*traceFlags, error) {
 	f := &traceFlags{}
-	fs := pflag.NewFlagSet("trace", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, traceUsage)
-		fmt.Fprint(stderr, fs.FlagUsages())
-	}
+	fs := newFlagSet("trace", traceUsage, stderr)
 	f.register(fs, tracer.DefaultLeakAfter)
 	fs.BoolVar(&f.json, "json", false, "write JSON Lines to stdout instead of the table")
 	fs.StringVarP(&f.output, "output", "o", "", "also write the capture as JSON Lines to `FILE` (mode 0600)")

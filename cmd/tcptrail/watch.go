@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/spf13/pflag"
 
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
@@ -58,12 +57,7 @@ type watchFlags struct {
 
 func parseWatchFlags(args []string, stderr io.Writer) (*watchFlags, error) {
 	f := &watchFlags{}
-	fs := pflag.NewFlagSet("watch", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, watchUsage)
-		fmt.Fprint(stderr, fs.FlagUsages())
-	}
+	fs := newFlagSet("watch", watchUsage, stderr)
 	f.register(fs, DefaultWatchLeakAfter)
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. :9464 or 127.0.0.1:9464")
 	fs.StringVarP(&f.output, "output", "o", "", "write the diagnoses to `FILE` instead of stdout (appended; SIGHUP reopens it)")

@@ -43,12 +43,7 @@ func (e exitStatus) Error() string { return "exit status " + strconv.Itoa(int(e)
 // runWhy is 'tcptrail why'.
 func runWhy(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	var asJSON bool
-	fs := pflag.NewFlagSet("why", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, whyUsage)
-		fmt.Fprint(stderr, fs.FlagUsages())
-	}
+	fs := newFlagSet("why", whyUsage, stderr)
 	fs.BoolVar(&asJSON, "json", false, "one JSON object per socket (the capture's holder records)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
