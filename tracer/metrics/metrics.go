@@ -136,7 +136,10 @@ func (m *Metrics) UseStates(sc StateCounter) { m.states.Store(&sc) }
 
 // UseTracker reports the live sockets of a session's tracker; the session
 // calls it before the first event.
-func (m *Metrics) UseTracker(t *timeline.Tracker) { m.UseStates(t) }
+func (m *Metrics) UseTracker(t *timeline.Tracker) {
+	t.CountLive()
+	m.UseStates(t)
+}
 
 // Begin does nothing: the header says nothing the metrics count.
 func (m *Metrics) Begin(*record.Header) error { return nil }

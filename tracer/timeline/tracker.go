@@ -81,6 +81,9 @@ type Tracker struct {
 	// live counts the live sockets by state. It is the one part of the
 	// tracker read from another goroutine (metrics), hence atomic.
 	live [16]atomic.Int64
+	// countLive: someone reads live (CountLive was called); otherwise
+	// the hot path skips its atomic adds.
+	countLive bool
 
 	// ContainerOf names the container a process runs in, for new owners
 	// (nil: none are named). It is asked once per owner, not per event.
@@ -145,13 +148,18 @@ func (t *Tracker) Add(s Socket) *Socket {
 
 // count adds d to the live sockets in state st.
 func (t *Tracker) count(st event.State, d int64) {
-	if st != 0 {
+	if t.countLive && st != 0 {
 		t.live[st&15].Add(d)
 	}
 }
 
+// CountLive makes the tracker count its live sockets by state, from now
+// on: call it before the first socket is added.
+func (t *Tracker) CountLive() { t.countLive = true }
+
 // LiveByState returns how many live sockets are in each state, indexed by
-// event.State. Safe to call from any goroutine while events are applied.
+// event.State (all 0 unless CountLive was called). Safe to call from any
+// goroutine while events are applied.
 func (t *Tracker) LiveByState() (n [16]int64) {
 	for i := range t.live {
 		n[i] = t.live[i].Load()

@@ -201,6 +201,7 @@ func BenchmarkTransition(b *testing.B) {
 // gone, and a gap.
 func TestLiveByState(t *testing.T) {
 	tr := New()
+	tr.CountLive()
 	a, b := netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")
 	tr.Transition(ev(1, 1, a, b, event.Close, event.SynSent, 1, "c"))
 	tr.Transition(ev(2, 1, a, b, event.SynSent, event.Established, 1, "c"))
