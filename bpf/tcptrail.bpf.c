@@ -249,6 +249,32 @@ struct {
 	__type(value, __u64);
 } next_id SEC(".maps");
 
+/*
+ * last_rst: per CPU, the socket the kernel last reset on its own
+ * (tcp_send_active_reset: a FIN_WAIT2 orphan whose tcp_fin_timeout ran
+ * out, an orphan dropped for memory or count, a socket destroyed through
+ * sock_diag) and when. Each of those resets is followed at once, on the
+ * same CPU, by the socket's move to CLOSE, which reads and clears the slot:
+ * that is what tells a socket the kernel killed from one it handed to a
+ * timewait socket, since both leave FIN_WAIT2 for CLOSE with no error and
+ * no call. Overwritten by the next reset; the time bounds a stale slot.
+ */
+struct last_rst {
+	__u64 sk;
+	__u64 ts_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_rst);
+} last_rst SEC(".maps");
+
+/* How long after its reset a socket's move to CLOSE still counts as caused
+ * by it: the two are a few instructions apart. */
+#define RST_TO_CLOSE_NS 1000000
+
 static __always_inline __u32 *inflight_bucket(__u64 pid_tgid)
 {
 	return &inflight_count[(__u32)pid_tgid & (INFLIGHT_BUCKETS - 1)];
@@ -537,6 +563,39 @@ static __always_inline void report_syn_recv(const struct sock *sk, struct syn_re
 	submit(e);
 }
 
+/* Whether the kernel has just reset sk on its own (see last_rst). */
+static __always_inline bool reset_by_kernel(__u64 skaddr, __u64 now)
+{
+	__u32 zero = 0;
+	struct last_rst *r = bpf_map_lookup_elem(&last_rst, &zero);
+
+	if (!r || r->sk != skaddr || now - r->ts_ns > RST_TO_CLOSE_NS)
+		return false;
+	r->sk = 0;
+	return true;
+}
+
+/* A reset the kernel sends of its own accord (tcp_send_active_reset) comes
+ * with no packet; one answering a packet (tcp_v4/v6_send_reset) comes with
+ * that packet, and the socket, if any, lives on or is closed elsewhere. A
+ * socket already in CLOSE has had its transition: close() with unread data
+ * and SO_LINGER 0 reset after it. Newer kernels pass a reason too. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *sk, const void *skb)
+{
+	__u32 zero = 0;
+	struct last_rst *r;
+
+	if (!sk || skb || sk->__sk_common.skc_state == TCP_CLOSE)
+		return 0;
+	r = bpf_map_lookup_elem(&last_rst, &zero);
+	if (!r)
+		return 0;
+	r->sk = (__u64)sk;
+	r->ts_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
 {
@@ -640,6 +699,8 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 		e->flags |= TT_FLAG_PEER_FIN;
 	if (call && in && in->exited)
 		e->flags |= TT_FLAG_AFTER_CALL;
+	if (newstate == TCP_CLOSE && reset_by_kernel(skaddr, e->ts_ns))
+		e->flags |= TT_FLAG_RST_SENT;
 	e->kind = TT_EVENT_STATE;
 	e->cookie = id;
 	e->oldstate = oldstate;

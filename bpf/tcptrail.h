@@ -31,6 +31,7 @@ enum tt_flags {
 	TT_FLAG_EXITING = 1, /* the current task was exiting (PF_EXITING) */
 	TT_FLAG_PEER_FIN = 2, /* the peer's FIN had arrived (SOCK_DONE) */
 	TT_FLAG_AFTER_CALL = 4, /* ran after the call returned, while its file was released */
+	TT_FLAG_RST_SENT = 8, /* to CLOSE: the kernel had just reset the connection itself */
 };
 
 /* Socket identities made up by tcptrail where the kernel cannot give programs

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/netnstest"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
@@ -491,4 +493,134 @@ func TestSparseEventsArriveQuickly(t *testing.T) {
 			t.Errorf("%v reached the sink %v after it happened", st, lag)
 		}
 	}
+}
+
+// TestFinWait2Ends tells apart the two ways an orphaned FIN_WAIT2 socket
+// whose peer never closes leaves for CLOSE, both with no call and no error:
+// handed to a timewait socket that later expires in silence, or kept whole
+// and reset by the kernel once its FIN timeout runs out, which its peer
+// sees as a reset.
+func TestFinWait2Ends(t *testing.T) {
+	t.Parallel()
+
+	// The kernel keeps an orphan whole when its FIN timeout is longer than
+	// TIME_WAIT's 60 s, looks at the timeout again when its timer fires,
+	// and resets it if the timeout is 60 s or less by then. In a namespace
+	// of the test's own: close with tcp_fin_timeout at 61 s, then lower it.
+	t.Run("reset at the FIN timeout", func(t *testing.T) {
+		s := startSession(t, tracer.Config{LeakAfter: time.Hour}, 17115)
+		ns := netnstest.New(t)
+		setFinTimeout := func(sec int) {
+			t.Helper()
+			if err := ns.Do(func() error {
+				return os.WriteFile("/proc/sys/net/ipv4/tcp_fin_timeout", []byte(strconv.Itoa(sec)), 0o644)
+			}); err != nil {
+				t.Fatalf("tcp_fin_timeout in %s: %v", ns.Name, err)
+			}
+		}
+		setFinTimeout(61)
+		var ln net.Listener
+		var client, server net.Conn
+		if err := ns.Do(func() (err error) {
+			if ln, err = net.Listen("tcp4", "127.0.0.1:17115"); err != nil {
+				return err
+			}
+			if client, err = net.Dial("tcp4", "127.0.0.1:17115"); err != nil {
+				return err
+			}
+			server, err = ln.Accept()
+			return err
+		}); err != nil {
+			t.Fatalf("a connection in %s: %v", ns.Name, err)
+		}
+		defer ln.Close()
+		defer client.Close()
+		local, peer := localOf(server), localOf(client)
+
+		// Half-close first: the socket reaches FIN_WAIT2 whole, and close()
+		// then finds a FIN timeout over 60 s and arms the timer for 1 s.
+		if err := server.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		waitStep(t, s.rec, local, event.FinWait1, event.FinWait2)
+		server.Close()
+		setFinTimeout(1)
+		end, ok := stepWithin(s.rec, local, event.FinWait2, event.Close, 10*time.Second)
+		if !ok {
+			t.Fatalf("%v never left FIN_WAIT2\n%s", local, s.rec.dump())
+		}
+		if end.CauseKind != timeline.CauseFinTimeout || end.Cause != "no FIN from the peer in time: RST sent" {
+			t.Errorf("FIN_WAIT2→CLOSE at the FIN timeout: %q (%v), want fin_timeout", end.Cause, end.CauseKind)
+		}
+		if n := len(find(s.rec.Records(), func(r *record.Snapshot) bool { return r.Cookie == end.Cookie && r.Reason == "timewait" })); n > 0 {
+			t.Errorf("the reset socket was followed as a timewait socket (%d snapshots)", n)
+		}
+		if got := waitStep(t, s.rec, peer, event.CloseWait, event.Close); got.CauseKind != timeline.CauseRSTReceived {
+			t.Errorf("the peer of the reset socket: %q (%v), want rst_received", got.Cause, got.CauseKind)
+		}
+	})
+
+	// Closed in one go, an orphan is handed over when the ACK of its FIN
+	// comes after close() let go of it, and kept whole when the ACK came
+	// while close() held it: timing decides. Each socket is checked
+	// against what its peer saw, so whichever path it took must be named.
+	// TCP_LINGER2 of one second makes both quick.
+	t.Run("either way", func(t *testing.T) {
+		s := startSession(t, tracer.Config{LeakAfter: time.Hour}, 17114)
+		addr, accepted := loopbackServer(t, 17114)
+		const n = 8
+		var clients, servers []*net.TCPConn
+		for range n {
+			c := dial(t, addr)
+			p := <-accepted
+			rc, err := p.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_LINGER2, 1)
+			}); err != nil || serr != nil {
+				t.Fatalf("TCP_LINGER2: %v %v", err, serr)
+			}
+			clients, servers = append(clients, c), append(servers, p)
+		}
+		for _, p := range servers {
+			p.Close()
+		}
+		var handed, reset int
+		for i, p := range servers {
+			server, client := localOf(p), localOf(clients[i])
+			end, ok := stepWithin(s.rec, server, event.FinWait2, event.Close, 10*time.Second)
+			if !ok {
+				t.Fatalf("%v never left FIN_WAIT2 (TCP_LINGER2 1s)\n%s", server, s.rec.dump())
+			}
+			switch end.CauseKind {
+			case timeline.CauseFinTimeout:
+				reset++
+				if peer := waitStep(t, s.rec, client, event.CloseWait, event.Close); peer.CauseKind != timeline.CauseRSTReceived {
+					t.Errorf("%v: the FIN timeout's reset reached the peer as %q (%v)", server, peer.Cause, peer.CauseKind)
+				}
+			case timeline.CauseTimewait:
+				handed++
+				// Once the timewait socket is gone no reset can come:
+				// the peer must still be waiting in CLOSE_WAIT.
+				s.rec.waitFor(t, 10*time.Second, fmt.Sprintf("%v's timewait socket to expire", server), func() bool {
+					return len(find(s.rec.Records(), func(r *record.Snapshot) bool {
+						return r.Cookie == end.Cookie && r.Reason == "timewait_gone"
+					})) > 0
+				})
+				if steps := s.rec.Steps(func(st Step) bool { return st.Local == client && st.New == event.Close }); len(steps) > 0 {
+					t.Errorf("%v was said to be handed to timewait, but its peer left CLOSE_WAIT: %v", server, steps[0])
+				}
+				ent, err := socktable.Lookup(client, server)
+				if err != nil || ent == nil || ent.State != uint8(event.CloseWait) {
+					t.Errorf("%v was said to be handed to timewait, but its peer is not in CLOSE_WAIT: %+v, %v", server, ent, err)
+				}
+			default:
+				t.Errorf("%v: FIN_WAIT2→CLOSE with no FIN from the peer: %q (%v), want fin_timeout or timewait", server, end.Cause, end.CauseKind)
+			}
+		}
+		t.Logf("of %d orphans, %d were handed to timewait and %d were reset at their FIN timeout", n, handed, reset)
+	})
 }

@@ -175,15 +175,20 @@ func (d *diagnoses) RoutineCalls() bool { return false }
 // Transition writes resets: the only transitions that are news by
 // themselves (refusals and timeouts come as connect_failed records).
 func (d *diagnoses) Transition(t *timeline.Transition, wallNs int64) error {
-	k := t.Cause.Kind
-	if k != timeline.CauseRSTReceived && k != timeline.CauseRSTSent {
+	var who string
+	switch t.Cause.Kind {
+	case timeline.CauseRSTReceived:
+		who = "the peer reset it"
+	case timeline.CauseRSTSent:
+		who = "this side reset it (close with unread data or SO_LINGER 0)"
+	case timeline.CauseFinTimeout:
+		who = "the kernel reset it: the peer sent no FIN within tcp_fin_timeout"
+	case timeline.CauseAborted:
+		who = "the kernel reset it (an orphan dropped for memory or count, or a socket destroyed)"
+	default:
 		return nil
 	}
 	e := t.Event
-	who := "the peer reset it"
-	if k == timeline.CauseRSTSent {
-		who = "this side reset it (close with unread data or SO_LINGER 0)"
-	}
 	d.logf(time.Unix(0, wallNs), "RESET", "%s → %s %s→%s: %s; owned by %s",
 		e.Local, e.Remote, e.Old, e.New, who, timeline.OwnersText(t.Owners))
 	return d.w.Transition(t, wallNs)

@@ -49,35 +49,13 @@ func New(t testing.TB) *NS {
 		t.Fatal(err)
 	}
 	f.Close()
-	errc := make(chan error, 1)
-	// On a thread of its own: unshare moves only the calling thread, and
-	// a thread that cannot get back must die with its goroutine (it is
-	// not unlocked then).
-	go func() {
-		runtime.LockOSThread()
-		errc <- func() error {
-			orig, err := os.Open("/proc/thread-self/ns/net")
-			if err != nil {
-				return err
-			}
-			defer orig.Close()
-			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("unshare: %w", err)
-			}
-			setupErr := func() error {
-				if err := unix.Mount("/proc/thread-self/ns/net", ns.Path, "", unix.MS_BIND, ""); err != nil {
-					return fmt.Errorf("mount the namespace: %w", err)
-				}
-				return LoopbackUp()
-			}()
-			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("back to the original namespace: %w", err) // the thread stays locked and dies
-			}
-			runtime.UnlockOSThread()
-			return setupErr
-		}()
-	}()
-	if err := <-errc; err != nil {
+	err = onThreadIn(func() error { return unix.Unshare(unix.CLONE_NEWNET) }, func() error {
+		if err := unix.Mount("/proc/thread-self/ns/net", ns.Path, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mount the namespace: %w", err)
+		}
+		return LoopbackUp()
+	})
+	if err != nil {
 		os.Remove(ns.Path)
 		t.Fatalf("network namespace %s: %v", ns.Name, err)
 	}
@@ -88,6 +66,47 @@ func New(t testing.TB) *NS {
 	ns.Inode = uint32(st.Ino)
 	t.Cleanup(ns.Delete)
 	return ns
+}
+
+// Do runs f on a thread inside the namespace: the sockets f opens belong
+// to it, and /proc/sys/net is its own.
+func (ns *NS) Do(f func() error) error {
+	return onThreadIn(func() error {
+		target, err := os.Open(ns.Path)
+		if err != nil {
+			return err
+		}
+		defer target.Close()
+		return unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
+	}, f)
+}
+
+// onThreadIn runs f on a thread of its own after enter has moved that
+// thread to another network namespace, then moves it back. Only the
+// calling thread moves; a thread that cannot get back dies with its
+// goroutine (it is not unlocked then).
+func onThreadIn(enter, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- func() error {
+			orig, err := os.Open("/proc/thread-self/ns/net")
+			if err != nil {
+				return err
+			}
+			defer orig.Close()
+			if err := enter(); err != nil {
+				return fmt.Errorf("enter the namespace: %w", err)
+			}
+			ferr := f()
+			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("back to the original namespace: %w", err) // the thread stays locked and dies
+			}
+			runtime.UnlockOSThread()
+			return ferr
+		}()
+	}()
+	return <-errc
 }
 
 // LoopbackUp sets lo up in the calling thread's namespace.

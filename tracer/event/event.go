@@ -127,6 +127,10 @@ const (
 	// transitions: ran after the call returned, while the socket's file was
 	// released on the way back to user space
 	FlagAfterCall uint8 = 4
+	// transitions to CLOSE: the kernel had just reset the connection on its
+	// own (a FIN_WAIT2 orphan out of time, an orphan dropped, a socket
+	// destroyed), rather than handing the socket to a timewait socket
+	FlagRSTSent uint8 = 8
 )
 
 // Address families, as the kernel numbers them.
@@ -184,6 +188,10 @@ func (e *Event) Exiting() bool { return e.Flags&FlagExiting != 0 }
 // happened: at a hand-over to a timewait socket, TIME_WAIT rather than
 // FIN_WAIT2.
 func (e *Event) PeerFIN() bool { return e.Flags&FlagPeerFIN != 0 }
+
+// RSTSent reports whether the kernel reset the connection itself just
+// before this transition to CLOSE.
+func (e *Event) RSTSent() bool { return e.Flags&FlagRSTSent != 0 }
 
 // Errno returns the positive errno of a failed call, or 0.
 func (e *Event) Errno() int32 {

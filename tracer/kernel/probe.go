@@ -239,10 +239,10 @@ func showSocket() {
 // String says in one line what the probe runs with, and what is degraded.
 func (p *Probe) String() string {
 	var b strings.Builder
-	b.WriteString("tp_btf tracepoints sock:inet_sock_set_state and sched_process_fork/exec/exit")
+	b.WriteString("tp_btf tracepoints sock:inet_sock_set_state, tcp:tcp_send_reset and sched_process_fork/exec/exit")
 	switch p.Hooks {
 	case HooksFunction:
-		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-4)/2)
+		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-len(alwaysAttached))/2)
 	case HooksTracepoint:
 		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little")
 		if err := p.Features.FunctionTracingErr; err != nil {
@@ -262,14 +262,23 @@ func (p *Probe) String() string {
 	return b.String()
 }
 
+// alwaysAttached are the programs every run with owners and causes has,
+// whatever hooks the syscalls. The resets the kernel sends itself name the
+// transitions to CLOSE that follow them, so handle_send_reset stays even
+// with TransitionsOnly.
+var alwaysAttached = []string{
+	tcptrailProgHandleSetState, tcptrailProgHandleSendReset,
+	tcptrailProgHandleExit, tcptrailProgHandleFork, tcptrailProgHandleExec,
+}
+
 // selectPrograms drops from spec the programs this run does not use, and
 // points each function hook at its syscall.
 func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
-	keep := map[string]bool{tcptrailProgHandleSetState: true}
+	keep := map[string]bool{tcptrailProgHandleSetState: true, tcptrailProgHandleSendReset: true}
 	if !cfg.TransitionsOnly {
-		keep[tcptrailProgHandleExit] = true
-		keep[tcptrailProgHandleFork] = true
-		keep[tcptrailProgHandleExec] = true
+		for _, name := range alwaysAttached {
+			keep[name] = true
+		}
 	}
 	switch hooks {
 	case HooksTracepoint:

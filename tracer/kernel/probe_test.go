@@ -34,9 +34,10 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 		t.Fatalf("%+v", err)
 	}
 	ids := p.ProgramIDs()
-	// Transitions, fork, exec and exit, plus the syscall hooks: two
-	// tracepoint programs, or an fentry/fexit pair per hooked function.
-	want := 6
+	// Transitions, the kernel's own resets, fork, exec and exit, plus the
+	// syscall hooks: two tracepoint programs, or an fentry/fexit pair per
+	// hooked function.
+	want := 7
 	if p.Hooks == HooksFunction {
 		kspec, err := btf.LoadKernelSpec()
 		if err != nil {
@@ -46,7 +47,7 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = 4 + 2*len(plan)
+		want = 5 + 2*len(plan)
 	}
 	if len(ids) != want || len(p.links) != want {
 		t.Fatalf("want %d programs loaded and attached (%s hooks), got %d loaded, %d attached", want, p.Hooks, len(ids), len(p.links))

@@ -72,6 +72,12 @@ type tcptrailInflight struct {
 	_        [4]byte
 }
 
+type tcptrailLastRst struct {
+	_    structs.HostLayout
+	Sk   uint64
+	TsNs uint64
+}
+
 type tcptrailSynRecv struct {
 	_       structs.HostLayout
 	TsNs    uint64
@@ -88,6 +94,7 @@ const (
 	tcptrailMapCgroupFilter      = "cgroup_filter"
 	tcptrailMapEvents            = "events"
 	tcptrailMapInflight          = "inflight"
+	tcptrailMapLastRst           = "last_rst"
 	tcptrailMapNextId            = "next_id"
 	tcptrailMapOwnedPorts        = "owned_ports"
 	tcptrailMapOwnedSocks        = "owned_socks"
@@ -132,6 +139,7 @@ const (
 	tcptrailProgHandleExec       = "handle_exec"
 	tcptrailProgHandleExit       = "handle_exit"
 	tcptrailProgHandleFork       = "handle_fork"
+	tcptrailProgHandleSendReset  = "handle_send_reset"
 	tcptrailProgHandleSetState   = "handle_set_state"
 	tcptrailProgHandleSysEnter   = "handle_sys_enter"
 	tcptrailProgHandleSysExit    = "handle_sys_exit"
@@ -223,6 +231,7 @@ type tcptrailProgramSpecs struct {
 	HandleExec       *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit       *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleFork       *ebpf.ProgramSpec `ebpf:"handle_fork"`
+	HandleSendReset  *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
 	HandleSetState   *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSysEnter   *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
 	HandleSysExit    *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
@@ -235,6 +244,7 @@ type tcptrailMapSpecs struct {
 	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	LastRst      *ebpf.MapSpec `ebpf:"last_rst"`
 	NextId       *ebpf.MapSpec `ebpf:"next_id"`
 	OwnedPorts   *ebpf.MapSpec `ebpf:"owned_ports"`
 	OwnedSocks   *ebpf.MapSpec `ebpf:"owned_socks"`
@@ -276,6 +286,7 @@ type tcptrailMaps struct {
 	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
+	LastRst      *ebpf.Map `ebpf:"last_rst"`
 	NextId       *ebpf.Map `ebpf:"next_id"`
 	OwnedPorts   *ebpf.Map `ebpf:"owned_ports"`
 	OwnedSocks   *ebpf.Map `ebpf:"owned_socks"`
@@ -288,6 +299,7 @@ func (m *tcptrailMaps) Close() error {
 		m.CgroupFilter,
 		m.Events,
 		m.Inflight,
+		m.LastRst,
 		m.NextId,
 		m.OwnedPorts,
 		m.OwnedSocks,
@@ -350,6 +362,7 @@ type tcptrailPrograms struct {
 	HandleExec       *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit       *ebpf.Program `ebpf:"handle_exit"`
 	HandleFork       *ebpf.Program `ebpf:"handle_fork"`
+	HandleSendReset  *ebpf.Program `ebpf:"handle_send_reset"`
 	HandleSetState   *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSysEnter   *ebpf.Program `ebpf:"handle_sys_enter"`
 	HandleSysExit    *ebpf.Program `ebpf:"handle_sys_exit"`
@@ -396,6 +409,7 @@ func (p *tcptrailPrograms) Close() error {
 		p.HandleExec,
 		p.HandleExit,
 		p.HandleFork,
+		p.HandleSendReset,
 		p.HandleSetState,
 		p.HandleSysEnter,
 		p.HandleSysExit,

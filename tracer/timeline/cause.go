@@ -26,12 +26,14 @@ const (
 	CauseRSTSent               // we reset it: close with SO_LINGER 0 or unread data
 	CauseRefused               // connect refused (RST in reply to SYN)
 	CauseTimeout               // retransmissions timed out
+	CauseFinTimeout            // FIN_WAIT2 waited for the peer's FIN too long: the kernel reset it
+	CauseAborted               // the kernel reset it: an orphan dropped, or destroyed through sock_diag
 )
 
 var causeNames = [...]string{
 	"unknown", "connect", "listen", "close", "shutdown", "exit", "syn_received",
 	"handshake", "peer_fin", "peer_ack", "timewait", "rst_received", "rst_sent",
-	"refused", "timeout",
+	"refused", "timeout", "fin_timeout", "aborted",
 }
 
 func (k CauseKind) String() string {
@@ -129,7 +131,15 @@ func classify(e *event.Event, exitedBy uint32) Cause {
 		case errnoECONNRESET, errnoEPIPE:
 			c.Kind = CauseRSTReceived
 		default:
-			if old == event.FinWait2 || old == event.Closing || old == event.FinWait1 {
+			// With no error and no call, leaving these for CLOSE is a
+			// hand-over to a timewait socket, unless the kernel had just
+			// reset the connection itself.
+			switch {
+			case e.RSTSent() && old == event.FinWait2 && e.SkErr == 0:
+				c.Kind = CauseFinTimeout
+			case e.RSTSent():
+				c.Kind = CauseAborted
+			case old == event.FinWait2 || old == event.Closing || old == event.FinWait1:
 				c.Kind = CauseTimewait
 			}
 		}
@@ -181,6 +191,10 @@ func (c *Cause) AppendText(b []byte) []byte {
 		return append(b, "connection refused"...)
 	case CauseTimeout:
 		return append(b, "timed out"...)
+	case CauseFinTimeout:
+		return append(b, "no FIN from the peer in time: RST sent"...)
+	case CauseAborted:
+		return append(b, "aborted by the kernel: RST sent"...)
 	}
 	return append(b, '?')
 }

@@ -127,28 +127,40 @@ func TestClassify(t *testing.T) {
 		refused = 111
 		reset   = 104
 		timeout = 110
+		aborted = 103
 	)
 	tests := []struct {
 		old, nw event.State
 		call    event.Call
 		skErr   int32
 		exiting bool
+		rstSent bool // the kernel had just reset it itself
 		want    CauseKind
 	}{
-		{event.SynSent, event.Close, event.CallNone, refused, false, CauseRefused},
-		{event.SynSent, event.Close, event.CallNone, timeout, false, CauseTimeout},
-		{event.Established, event.Close, event.CallNone, reset, false, CauseRSTReceived},
-		{event.Established, event.Close, event.CallClose, 0, false, CauseRSTSent},
-		{event.Established, event.FinWait1, event.CallShutdown, 0, false, CauseShutdown},
-		{event.Established, event.FinWait1, event.CallNone, 0, true, CauseExit},
-		{event.CloseWait, event.LastAck, event.CallClose, 0, false, CauseClose},
-		{event.Close, event.Listen, event.CallListen, 0, false, CauseListen},
-		{event.FinWait1, event.Closing, event.CallNone, 0, false, CausePeerFIN},
-		{event.Closing, event.Close, event.CallNone, 0, false, CauseTimewait},
-		{event.Listen, event.Close, event.CallClose, 0, false, CauseClose},
+		{event.SynSent, event.Close, event.CallNone, refused, false, false, CauseRefused},
+		{event.SynSent, event.Close, event.CallNone, timeout, false, false, CauseTimeout},
+		{event.Established, event.Close, event.CallNone, reset, false, false, CauseRSTReceived},
+		{event.Established, event.Close, event.CallClose, 0, false, false, CauseRSTSent},
+		{event.Established, event.FinWait1, event.CallShutdown, 0, false, false, CauseShutdown},
+		{event.Established, event.FinWait1, event.CallNone, 0, true, false, CauseExit},
+		{event.CloseWait, event.LastAck, event.CallClose, 0, false, false, CauseClose},
+		{event.Close, event.Listen, event.CallListen, 0, false, false, CauseListen},
+		{event.FinWait1, event.Closing, event.CallNone, 0, false, false, CausePeerFIN},
+		{event.Closing, event.Close, event.CallNone, 0, false, false, CauseTimewait},
+		{event.Listen, event.Close, event.CallClose, 0, false, false, CauseClose},
 		// Softirq work for this socket while its owner is in some other
 		// syscall: no call matched, so no call is blamed.
-		{event.Established, event.FinWait1, event.CallNone, 0, false, CauseUnknown},
+		{event.Established, event.FinWait1, event.CallNone, 0, false, false, CauseUnknown},
+		// FIN_WAIT2 leaves for CLOSE with no call and no error both when
+		// it is handed to a timewait socket and when its tcp_fin_timeout
+		// runs out: only the kernel's own reset tells them apart.
+		{event.FinWait2, event.Close, event.CallNone, 0, false, false, CauseTimewait},
+		{event.FinWait2, event.Close, event.CallNone, 0, false, true, CauseFinTimeout},
+		{event.FinWait1, event.Close, event.CallNone, 0, false, true, CauseAborted},
+		{event.Established, event.Close, event.CallNone, aborted, false, true, CauseAborted},
+		{event.FinWait2, event.Close, event.CallNone, aborted, false, true, CauseAborted},
+		// An error the peer caused decides first.
+		{event.FinWait2, event.Close, event.CallNone, reset, false, true, CauseRSTReceived},
 	}
 	for _, tt := range tests {
 		e := ev(1, 1, client, server, tt.old, tt.nw, 1, "x")
@@ -159,8 +171,11 @@ func TestClassify(t *testing.T) {
 		if tt.exiting {
 			e.Flags = event.FlagExiting
 		}
+		if tt.rstSent {
+			e.Flags |= event.FlagRSTSent
+		}
 		if got := classify(e, 0); got.Kind != tt.want {
-			t.Errorf("%v->%v call=%v err=%d exiting=%v: %v, want %v", tt.old, tt.nw, tt.call, tt.skErr, tt.exiting, got.Kind, tt.want)
+			t.Errorf("%v->%v call=%v err=%d exiting=%v rst sent=%v: %v, want %v", tt.old, tt.nw, tt.call, tt.skErr, tt.exiting, tt.rstSent, got.Kind, tt.want)
 		}
 	}
 }
