@@ -45,6 +45,7 @@ type Diagnoser struct {
 	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	lastNSCheck uint64
+	nsChecking  bool // a namespace check is on the query worker
 	twUnwatched uint64
 	table       SocketTable
 	queries     *queries // the slow ones, off the reader's path

@@ -157,18 +157,35 @@ func (d *Diagnoser) schedule(w *twWatch, now uint64) {
 const nsCheckInterval = time.Second
 
 // checkNamespaces ends the watch of timewait sockets whose network
-// namespace is gone.
+// namespace is gone. Whether a namespace is still there is asked on the
+// query worker (it opens the namespace); the watches end when the answer is
+// applied, dated by the check. One check at a time; a full queue skips it.
 func (d *Diagnoser) checkNamespaces(now uint64) {
+	if d.nsChecking || d.queries.full() {
+		return
+	}
+	namespaces := make([]uint32, 0, len(d.twPerNS))
 	for netns := range d.twPerNS {
-		if !d.table.Gone(netns) {
-			continue
-		}
-		for cookie, w := range d.timewait {
-			if w.netns == netns {
-				d.namespaceGone(cookie, w, now)
+		namespaces = append(namespaces, netns)
+	}
+	d.nsChecking = d.queries.post(func() func() {
+		var gone []uint32
+		for _, netns := range namespaces {
+			if d.table.Gone(netns) {
+				gone = append(gone, netns)
 			}
 		}
-	}
+		return func() {
+			d.nsChecking = false
+			for _, netns := range gone {
+				for cookie, w := range d.timewait {
+					if w.netns == netns {
+						d.namespaceGone(cookie, w, now)
+					}
+				}
+			}
+		}
+	})
 }
 
 // namespaceGone reports a timewait socket that went with its namespace.
