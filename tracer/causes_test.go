@@ -214,6 +214,7 @@ func TestSocketOlderThanTrace(t *testing.T) {
 	requirePrivileges(t)
 	addr, accepted := loopbackServer(t, 17105)
 	c := dial(t, addr)
+	closedAt := time.Now()
 	(<-accepted).Close() // the peer closes; c is left in CLOSE_WAIT
 	fd := fdOf(t, c)
 	// Wait for the FIN to land before the trace starts: EOF.
@@ -221,6 +222,11 @@ func TestSocketOlderThanTrace(t *testing.T) {
 	if _, err := io.ReadAll(c); err != nil {
 		t.Fatalf("peer close not seen: %v", err)
 	}
+	eofAt := time.Now()
+	// Give it an age the start-up scan must see (the kernel's tcp_info
+	// counts in jiffies: up to 10 ms coarse).
+	time.Sleep(200 * time.Millisecond)
+	scanFrom := time.Now()
 
 	s := startSession(t, tracer.Config{LeakAfter: 200 * time.Millisecond}, 17105)
 	recs := s.rec.Records()
@@ -229,6 +235,10 @@ func TestSocketOlderThanTrace(t *testing.T) {
 	})
 	if len(snaps) != 1 || snaps[0].State != "CLOSE_WAIT" {
 		t.Fatalf("start snapshot of the old socket: %v\n%s", snaps, s.rec.dump())
+	}
+	const jiffy = 10 * time.Millisecond
+	if age := time.Duration(snaps[0].StateNs); age < scanFrom.Sub(eofAt)-jiffy || age > time.Since(closedAt)+jiffy {
+		t.Fatalf("found at start %v in CLOSE_WAIT; it entered it between %v and %v ago", age, time.Since(eofAt), time.Since(closedAt))
 	}
 	owned := false
 	for _, o := range snaps[0].Owners {
@@ -244,8 +254,9 @@ func TestSocketOlderThanTrace(t *testing.T) {
 		leaks = find(s.rec.Records(), func(r *record.Leak) bool { return r.Cookie == cookie })
 		return len(leaks) == 1
 	})
-	if leaks[0].Phase != "stuck" || !strings.Contains(leaks[0].Message, "since before the trace") {
-		t.Fatalf("leak: %+v", leaks[0])
+	if l := leaks[0]; l.Phase != "stuck" || !l.AgeAtLeast || l.AgeNs < snaps[0].StateNs ||
+		!strings.Contains(l.Message, "in CLOSE_WAIT for at least ") {
+		t.Fatalf("leak: %+v", l)
 	}
 
 	// Binding the same local address fails, and the holder is named.

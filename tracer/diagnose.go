@@ -70,8 +70,9 @@ type tuple struct {
 }
 
 type stuckLeak struct {
-	rec   record.Leak
-	since uint64 // entered CLOSE_WAIT (monotonic); 0: before the trace
+	rec     record.Leak
+	since   uint64 // entered CLOSE_WAIT (monotonic); 0: before the trace, when unknown
+	atLeast bool   // since is the kernel's lower bound (before the trace)
 }
 
 type twWatch struct {

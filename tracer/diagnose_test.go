@@ -262,3 +262,39 @@ func TestTimewaitStaleAnswerIgnored(t *testing.T) {
 		t.Errorf("state %d, asking %v: want TIME_WAIT, not asking", w.state, w.asking)
 	}
 }
+
+// A socket in CLOSE_WAIT since before the trace: the kernel's table says
+// the peer's last ACK came ten minutes ago, so it has been there at least
+// that long. The start-up snapshot says so, and the leak is reported at the
+// first look, with that age, as a lower bound.
+func TestLeakFoundAtStartAgedByKernel(t *testing.T) {
+	const ago = 10 * time.Minute
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{
+		nsA: {{NetNS: nsA, Local: client, Remote: server, State: uint8(event.CloseWait), Cookie: 11, Inode: 5, LastAckRecvMs: ago.Milliseconds()}},
+	}}
+	// The real clocks: the start-up scan dates by the monotonic clock.
+	var recs []any
+	d := NewDiagnoser(timeline.New(), table, NewClock(), 300*time.Millisecond, func(r any) { recs = append(recs, r) })
+	if err := d.Start([]uint16{7070}, 0, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	snaps := records[*record.Snapshot](recs)
+	if len(snaps) != 1 || snaps[0].Reason != "start" || snaps[0].StateNs != int64(ago) {
+		t.Fatalf("start-up snapshots: %+v, want one with state_ns %d", snaps, int64(ago))
+	}
+	now := MonoNow()
+	d.Tick(now)
+	d.queries.apply(5 * time.Second) // confirmed off the reader's path
+	leaks := records[*record.Leak](recs)
+	if len(leaks) != 1 {
+		t.Fatalf("leaks right after start: %+v", leaks)
+	}
+	l := leaks[0]
+	if !l.AgeAtLeast || l.AgeNs < int64(ago) || l.AgeNs > int64(ago+time.Minute) ||
+		!strings.Contains(l.Message, "in CLOSE_WAIT for at least 10m") {
+		t.Fatalf("leak found at start: age %v (at least: %v), %q", time.Duration(l.AgeNs), l.AgeAtLeast, l.Message)
+	}
+	if since := time.Since(l.Since); since < ago || since > ago+time.Minute {
+		t.Fatalf("leak since %v, %v ago; want about %v ago", l.Since, since, ago)
+	}
+}

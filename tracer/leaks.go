@@ -16,11 +16,8 @@ import (
 func (d *Diagnoser) endLeak(leak *stuckLeak, tr *timeline.Transition) {
 	e := tr.Event
 	delete(d.stuck, e.Cookie)
-	since := leak.since
-	if since == 0 {
-		since = d.clock.MonoNs
-	}
-	age := int64(e.MonoNs - since)
+	age := int64(e.MonoNs - d.leakStart(leak))
+	after := leakAge(age, leak.atLeast)
 	end := leak.rec
 	end.Time, end.MonoNs = d.wall(e.MonoNs), e.MonoNs
 	end.State = e.New.String()
@@ -30,20 +27,38 @@ func (d *Diagnoser) endLeak(leak *stuckLeak, tr *timeline.Transition) {
 		if tr.Cause.Call.Releases() || tr.Cause.Call == event.CallShutdown {
 			end.Phase = "closed_late"
 			end.Message = fmt.Sprintf("closed late: %s by %s[%d] after %s in CLOSE_WAIT",
-				causeText(&tr.Cause), e.CommString(), e.PID, timeline.FmtDur(time.Duration(age)))
+				causeText(&tr.Cause), e.CommString(), e.PID, after)
 			break
 		}
 		fallthrough
 	case timeline.CauseExit:
 		end.Phase = "closed_by_exit"
 		end.Message = fmt.Sprintf("closed by the exit of pid %d after %s in CLOSE_WAIT: the program never called close()",
-			tr.Cause.PID, timeline.FmtDur(time.Duration(age)))
+			tr.Cause.PID, after)
 	default:
 		end.Phase = "closed_late"
-		end.Message = fmt.Sprintf("left CLOSE_WAIT (%s) after %s", causeText(&tr.Cause), timeline.FmtDur(time.Duration(age)))
+		end.Message = fmt.Sprintf("left CLOSE_WAIT (%s) after %s", causeText(&tr.Cause), after)
 	}
 	d.replaceLeak(end)
 	d.emit(&end)
+}
+
+// leakStart is when a stuck leak entered CLOSE_WAIT, or for one older than
+// the trace with no lower bound from the kernel, when the trace began.
+func (d *Diagnoser) leakStart(leak *stuckLeak) uint64 {
+	if leak.since == 0 {
+		return d.clock.MonoNs
+	}
+	return leak.since
+}
+
+// leakAge formats a leak's age: "12.0s", or "at least 12.0s".
+func leakAge(ns int64, atLeast bool) string {
+	s := timeline.FmtDur(time.Duration(ns))
+	if atLeast {
+		return "at least " + s
+	}
+	return s
 }
 
 func (d *Diagnoser) replaceLeak(l record.Leak) {
@@ -100,7 +115,12 @@ func (d *Diagnoser) checkLeaks(now uint64) {
 	for cookie, since := range d.closeWaits {
 		start := since
 		if start == 0 {
-			start = d.clock.MonoNs // since before the trace
+			// Since before the trace: the kernel's lower bound, if it
+			// told one, or the start of the trace.
+			start = d.clock.MonoNs
+			if s := d.tracker.Socket(cookie); s != nil && s.AtLeastSinceNs != 0 {
+				start = s.AtLeastSinceNs
+			}
 		}
 		if now >= start+limit {
 			dues = append(dues, due{cookie, since})
@@ -159,9 +179,13 @@ func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 
 func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) {
 	h := timeline.Holder{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, State: s.State, StateNs: -1, Owners: s.Owners}
-	since := d.clock.Time(s.SinceNs).UTC()
-	if s.SinceNs != 0 {
-		h.StateNs = int64(now - s.SinceNs)
+	start := s.SinceNs
+	if start == 0 && s.AtLeastSinceNs != 0 {
+		start, h.StateAtLeast = s.AtLeastSinceNs, true
+	}
+	since := d.clock.Time(start).UTC()
+	if start != 0 {
+		h.StateNs = int64(now - start)
 	} else {
 		since = time.Unix(0, d.clock.WallNs).UTC()
 	}
@@ -172,7 +196,7 @@ func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) 
 	leak := &record.Leak{
 		Type: record.TypeLeak, Time: d.wall(now), MonoNs: now, Phase: "stuck",
 		Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),
-		State:  s.State.String(), Since: since, AgeNs: h.StateNs,
+		State:  s.State.String(), Since: since, AgeNs: h.StateNs, AgeAtLeast: h.StateAtLeast,
 		Owners: record.Owners(s.Owners),
 		Message: fmt.Sprintf("CLOSE_WAIT leak: %s, held by %s: %s",
 			describeAge(&h), owner, h.Why()),
@@ -181,7 +205,7 @@ func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) 
 		leak.Unconfirmed = true
 		leak.Message += " (not confirmed: the socket table could not be asked)"
 	}
-	d.stuck[s.Cookie] = &stuckLeak{rec: *leak, since: s.SinceNs}
+	d.stuck[s.Cookie] = &stuckLeak{rec: *leak, since: start, atLeast: h.StateAtLeast}
 	d.replaceLeak(*leak)
 	d.emit(leak)
 }
@@ -189,7 +213,7 @@ func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) 
 func describeAge(h *timeline.Holder) string {
 	s := h.Local.String() + "→" + h.Remote.String() + " in CLOSE_WAIT"
 	if h.StateNs >= 0 {
-		return s + " for " + timeline.FmtDur(time.Duration(h.StateNs))
+		return s + " for " + leakAge(h.StateNs, h.StateAtLeast)
 	}
 	return s + " since before the trace"
 }
@@ -202,13 +226,9 @@ func (d *Diagnoser) End(now uint64) {
 		end := leak.rec
 		end.Phase = "still_open"
 		end.Time, end.MonoNs = d.wall(now), now
-		since := leak.since
-		if since == 0 {
-			since = d.clock.MonoNs
-		}
-		end.AgeNs = int64(now - since)
+		end.AgeNs = int64(now - d.leakStart(leak))
 		end.Message = fmt.Sprintf("still in CLOSE_WAIT when tracing stopped, after %s: %s never called close()",
-			timeline.FmtDur(time.Duration(end.AgeNs)), timeline.OwnersText(ownersFromRecord(end.Owners)))
+			leakAge(end.AgeNs, leak.atLeast), timeline.OwnersText(ownersFromRecord(end.Owners)))
 		d.replaceLeak(end)
 		d.emit(&end)
 	}

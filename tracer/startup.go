@@ -66,10 +66,15 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 			rec.TimerMs = int64(e.Expires)
 			d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires), true)
 		} else {
-			s := d.tracker.Add(timeline.Socket{
+			sock := timeline.Socket{
 				Cookie: e.Cookie, NetNS: e.NetNS, Family: e.Family, Local: e.Local, Remote: e.Remote,
 				State: event.State(e.State), Owners: own,
-			})
+			}
+			if ns, atLeast := timeInState(&e, false); atLeast && ns > 0 && uint64(ns) < now {
+				rec.StateNs = ns
+				sock.AtLeastSinceNs = now - uint64(ns)
+			}
+			s := d.tracker.Add(sock)
 			if s.State == event.CloseWait {
 				d.followCloseWait(e.Cookie, 0)
 			}

@@ -103,7 +103,7 @@ func New(version string) *Metrics {
 		"Sockets in CLOSE_WAIT now, by owning program: the peer closed and the program has not (yet).",
 		[]string{"comm", "container"}, nil)
 	d.oldest = prometheus.NewDesc("tcptrail_close_wait_oldest_seconds",
-		"How long the program's oldest socket has been in CLOSE_WAIT (since tcptrail started, for sockets it found at start).",
+		"How long the program's oldest socket has been in CLOSE_WAIT (for sockets found at start: at least since the peer's last ACK).",
 		[]string{"comm", "container"}, nil)
 	d.leaks = prometheus.NewDesc("tcptrail_leaks_total",
 		"Sockets reported as leaked: in CLOSE_WAIT for longer than --leak-after.",
@@ -209,10 +209,10 @@ func (m *Metrics) Record(rec any) error {
 	case *record.Snapshot:
 		switch {
 		case r.Reason == "start" && r.State == event.CloseWait.String():
-			// How long it has been in CLOSE_WAIT the kernel does not say:
-			// at least since now.
+			// In CLOSE_WAIT since before the trace: since the peer's last
+			// ACK at least, where the kernel told, else since now.
 			m.mu.Lock()
-			m.enterCloseWait(r.Cookie, r.Time, ownerOf(r.Owners))
+			m.enterCloseWait(r.Cookie, r.Time.Add(-time.Duration(r.StateNs)), ownerOf(r.Owners))
 			m.mu.Unlock()
 		case r.Reason == "gone":
 			// The kernel no longer has it; the events of its end were lost.

@@ -50,7 +50,7 @@ func TestCloseWaitByOwnerAndAge(t *testing.T) {
 	step(m, 4, event.CloseWait, event.LastAck, timeline.CauseClose, "client", "", 3*time.Minute)
 
 	want := `
-# HELP tcptrail_close_wait_oldest_seconds How long the program's oldest socket has been in CLOSE_WAIT (since tcptrail started, for sockets it found at start).
+# HELP tcptrail_close_wait_oldest_seconds How long the program's oldest socket has been in CLOSE_WAIT (for sockets found at start: at least since the peer's last ACK).
 # TYPE tcptrail_close_wait_oldest_seconds gauge
 tcptrail_close_wait_oldest_seconds{comm="client",container=""} 540
 tcptrail_close_wait_oldest_seconds{comm="worker",container="3f2a9c"} 60
@@ -74,15 +74,21 @@ tcptrail_close_wait_sockets{comm="worker",container="3f2a9c"} 1
 	}
 }
 
+// Sockets found in CLOSE_WAIT at start are aged from the kernel's lower
+// bound where it told one (state_ns), from the start otherwise: a restart
+// of tcptrail does not make an old leak young.
 func TestStartupCloseWaitCountsFromStart(t *testing.T) {
 	m := newAt(90 * time.Second)
 	m.Record(&record.Snapshot{Type: record.TypeSnapshot, Reason: "start", Time: t0, State: "CLOSE_WAIT",
 		Socket: record.Socket{Cookie: 9}, Owners: []record.Owner{{PID: 1, Comm: "redis-server", FD: 12}}})
+	m.Record(&record.Snapshot{Type: record.TypeSnapshot, Reason: "start", Time: t0, State: "CLOSE_WAIT", StateNs: int64(time.Hour),
+		Socket: record.Socket{Cookie: 11}, Owners: []record.Owner{{PID: 2, Comm: "psql", FD: 3}}})
 	m.Record(&record.Snapshot{Type: record.TypeSnapshot, Reason: "start", Time: t0, State: "ESTABLISHED",
 		Socket: record.Socket{Cookie: 10}})
 	want := `
-# HELP tcptrail_close_wait_oldest_seconds How long the program's oldest socket has been in CLOSE_WAIT (since tcptrail started, for sockets it found at start).
+# HELP tcptrail_close_wait_oldest_seconds How long the program's oldest socket has been in CLOSE_WAIT (for sockets found at start: at least since the peer's last ACK).
 # TYPE tcptrail_close_wait_oldest_seconds gauge
+tcptrail_close_wait_oldest_seconds{comm="psql",container=""} 3690
 tcptrail_close_wait_oldest_seconds{comm="redis-server",container=""} 90
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "tcptrail_close_wait_oldest_seconds"); err != nil {

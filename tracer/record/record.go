@@ -158,8 +158,11 @@ type Snapshot struct {
 	MonoNs uint64    `json:"mono_ns"`
 	Reason string    `json:"reason"` // "start", "timewait", "timewait_gone"
 	Socket
-	State   string  `json:"state"`
-	TimerMs int64   `json:"timer_ms,omitempty"` // time left on the socket's timer
+	State   string `json:"state"`
+	TimerMs int64  `json:"timer_ms,omitempty"` // time left on the socket's timer
+	// StateNs, at start: how long it has been in State at least, where the
+	// kernel tells (CLOSE_WAIT and FIN_WAIT2: since the peer's last ACK).
+	StateNs int64   `json:"state_ns,omitempty"`
 	Owners  []Owner `json:"owners"`
 	Note    string  `json:"note,omitempty"` // how the change was seen
 }
@@ -206,11 +209,14 @@ type Leak struct {
 	MonoNs uint64    `json:"mono_ns"`
 	Phase  string    `json:"phase"` // stuck, closed_late, closed_by_exit, still_open
 	Socket
-	State   string    `json:"state"`
-	Since   time.Time `json:"since"` // when it entered CLOSE_WAIT
-	AgeNs   int64     `json:"age_ns"`
-	Owners  []Owner   `json:"owners"`
-	Message string    `json:"message"`
+	State string    `json:"state"`
+	Since time.Time `json:"since"` // when it entered CLOSE_WAIT
+	AgeNs int64     `json:"age_ns"`
+	// AgeAtLeast: it was in CLOSE_WAIT before the trace, and Since and
+	// AgeNs are the kernel's lower bound (the peer's last ACK).
+	AgeAtLeast bool    `json:"age_at_least,omitempty"`
+	Owners     []Owner `json:"owners"`
+	Message    string  `json:"message"`
 	// Unconfirmed: reported from tcptrail's own evidence, the kernel's
 	// socket table could not be asked (its namespace gone, a query failed).
 	Unconfirmed bool `json:"unconfirmed,omitempty"`

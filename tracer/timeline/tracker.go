@@ -40,7 +40,11 @@ type Socket struct {
 	Remote  netip.AddrPort
 	State   event.State
 	SinceNs uint64 // when it entered State (monotonic); 0: before the trace
-	Owners  []Owner
+	// AtLeastSinceNs, for a socket in its state since before the trace: a
+	// time by which it was in State already, from what the kernel's socket
+	// table told at start (monotonic; 0: unknown).
+	AtLeastSinceNs uint64
+	Owners         []Owner
 	// ExitedBy is an owner that exited while holding the socket: the
 	// transitions its exit causes arrive after the exit record.
 	ExitedBy uint32
