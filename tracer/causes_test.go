@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/internal/netnstest"
+	"github.com/tcptrail/tcptrail/internal/testprog"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
@@ -634,4 +635,27 @@ func TestFinWait2Ends(t *testing.T) {
 		}
 		t.Logf("of %d orphans, %d were handed to timewait and %d were reset at their FIN timeout", n, handed, reset)
 	})
+}
+
+// TestDestroyed: ss -K destroys a connected socket (sock_diag's
+// SOCK_DESTROY): it is named destroyed, and its peer gets the reset.
+func TestDestroyed(t *testing.T) {
+	t.Parallel()
+	ss := testprog.Require(t, "ss")
+	s := startSession(t, tracer.Config{}, 17116)
+	addr, accepted := loopbackServer(t, 17116)
+	c := dial(t, addr)
+	p := <-accepted
+	local, peer := localOf(p), localOf(c)
+	out, err := exec.Command(ss, "-K", "-t", "-n", fmt.Sprintf("( sport = :%d and dport = :%d )", local.Port(), peer.Port())).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss -K: %v\n%s", err, out)
+	}
+	st := waitStep(t, s.rec, local, event.Established, event.Close)
+	if st.CauseKind != timeline.CauseDestroyed || st.Cause != "destroyed (ss -K or bpf_sock_destroy)" {
+		t.Errorf("destroyed by ss -K: %q (%v)", st.Cause, st.CauseKind)
+	}
+	if got := waitStep(t, s.rec, peer, event.Established, event.Close); got.CauseKind != timeline.CauseRSTReceived {
+		t.Errorf("the destroyed socket's peer: %q (%v), want rst_received", got.Cause, got.CauseKind)
+	}
 }

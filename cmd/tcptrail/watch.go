@@ -184,7 +184,9 @@ func (d *diagnoses) Transition(t *timeline.Transition, wallNs int64) error {
 	case timeline.CauseFinTimeout:
 		who = "the kernel reset it: the peer sent no FIN within tcp_fin_timeout"
 	case timeline.CauseAborted:
-		who = "the kernel reset it (an orphan dropped for memory or count, or a socket destroyed)"
+		who = "the kernel reset it (an orphan dropped for memory or count)"
+	case timeline.CauseDestroyed:
+		who = "destroyed on request (ss -K or bpf_sock_destroy)"
 	default:
 		return nil
 	}

@@ -27,13 +27,14 @@ const (
 	CauseRefused               // connect refused (RST in reply to SYN)
 	CauseTimeout               // retransmissions timed out
 	CauseFinTimeout            // FIN_WAIT2 waited for the peer's FIN too long: the kernel reset it
-	CauseAborted               // the kernel reset it: an orphan dropped, or destroyed through sock_diag
+	CauseAborted               // the kernel reset it: an orphan dropped for memory or count
+	CauseDestroyed             // destroyed on request: sock_diag's SOCK_DESTROY (ss -K) or bpf_sock_destroy
 )
 
 var causeNames = [...]string{
 	"unknown", "connect", "listen", "close", "shutdown", "exit", "syn_received",
 	"handshake", "peer_fin", "peer_ack", "timewait", "rst_received", "rst_sent",
-	"refused", "timeout", "fin_timeout", "aborted",
+	"refused", "timeout", "fin_timeout", "aborted", "destroyed",
 }
 
 func (k CauseKind) String() string {
@@ -55,6 +56,7 @@ type Cause struct {
 // Errno values the kernel leaves in sk_err.
 const (
 	errnoEPIPE        = 32
+	errnoECONNABORTED = 103
 	errnoECONNRESET   = 104
 	errnoETIMEDOUT    = 110
 	errnoECONNREFUSED = 111
@@ -130,6 +132,9 @@ func classify(e *event.Event, exitedBy uint32) Cause {
 			c.Kind = CauseTimeout
 		case errnoECONNRESET, errnoEPIPE:
 			c.Kind = CauseRSTReceived
+		case errnoECONNABORTED:
+			// tcp_abort: what ss -K and bpf_sock_destroy() ask for.
+			c.Kind = CauseDestroyed
 		default:
 			// With no error and no call, leaving these for CLOSE is a
 			// hand-over to a timewait socket, unless the kernel had just
@@ -195,6 +200,8 @@ func (c *Cause) AppendText(b []byte) []byte {
 		return append(b, "no FIN from the peer in time: RST sent"...)
 	case CauseAborted:
 		return append(b, "aborted by the kernel: RST sent"...)
+	case CauseDestroyed:
+		return append(b, "destroyed (ss -K or bpf_sock_destroy)"...)
 	}
 	return append(b, '?')
 }

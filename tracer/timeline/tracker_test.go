@@ -157,8 +157,11 @@ func TestClassify(t *testing.T) {
 		{event.FinWait2, event.Close, event.CallNone, 0, false, false, CauseTimewait},
 		{event.FinWait2, event.Close, event.CallNone, 0, false, true, CauseFinTimeout},
 		{event.FinWait1, event.Close, event.CallNone, 0, false, true, CauseAborted},
-		{event.Established, event.Close, event.CallNone, aborted, false, true, CauseAborted},
-		{event.FinWait2, event.Close, event.CallNone, aborted, false, true, CauseAborted},
+		// Destroyed on request (tcp_abort): ECONNABORTED, with or without
+		// the reset it sends in connected states.
+		{event.Established, event.Close, event.CallNone, aborted, false, true, CauseDestroyed},
+		{event.FinWait2, event.Close, event.CallNone, aborted, false, true, CauseDestroyed},
+		{event.SynSent, event.Close, event.CallNone, aborted, false, false, CauseDestroyed},
 		// An error the peer caused decides first.
 		{event.FinWait2, event.Close, event.CallNone, reset, false, true, CauseRSTReceived},
 	}
