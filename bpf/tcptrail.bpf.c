@@ -257,7 +257,9 @@ struct {
  * same CPU, by the socket's move to CLOSE, which reads and clears the slot:
  * that is what tells a socket the kernel killed from one it handed to a
  * timewait socket, since both leave FIN_WAIT2 for CLOSE with no error and
- * no call. Overwritten by the next reset; the time bounds a stale slot.
+ * no call. Every move to CLOSE reads the slot, traced port or not, so none
+ * is left for a later socket at the same address; the next reset
+ * overwrites it.
  */
 struct last_rst {
 	__u64 sk;
@@ -272,8 +274,9 @@ struct {
 } last_rst SEC(".maps");
 
 /* How long after its reset a socket's move to CLOSE still counts as caused
- * by it: the two are a few instructions apart. */
-#define RST_TO_CLOSE_NS 1000000
+ * by it: a guard only. The two are a few instructions apart, but a virtual
+ * CPU can be descheduled between them for milliseconds. */
+#define RST_TO_CLOSE_NS 1000000000ULL
 
 static __always_inline __u32 *inflight_bucket(__u64 pid_tgid)
 {
@@ -564,15 +567,15 @@ static __always_inline void report_syn_recv(const struct sock *sk, struct syn_re
 }
 
 /* Whether the kernel has just reset sk on its own (see last_rst). */
-static __always_inline bool reset_by_kernel(__u64 skaddr, __u64 now)
+static __always_inline bool reset_by_kernel(__u64 skaddr)
 {
 	__u32 zero = 0;
 	struct last_rst *r = bpf_map_lookup_elem(&last_rst, &zero);
 
-	if (!r || r->sk != skaddr || now - r->ts_ns > RST_TO_CLOSE_NS)
+	if (!r || r->sk != skaddr)
 		return false;
 	r->sk = 0;
-	return true;
+	return bpf_ktime_get_ns() - r->ts_ns <= RST_TO_CLOSE_NS;
 }
 
 /* A reset the kernel sends of its own accord (tcp_send_active_reset) comes
@@ -611,6 +614,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	__s32 fd = -1;
 	__u64 id, cgroup;
 	__u32 netns;
+	bool rst_sent = newstate == TCP_CLOSE && reset_by_kernel(skaddr);
 
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
@@ -699,7 +703,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 		e->flags |= TT_FLAG_PEER_FIN;
 	if (call && in && in->exited)
 		e->flags |= TT_FLAG_AFTER_CALL;
-	if (newstate == TCP_CLOSE && reset_by_kernel(skaddr, e->ts_ns))
+	if (rst_sent)
 		e->flags |= TT_FLAG_RST_SENT;
 	e->kind = TT_EVENT_STATE;
 	e->cookie = id;
