@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
@@ -99,14 +100,9 @@ func TestInflightCount(t *testing.T) {
 		})
 		// The exiting thread deletes its entry, then takes its count back
 		// down: on another CPU the first can show before the second.
-		var got uint32
-		deadline := time.Now().Add(5 * time.Second)
-		for got = inflightCounts(t, p)[bucket]; got != before[bucket] && time.Now().Before(deadline); got = inflightCounts(t, p)[bucket] {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if got != before[bucket] {
-			t.Fatalf("bucket %d: %d five seconds after the thread exited, want %d", bucket, got, before[bucket])
-		}
+		testwait.Until(t, 5*time.Second, fmt.Sprintf("bucket %d to come back to %d after the thread exited", bucket, before[bucket]), func() bool {
+			return inflightCounts(t, p)[bucket] == before[bucket]
+		})
 	})
 }
 
