@@ -16,6 +16,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/capture"
 	"github.com/tcptrail/tcptrail/tracer/live"
+	"github.com/tcptrail/tcptrail/tracer/spool"
 )
 
 const traceUsage = `Usage: tcptrail trace [flags]
@@ -75,13 +76,20 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.Kernel.TransitionsOnly = f.bare
 
+	// stdout is written from a spool, not from the ring-buffer reader: a
+	// slow reader at the other end of the pipe costs queued memory, up to
+	// a bound, before it costs events. A file needs none: the page cache
+	// takes its writes at once.
+	out := spool.New(stdout, 0)
+	defer out.Close()
+
 	var sinks []tracer.Sink
 	var table *live.Table
 	switch {
 	case f.json:
-		sinks = append(sinks, capture.NewWriter(stdout))
+		sinks = append(sinks, capture.NewWriter(out))
 	case !f.quiet:
-		table = live.NewTable(stdout)
+		table = live.NewTable(out)
 		sinks = append(sinks, table)
 	}
 	if f.output != "" {
@@ -119,6 +127,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go http.Serve(ln, mux)
 	}
 	sum, err := tracer.Run(ctx, cfg, sinks...)
+	// The sinks ended with the summary: have it on stdout before anything
+	// more goes to stderr. A write error there is Run's error already.
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return f.sessionError(err, stderr)
 	}

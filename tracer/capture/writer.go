@@ -2,7 +2,6 @@ package capture
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/record"
+	"github.com/tcptrail/tcptrail/tracer/spool"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -25,19 +25,23 @@ const flushAt = 64 << 10
 // encoding/json.
 type Writer struct {
 	w     io.Writer
-	file  *os.File // set when writing a file: Sync on Close
+	sync  func() error // set when writing a file: called on Close
 	buf   []byte
 	err   error
 	clock clockfmt.Cache
 }
 
-// NewWriter writes to w.
+// NewWriter writes to w. When w is a regular file, or a spool over one,
+// Close commits it to disk.
 func NewWriter(w io.Writer) *Writer {
 	cw := &Writer{w: w, buf: make([]byte, 0, flushAt+4096)}
-	if f, ok := w.(*os.File); ok {
+	switch f := w.(type) {
+	case *os.File:
 		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			cw.file = f
+			cw.sync = f.Sync
 		}
+	case *spool.Writer:
+		cw.sync = f.Sync
 	}
 	return cw
 }
@@ -77,29 +81,51 @@ func (w *Writer) WriteTransition(t *timeline.Transition, wallNs int64) error {
 
 func (w *Writer) maybeFlush() error {
 	if len(w.buf) >= flushAt {
-		return w.Flush()
+		return w.writeOut()
 	}
 	return w.err
 }
 
-// Flush writes out what is buffered.
-func (w *Writer) Flush() error {
+func (w *Writer) writeOut() error {
 	if w.err != nil {
 		return w.err
 	}
 	if len(w.buf) > 0 {
+		if h, ok := w.w.(hander); ok {
+			w.buf, w.err = h.Hand(w.buf)
+			return w.err
+		}
 		_, w.err = w.w.Write(w.buf)
 		w.buf = w.buf[:0]
 	}
 	return w.err
 }
 
-// Close flushes and, for a file, syncs it to disk. It does not close w's
-// underlying writer.
+// hander takes a buffer over rather than copying it (spool.Writer).
+type hander interface {
+	Hand(b []byte) ([]byte, error)
+}
+
+// Flush writes out what is buffered, and has a destination that buffers
+// too (a spool) write it out.
+func (w *Writer) Flush() error {
+	if err := w.writeOut(); err != nil {
+		return err
+	}
+	if f, ok := w.w.(flusher); ok {
+		w.err = f.Flush()
+	}
+	return w.err
+}
+
+type flusher interface{ Flush() error }
+
+// Close flushes and, for a file, syncs it to disk (a spool is drained
+// first). It does not close w's underlying writer.
 func (w *Writer) Close() error {
 	err := w.Flush()
-	if w.file != nil {
-		err = errors.Join(err, w.file.Sync())
+	if w.sync != nil && err == nil {
+		err = w.sync()
 	}
 	return err
 }

@@ -116,7 +116,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	b = append(b, '\n')
 	t.buf = b
 	if len(t.buf) > 32<<10 {
-		return t.Flush()
+		return t.writeOut()
 	}
 	return t.err
 }
@@ -159,12 +159,28 @@ func (t *Table) Printf(format string, args ...any) {
 	t.buf = fmt.Appendf(t.buf, format, args...)
 }
 
-// Flush writes out what is buffered.
-func (t *Table) Flush() error {
+func (t *Table) writeOut() error {
 	if t.err == nil && len(t.buf) > 0 {
+		// A spool takes the buffer over rather than copying it.
+		if h, ok := t.w.(interface {
+			Hand([]byte) ([]byte, error)
+		}); ok {
+			t.buf, t.err = h.Hand(t.buf)
+			return t.err
+		}
 		_, t.err = t.w.Write(t.buf)
 	}
 	t.buf = t.buf[:0]
+	return t.err
+}
+
+// Flush writes out what is buffered, and has a destination that buffers
+// too (a spool) write it out.
+func (t *Table) Flush() error {
+	t.writeOut()
+	if f, ok := t.w.(interface{ Flush() error }); ok && t.err == nil {
+		t.err = f.Flush()
+	}
 	return t.err
 }
 

@@ -1,0 +1,264 @@
+// Package spool writes output from a goroutine of its own, so that the
+// ring-buffer reader never waits for whoever reads that output.
+//
+// A pipe holds 64 KiB: a few hundred capture lines, a few milliseconds of a
+// busy host. When the program at its other end (jq, tee, a log shipper)
+// falls behind for longer, a direct write(2) blocks the reader, the kernel's
+// ring buffer fills, and events are lost. A Writer takes each buffer at once
+// and writes it later, up to a bound of queued bytes; only past that bound
+// does Write wait, so a consumer that is slower on average still slows the
+// tracer down (and the ring buffer's losses are counted) rather than growing
+// its memory without end.
+//
+// A regular file needs no spool: the page cache takes its writes at once,
+// gigabytes of them before the kernel makes a writer wait.
+package spool
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultLimit is how many bytes may wait in a Writer: about 24k capture
+// lines, 80 ms of a host at 300k events/s, beside the ring buffer's own.
+const DefaultLimit = 8 << 20
+
+// keptChunks bounds the free list: enough for what waits between two
+// wakes of the goroutine, so that the steady state allocates nothing;
+// buffers beyond it, from a burst, go back to the garbage collector.
+const keptChunks = 2*wakeBytes/chunkSize + 2
+
+// chunkSize is the least a queued buffer holds.
+const chunkSize = 64 << 10
+
+// Writer is an io.Writer whose writes happen on its own goroutine.
+type Writer struct {
+	dst  io.Writer
+	file *os.File // dst, when it is a regular file: Sync fsyncs it
+
+	mu      sync.Mutex
+	cond    sync.Cond // signalled when queued bytes drop or the queue empties
+	queue   [][]byte
+	free    [][]byte
+	queued  int  // bytes in queue and being written
+	wake    bool // the goroutine is to write until the queue is empty
+	limit   int
+	err     error // the first write error: every later Write returns it
+	closing bool
+	done    chan struct{}
+}
+
+// New starts a Writer over dst that lets at most limit bytes wait (0:
+// DefaultLimit). When dst is a pipe, it also asks the kernel for a larger
+// pipe buffer, which costs no memory of tcptrail's.
+func New(dst io.Writer, limit int) *Writer {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	s := &Writer{dst: dst, limit: limit, done: make(chan struct{})}
+	s.cond.L = &s.mu
+	if f, ok := dst.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil {
+			switch {
+			case fi.Mode().IsRegular():
+				s.file = f
+			case fi.Mode()&os.ModeNamedPipe != 0:
+				growPipe(f)
+			}
+		}
+	}
+	go s.run()
+	return s
+}
+
+// growPipe raises a pipe's buffer to the most an unprivileged process may
+// ask for (fs.pipe-max-size, 1 MiB by default). Failing is harmless.
+func growPipe(f *os.File) {
+	max := 1 << 20
+	if b, err := os.ReadFile("/proc/sys/fs/pipe-max-size"); err == nil {
+		var n int
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		if n > 0 && n < max {
+			max = n
+		}
+	}
+	_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, max)
+}
+
+// Write queues a copy of p. It waits only while the bound is reached. It
+// returns the first error a write to dst returned, if any.
+func (s *Writer) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.room(len(p)); err != nil {
+		return 0, err
+	}
+	// Small writes join the last buffer still waiting, if it has room.
+	if n := len(s.queue); n > 0 && cap(s.queue[n-1])-len(s.queue[n-1]) >= len(p) {
+		s.queue[n-1] = append(s.queue[n-1], p...)
+		return len(p), nil
+	}
+	var c []byte
+	if n := len(s.free); n > 0 && cap(s.free[n-1]) >= len(p) {
+		c, s.free = s.free[n-1][:0], s.free[:n-1]
+	} else {
+		c = make([]byte, 0, max(chunkSize, len(p)))
+	}
+	s.queue = append(s.queue, append(c, p...))
+	return len(p), nil
+}
+
+// Hand queues b itself, without a copy, and returns an empty buffer of
+// b's capacity to fill next: the way for a writer that formats into a
+// buffer of its own (the capture writer, the live table) to pass it on.
+// Like Write, it waits only while the bound is reached.
+func (s *Writer) Hand(b []byte) ([]byte, error) {
+	if len(b) == 0 {
+		return b, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.room(len(b)); err != nil {
+		return b[:0], err
+	}
+	s.queue = append(s.queue, b)
+	var next []byte
+	if n := len(s.free); n > 0 && cap(s.free[n-1]) >= cap(b) {
+		next, s.free = s.free[n-1][:0], s.free[:n-1]
+	} else {
+		next = make([]byte, 0, cap(b))
+	}
+	return next, nil
+}
+
+// room waits until n more bytes fit under the bound, then counts them as
+// queued, waking the goroutine once enough is waiting. Called with s.mu
+// held.
+func (s *Writer) room(n int) error {
+	for s.err == nil && s.queued > 0 && s.queued+n > s.limit {
+		s.wake = true
+		s.cond.Broadcast()
+		s.cond.Wait()
+	}
+	if s.err != nil {
+		return s.err
+	}
+	if s.closing {
+		return errClosed
+	}
+	s.queued += n
+	// Waking the goroutine for every buffer would cost more than writing
+	// it: it is woken once enough is waiting, or by Flush.
+	if s.queued >= wakeBytes {
+		s.wake = true
+		s.cond.Broadcast()
+	}
+	return nil
+}
+
+// wakeBytes is how much may wait for the next Flush before the goroutine
+// is woken to write it.
+const wakeBytes = 512 << 10
+
+var errClosed = errors.New("spool: write after Close")
+
+// Flush has the goroutine write what is queued now, without waiting for
+// it. The sinks call it when the event stream goes quiet, so that output
+// never lags.
+func (s *Writer) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 {
+		s.wake = true
+		s.cond.Broadcast()
+	}
+	return s.err
+}
+
+// run writes the queue out, in order: once woken, until it is empty.
+func (s *Writer) run() {
+	defer close(s.done)
+	s.mu.Lock()
+	for {
+		for len(s.queue) == 0 || !s.wake {
+			if len(s.queue) == 0 {
+				s.wake = false
+				if s.closing {
+					s.mu.Unlock()
+					return
+				}
+			}
+			s.cond.Wait()
+		}
+		c := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		failed := s.err != nil
+		s.mu.Unlock()
+
+		var err error
+		if !failed {
+			_, err = s.dst.Write(c)
+		}
+
+		s.mu.Lock()
+		if err != nil && s.err == nil {
+			s.err = err
+		}
+		s.queued -= len(c)
+		if len(s.free) < keptChunks {
+			s.free = append(s.free, c[:0])
+		}
+		// For Drain, and for a Write waiting for room.
+		s.cond.Broadcast()
+	}
+}
+
+// Drain waits until everything queued so far is written, and returns the
+// first write error.
+func (s *Writer) Drain() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.queued > 0 && s.err == nil {
+		s.wake = true
+		s.cond.Broadcast()
+		s.cond.Wait()
+	}
+	return s.err
+}
+
+// Sync drains, then, when dst is a regular file, commits it to disk.
+func (s *Writer) Sync() error {
+	if err := s.Drain(); err != nil {
+		return err
+	}
+	if s.file == nil {
+		return nil
+	}
+	return s.file.Sync()
+}
+
+// Close drains and stops the goroutine. It does not close dst. It is safe
+// to call more than once.
+func (s *Writer) Close() error {
+	err := s.Drain()
+	s.mu.Lock()
+	s.closing = true
+	s.wake = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	<-s.done
+	return err
+}
