@@ -47,37 +47,58 @@ var probed struct {
 // error wrapping ErrUnsupportedKernel, in one sentence naming what is
 // missing, when tcptrail cannot run at all.
 func ProbeFeatures() (Features, error) {
+	return probeFeatures(btf.NewCache())
+}
+
+// probeFeatures is ProbeFeatures with the kernel's BTF parsed once, into
+// types, for every probe and for whoever loads after them: a parse costs
+// tens of milliseconds of CPU and megabytes of garbage each time.
+func probeFeatures(types *btf.Cache) (Features, error) {
 	if probed.done {
 		return probed.f, probed.err
 	}
-	probed.f, probed.err = probeFeatures()
+	probed.f, probed.err = runProbes(types)
 	probed.done = true
 	return probed.f, probed.err
 }
 
-func probeFeatures() (Features, error) {
+func runProbes(types *btf.Cache) (Features, error) {
 	var f Features
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		return f, unsupported("BPF ring buffers (Linux 5.8)", err)
 	}
-	if err := probeTracing(nil); err != nil {
+	if err := probeTracing(types, nil); err != nil {
 		return f, unsupported("BTF-typed tracepoints (tp_btf, Linux 5.5)", err)
 	}
-	f.CookieHelper = probeTracing(asm.Instructions{
+	f.CookieHelper = probeTracing(types, asm.Instructions{
 		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), // the tracepoint's sk
 		asm.FnGetSocketCookie.Call(),
 	}) == nil
-	f.TaskBTF = probeTracing(asm.Instructions{asm.FnGetCurrentTaskBtf.Call()}) == nil
-	f.FunctionTracingErr = probeFunctionTracing()
+	f.TaskBTF = probeTracing(types, asm.Instructions{asm.FnGetCurrentTaskBtf.Call()}) == nil
+	f.FunctionTracingErr = probeFunctionTracing(types)
 	f.FunctionTracing = f.FunctionTracingErr == nil
 	return f, nil
+}
+
+// loadProbeProgram loads one program with the kernel types of types:
+// through a collection, since a lone program would parse the kernel's BTF
+// again to find its attach target.
+func loadProbeProgram(types *btf.Cache, spec *ebpf.ProgramSpec) (*ebpf.Program, error) {
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{
+		Programs: map[string]*ebpf.ProgramSpec{"probe": spec},
+	}, ebpf.CollectionOptions{Cache: types, Programs: ebpf.ProgramOptions{LogDisabled: true}})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram("probe"), nil
 }
 
 // probeFunctionTracing checks that every syscall tcptrail needs can be
 // hooked as a function, then attaches an empty fexit program to the first
 // of them and detaches it.
-func probeFunctionTracing() error {
-	kspec, err := btf.LoadKernelSpec()
+func probeFunctionTracing(types *btf.Cache) error {
+	kspec, err := types.Kernel()
 	if err != nil {
 		return err
 	}
@@ -88,13 +109,13 @@ func probeFunctionTracing() error {
 	if err != nil {
 		return err
 	}
-	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+	prog, err := loadProbeProgram(types, &ebpf.ProgramSpec{
 		Type:         ebpf.Tracing,
 		AttachType:   ebpf.AttachTraceFExit,
 		AttachTo:     plan[0].target,
 		License:      "Dual BSD/GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	}, ebpf.ProgramOptions{LogDisabled: true})
+	})
 	if err != nil {
 		return err
 	}
@@ -115,15 +136,15 @@ func unsupported(what string, err error) error {
 
 // probeTracing loads (without attaching) a tp_btf program on
 // sock:inet_sock_set_state made of body followed by "return 0".
-func probeTracing(body asm.Instructions) error {
+func probeTracing(types *btf.Cache, body asm.Instructions) error {
 	insns := append(body, asm.Mov.Imm(asm.R0, 0), asm.Return())
-	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+	prog, err := loadProbeProgram(types, &ebpf.ProgramSpec{
 		Type:         ebpf.Tracing,
 		AttachType:   ebpf.AttachTraceRawTp,
 		AttachTo:     "inet_sock_set_state",
 		License:      "Dual BSD/GPL",
 		Instructions: insns,
-	}, ebpf.ProgramOptions{LogDisabled: true})
+	})
 	if err != nil {
 		return err
 	}

@@ -146,7 +146,10 @@ func Load(cfg Config) (*Probe, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
 	}
-	feat, err := ProbeFeatures()
+	// The kernel's BTF, parsed once for the probes, the choice of hooks
+	// and the load, and dropped with the cache when Load returns.
+	types := btf.NewCache()
+	feat, err := probeFeatures(types)
 	if err != nil {
 		return nil, err
 	}
@@ -170,11 +173,11 @@ func Load(cfg Config) (*Probe, error) {
 			return nil, fmt.Errorf("%w (fentry/fexit: %v): use the tracepoint hooks", ErrNoFunctionHooks, feat.FunctionTracingErr)
 		}
 	}
-	if err := selectPrograms(spec, cfg, p.Hooks); err != nil {
+	if err := selectPrograms(spec, cfg, p.Hooks, types); err != nil {
 		return nil, err
 	}
 
-	p.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	p.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: types})
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -273,7 +276,7 @@ var alwaysAttached = []string{
 
 // selectPrograms drops from spec the programs this run does not use, and
 // points each function hook at its syscall.
-func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
+func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks, types *btf.Cache) error {
 	keep := map[string]bool{tcptrailProgHandleSetState: true, tcptrailProgHandleSendReset: true}
 	if !cfg.TransitionsOnly {
 		for _, name := range alwaysAttached {
@@ -285,7 +288,7 @@ func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks) error {
 		keep[tcptrailProgHandleSysEnter] = true
 		keep[tcptrailProgHandleSysExit] = true
 	case HooksFunction:
-		kspec, err := btf.LoadKernelSpec()
+		kspec, err := types.Kernel()
 		if err != nil {
 			return fmt.Errorf("kernel BTF: %w", err)
 		}
