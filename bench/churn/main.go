@@ -27,6 +27,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrail/tcptrail/tracer/record"
+	"github.com/tcptrail/tcptrail/tracer/socktable"
 )
 
 type config struct {
@@ -346,9 +347,11 @@ func runRound(cfg *config, name, mode string, port int, d time.Duration, workers
 	r.selfCPU = (self1 - self0).Seconds()
 	r.iwi = iwi1 - iwi0
 	if traced {
-		// Let the last connections finish closing before detaching: a
-		// delayed ACK of the server's FIN can take up to 200 ms.
-		time.Sleep(300 * time.Millisecond)
+		// Let the last connections finish closing before detaching (a
+		// delayed ACK of the server's FIN can take 200 ms, more on a
+		// loaded machine): a transition after the detach is missing from
+		// the count without being a loss.
+		waitConnectionsDone(port, 5*time.Second)
 		if r.tr, err = t.stop(); err != nil {
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
@@ -608,4 +611,34 @@ func isPart(p, seq string) bool {
 		i++
 	}
 	return true
+}
+
+// waitConnectionsDone waits, up to timeout, until no socket of port is
+// still on its way to closing: none left but listeners and timewait
+// sockets (whose FIN_WAIT2 phase sock_diag reports as FIN_WAIT2, so that
+// state is let be too).
+func waitConnectionsDone(port int, timeout time.Duration) {
+	const (
+		finWait2 = 5
+		timeWait = 6
+		listen   = 10
+	)
+	busy := uint32(socktable.AllStates &^ (1<<finWait2 | 1<<timeWait | 1<<listen))
+	deadline := time.Now().Add(timeout)
+	for {
+		left := 0
+		for _, family := range []uint8{syscall.AF_INET, syscall.AF_INET6} {
+			l, err := socktable.DumpFunc(family, busy, func(e *socktable.Entry) bool {
+				return e.Local.Port() == uint16(port) || e.Remote.Port() == uint16(port)
+			})
+			if err != nil {
+				return
+			}
+			left += len(l)
+		}
+		if left == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -26,6 +26,13 @@ const (
 	wOwner  = 20
 )
 
+// The table's buffer, and the longest line it leaves room for (longer
+// ones, with many owners, grow it).
+const (
+	bufSize = 64 << 10
+	maxLine = 4 << 10
+)
+
 // Table writes the live view to w. It buffers: call Flush when the event
 // stream goes quiet so that the screen never lags.
 type Table struct {
@@ -45,7 +52,7 @@ type Table struct {
 
 // NewTable returns a table writing to w.
 func NewTable(w io.Writer) *Table {
-	return &Table{w: w, buf: make([]byte, 0, 64<<10)}
+	return &Table{w: w, buf: make([]byte, 0, bufSize)}
 }
 
 // Header prints the column titles.
@@ -115,7 +122,8 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	}
 	b = append(b, '\n')
 	t.buf = b
-	if len(t.buf) > 32<<10 {
+	// Written out nearly full: a spool holds on to whole buffers.
+	if len(t.buf) > bufSize-maxLine {
 		return t.writeOut()
 	}
 	return t.err

@@ -23,14 +23,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultLimit is how many bytes may wait in a Writer: about 24k capture
-// lines, 80 ms of a host at 300k events/s, beside the ring buffer's own.
-const DefaultLimit = 8 << 20
+// DefaultLimit is how many bytes may wait in a Writer: about 11k capture
+// lines or 27k lines of the live table, beside the ring buffer's own 37k
+// events. Queued buffers are nearly full, so this is also about the most
+// memory they take.
+const DefaultLimit = 4 << 20
 
-// keptChunks bounds the free list: enough for what waits between two
-// wakes of the goroutine, so that the steady state allocates nothing;
-// buffers beyond it, from a burst, go back to the garbage collector.
-const keptChunks = 2*wakeBytes/chunkSize + 2
+// keptBytes bounds the free list: enough for what waits between two wakes
+// of the goroutine, so that the steady state allocates nothing; buffers
+// beyond it, from a burst, go back to the garbage collector.
+const keptBytes = 2 * wakeBytes
 
 // chunkSize is the least a queued buffer holds.
 const chunkSize = 64 << 10
@@ -44,6 +46,7 @@ type Writer struct {
 	cond    sync.Cond // signalled when queued bytes drop or the queue empties
 	queue   [][]byte
 	free    [][]byte
+	freeCap int  // capacity of the buffers in free
 	queued  int  // bytes in queue and being written
 	wake    bool // the goroutine is to write until the queue is empty
 	limit   int
@@ -110,12 +113,7 @@ func (s *Writer) Write(p []byte) (int, error) {
 		s.queue[n-1] = append(s.queue[n-1], p...)
 		return len(p), nil
 	}
-	var c []byte
-	if n := len(s.free); n > 0 && cap(s.free[n-1]) >= len(p) {
-		c, s.free = s.free[n-1][:0], s.free[:n-1]
-	} else {
-		c = make([]byte, 0, max(chunkSize, len(p)))
-	}
+	c := s.buffer(max(chunkSize, len(p)))
 	s.queue = append(s.queue, append(c, p...))
 	return len(p), nil
 }
@@ -134,13 +132,20 @@ func (s *Writer) Hand(b []byte) ([]byte, error) {
 		return b[:0], err
 	}
 	s.queue = append(s.queue, b)
-	var next []byte
-	if n := len(s.free); n > 0 && cap(s.free[n-1]) >= cap(b) {
-		next, s.free = s.free[n-1][:0], s.free[:n-1]
-	} else {
-		next = make([]byte, 0, cap(b))
+	return s.buffer(cap(b)), nil
+}
+
+// buffer takes an empty buffer of at least size bytes from the free list,
+// or makes one. Called with s.mu held.
+func (s *Writer) buffer(size int) []byte {
+	if n := len(s.free); n > 0 && cap(s.free[n-1]) >= size {
+		b := s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		s.freeCap -= cap(b)
+		return b[:0]
 	}
-	return next, nil
+	return make([]byte, 0, size)
 }
 
 // room waits until n more bytes fit under the bound, then counts them as
@@ -218,8 +223,9 @@ func (s *Writer) run() {
 			s.err = err
 		}
 		s.queued -= len(c)
-		if len(s.free) < keptChunks {
+		if s.freeCap+cap(c) <= keptBytes {
 			s.free = append(s.free, c[:0])
+			s.freeCap += cap(c)
 		}
 		// For Drain, and for a Write waiting for room.
 		s.cond.Broadcast()
