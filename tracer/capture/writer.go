@@ -11,6 +11,7 @@ import (
 
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
+	"github.com/tcptrail/tcptrail/tracer/internal/identcache"
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/spool"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
@@ -29,6 +30,7 @@ type Writer struct {
 	buf   []byte
 	err   error
 	clock clockfmt.Cache
+	ids   identcache.Cache
 }
 
 // NewWriter writes to w. When w is a regular file, or a spool over one,
@@ -75,7 +77,7 @@ func (w *Writer) Write(rec any) error {
 // WriteTransition appends a transition record. wallNs is its wall-clock
 // time. It does not allocate.
 func (w *Writer) WriteTransition(t *timeline.Transition, wallNs int64) error {
-	w.buf = appendTransition(w.buf, t, wallNs, &w.clock)
+	w.buf = appendTransition(w.buf, t, wallNs, &w.clock, &w.ids)
 	return w.maybeFlush()
 }
 
@@ -174,16 +176,22 @@ func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner,
 // AppendTransition appends t as one JSON line.
 func AppendTransition(b []byte, t *timeline.Transition, wallNs int64) []byte {
 	var c clockfmt.Cache
-	return appendTransition(b, t, wallNs, &c)
+	return appendTransition(b, t, wallNs, &c, nil)
 }
 
-func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clockfmt.Cache) []byte {
+// appendTransition appends t; ids, if not nil, keeps the text of its
+// socket's identity for the socket's next transitions.
+func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clockfmt.Cache, ids *identcache.Cache) []byte {
 	e := t.Event
 	b = append(b, `{"type":"transition","time":"`...)
 	b = clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
 	b = strconv.AppendUint(b, e.MonoNs, 10)
-	b = appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
+	if ids != nil {
+		b = ids.Append(b, e, appendEventSocket)
+	} else {
+		b = appendEventSocket(b, e)
+	}
 	b = append(b, `,"old":"`...)
 	b = append(b, e.Old.String()...)
 	b = append(b, `","new":"`...)
@@ -219,6 +227,11 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 		b = append(b, '"')
 	}
 	return append(b, "}\n"...)
+}
+
+// appendEventSocket appends the identity of e's socket.
+func appendEventSocket(b []byte, e *event.Event) []byte {
+	return appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
 }
 
 func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr netip.Addr, lport uint16, raddr netip.Addr, rport uint16) []byte {

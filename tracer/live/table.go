@@ -10,6 +10,7 @@ import (
 
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
+	"github.com/tcptrail/tcptrail/tracer/internal/identcache"
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -44,6 +45,7 @@ type Table struct {
 	diagnoses []string
 	more      int
 	clock     clockfmt.Cache
+	ids       identcache.Cache
 	// Network namespaces: each line names its socket's once a second
 	// namespace showed up (containers reuse each other's addresses).
 	firstNS uint32
@@ -77,16 +79,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	start := len(b)
 	b = t.clock.AppendClock(b, wallNs)
 	b = fill(b, start, wTime)
-	start = len(b)
-	b = appendCookie(b, e.Cookie)
-	b = fill(b, start, wSocket)
-	start = len(b)
-	b = e.Local.AppendTo(b)
-	b = fill(b, start, wAddr)
-	b = append(b, "-> "...)
-	start = len(b)
-	b = e.Remote.AppendTo(b)
-	b = fill(b, start, wAddr)
+	b = t.ids.Append(b, e, appendIdent)
 	start = len(b)
 	if tr.Gap {
 		// Never paper over a gap: say what was last seen.
@@ -127,6 +120,21 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 		return t.writeOut()
 	}
 	return t.err
+}
+
+// appendIdent appends the columns of a socket's identity: its id, local
+// and remote address.
+func appendIdent(b []byte, e *event.Event) []byte {
+	start := len(b)
+	b = appendCookie(b, e.Cookie)
+	b = fill(b, start, wSocket)
+	start = len(b)
+	b = e.Local.AppendTo(b)
+	b = fill(b, start, wAddr)
+	b = append(b, "-> "...)
+	start = len(b)
+	b = e.Remote.AppendTo(b)
+	return fill(b, start, wAddr)
 }
 
 // seeNetNS notes a socket's namespace and reports whether lines should
