@@ -88,6 +88,11 @@ func loadProbeProgram(types *btf.Cache, spec *ebpf.ProgramSpec) (*ebpf.Program, 
 		Programs: map[string]*ebpf.ProgramSpec{"probe": spec},
 	}, ebpf.CollectionOptions{Cache: types, Programs: ebpf.ProgramOptions{LogDisabled: true}})
 	if err != nil {
+		// Without the collection's "program probe: ", as a lone program
+		// would say it.
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		}
 		return nil, err
 	}
 	defer coll.Close()
