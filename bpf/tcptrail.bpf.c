@@ -599,8 +599,8 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const void *skb)
 	return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
+/* A state change of sk: filtered, tied to its call, reported. */
+static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u16 family = sk->__sk_common.skc_family;
 	__u16 proto = sk->sk_protocol;
@@ -718,6 +718,99 @@ out:
 	if (!cfg.cookie_helper && newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&sock_ids, &skaddr);
 	return 0;
+}
+
+/*
+ * The kernel runs a tracing program at most once at a time per CPU: a state
+ * change in a softirq that interrupts handle_set_state on its CPU (a packet
+ * arriving while the program runs in a task) is skipped and only counted,
+ * and at a busy host's rates that is tens of transitions a second. A second
+ * program on the same tracepoint, handle_set_state_missed, runs after the
+ * first for every change and reports those the first did not.
+ *
+ * To tell them, handle_set_state notes each change it handled, when it is
+ * done, in a small per-CPU ring; the second program looks for its change
+ * among the latest notes and strikes it out, or finds none and handles the
+ * change itself. Notes never move: changes nested between or inside the two
+ * programs' runs (a burst of softirq work can be long on a busy virtual
+ * CPU) write newer slots, and only more of them than the ring holds could
+ * overwrite a note before it is read. Kernels that run a nested program
+ * instead of skipping it (older ones) leave the second program nothing to
+ * do. What neither program handled is counted: the first program's skips
+ * less the second program's recoveries.
+ */
+#define HANDLED_SLOTS 16 /* a power of two */
+
+struct handled {
+	__u64 sk; /* 0: struck out */
+	__u32 states; /* oldstate << 8 | newstate */
+	__u32 _pad;
+};
+
+struct handled_ring {
+	struct handled e[HANDLED_SLOTS];
+	__u64 seq; /* notes written so far */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct handled_ring);
+} handled SEC(".maps");
+
+__u64 set_state_recovered = 0; /* changes handle_set_state skipped and handle_set_state_missed reported */
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	struct handled_ring *h;
+	__u32 zero = 0;
+	__u64 slot;
+
+	on_set_state(sk, oldstate, newstate);
+	h = bpf_map_lookup_elem(&handled, &zero);
+	if (!h)
+		return 0;
+	/* The slot is taken before it is written, and the socket written
+	 * last: a change nested in between takes the next slot, or (nested
+	 * between the read and the write of seq) the same one, whose note its
+	 * second program strikes out before this one is written. A plain
+	 * read and write: an atomic fetch needs Linux 5.12. */
+	slot = h->seq;
+	h->seq = slot + 1;
+	slot &= HANDLED_SLOTS - 1;
+	__asm__ __volatile__("" ::: "memory");
+	h->e[slot].states = (__u32)oldstate << 8 | (__u32)newstate;
+	__asm__ __volatile__("" ::: "memory");
+	h->e[slot].sk = (__u64)sk;
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_missed, const struct sock *sk, int oldstate, int newstate)
+{
+	__u32 states = (__u32)oldstate << 8 | (__u32)newstate;
+	struct handled_ring *h;
+	__u32 zero = 0;
+	__u64 seq;
+
+	h = bpf_map_lookup_elem(&handled, &zero);
+	if (!h)
+		return 0;
+	/* Newest first: this change's note, if the first program left one, is
+	 * among the latest. */
+	seq = h->seq;
+	for (int k = 1; k <= HANDLED_SLOTS; k++) {
+		struct handled *n = &h->e[(seq - k) & (HANDLED_SLOTS - 1)];
+
+		if (n->sk == (__u64)sk && n->states == states) {
+			n->sk = 0;
+			return 0;
+		}
+	}
+	__sync_fetch_and_add(&set_state_recovered, 1);
+	return on_set_state(sk, oldstate, newstate);
 }
 
 /* Whether more than one reference holds file: another fd (dup) or another

@@ -3,7 +3,9 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -82,8 +84,9 @@ var ErrNoBTF = errors.New("kernel BTF not found: tcptrail needs a kernel built w
 // Counters are the kernel side's loss counters, since load.
 type Counters struct {
 	RingbufFull     uint64 // events dropped: ring buffer full
-	RecursionMisses uint64 // invocations the kernel skipped: program already running on that CPU
+	RecursionMisses uint64 // invocations the kernel skipped (program already running on that CPU) and nothing made up for
 	InflightFull    uint64 // syscalls left uncorrelated: per-thread map full
+	Recovered       uint64 // state changes the first program skipped and the second reported
 }
 
 // Probe is the loaded and attached kernel side.
@@ -194,15 +197,18 @@ func Load(cfg Config) (*Probe, error) {
 			return nil, fmt.Errorf("cgroup filter: %w", err)
 		}
 	}
-	// The state-change program first: Counters and tests count on it.
+	// The state-change program first (Counters and tests count on it),
+	// then the one that reports what it skipped: a tracepoint runs its
+	// programs in the order they were attached.
+	first := []string{tcptrailProgHandleSetState, tcptrailProgHandleSetStateMissed}
 	names := make([]string, 0, len(spec.Programs))
 	for name := range spec.Programs {
-		if name != tcptrailProgHandleSetState {
+		if !slices.Contains(first, name) {
 			names = append(names, name)
 		}
 	}
 	sort.Strings(names)
-	names = append([]string{tcptrailProgHandleSetState}, names...)
+	names = append(first, names...)
 	for _, name := range names {
 		prog := p.coll.Programs[name]
 		p.progs = append(p.progs, prog)
@@ -270,14 +276,14 @@ func (p *Probe) String() string {
 // transitions to CLOSE that follow them, so handle_send_reset stays even
 // with TransitionsOnly.
 var alwaysAttached = []string{
-	tcptrailProgHandleSetState, tcptrailProgHandleSendReset,
+	tcptrailProgHandleSetState, tcptrailProgHandleSetStateMissed, tcptrailProgHandleSendReset,
 	tcptrailProgHandleExit, tcptrailProgHandleFork, tcptrailProgHandleExec,
 }
 
 // selectPrograms drops from spec the programs this run does not use, and
 // points each function hook at its syscall.
 func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks, types *btf.Cache) error {
-	keep := map[string]bool{tcptrailProgHandleSetState: true, tcptrailProgHandleSendReset: true}
+	keep := map[string]bool{tcptrailProgHandleSetState: true, tcptrailProgHandleSetStateMissed: true, tcptrailProgHandleSendReset: true}
 	if !cfg.TransitionsOnly {
 		for _, name := range alwaysAttached {
 			keep[name] = true
@@ -407,14 +413,39 @@ func (p *Probe) Counters() (Counters, error) {
 	if err := p.coll.Variables[tcptrailVarInflightFull].Get(&c.InflightFull); err != nil {
 		return c, fmt.Errorf("read inflight_full: %w", err)
 	}
-	for _, prog := range p.progs {
+	// The second state-change program's own skips lose nothing: the first
+	// program ran for those changes. The first program's skips that the
+	// second one reported are not lost either.
+	var recovered uint64
+	if err := p.coll.Variables[tcptrailVarSetStateRecovered].Get(&recovered); err != nil {
+		return c, fmt.Errorf("read set_state_recovered: %w", err)
+	}
+	for name, prog := range p.progNames() {
 		st, err := prog.Stats()
 		if err != nil {
 			return c, fmt.Errorf("read stats of %s: %w", prog, err)
 		}
-		c.RecursionMisses += st.RecursionMisses
+		if name != tcptrailProgHandleSetStateMissed {
+			c.RecursionMisses += st.RecursionMisses
+		}
 	}
+	// Recoveries outnumber skips only if some came while the second
+	// program ran alone (it is attached after the first and detached
+	// before it, so never).
+	c.RecursionMisses -= min(recovered, c.RecursionMisses)
+	c.Recovered = recovered
 	return c, nil
+}
+
+// progNames yields the attached programs by name.
+func (p *Probe) progNames() iter.Seq2[string, *ebpf.Program] {
+	return func(yield func(string, *ebpf.Program) bool) {
+		for name, prog := range p.coll.Programs {
+			if slices.Contains(p.progs, prog) && !yield(name, prog) {
+				return
+			}
+		}
+	}
 }
 
 // ProgramIDs returns the kernel IDs of the loaded programs (for tests that
@@ -435,7 +466,10 @@ func (p *Probe) ProgramIDs() []ebpf.ProgramID {
 // that what is already in it can be drained.
 func (p *Probe) Detach() error {
 	var errs []error
-	for _, l := range p.links {
+	// In the reverse order of attaching: the program that reports the
+	// changes the state-change program skipped goes before it, so that it
+	// never runs alone (it would report every change as skipped).
+	for _, l := range slices.Backward(p.links) {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil

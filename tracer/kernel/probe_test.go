@@ -34,10 +34,10 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 		t.Fatalf("%+v", err)
 	}
 	ids := p.ProgramIDs()
-	// Transitions, the kernel's own resets, fork, exec and exit, plus the
-	// syscall hooks: two tracepoint programs, or an fentry/fexit pair per
-	// hooked function.
-	want := 7
+	// Transitions (and those its program skipped), the kernel's own
+	// resets, fork, exec and exit, plus the syscall hooks: two tracepoint
+	// programs, or an fentry/fexit pair per hooked function.
+	want := 8
 	if p.Hooks == HooksFunction {
 		kspec, err := btf.LoadKernelSpec()
 		if err != nil {
@@ -47,7 +47,7 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = 5 + 2*len(plan)
+		want = 6 + 2*len(plan)
 	}
 	if len(ids) != want || len(p.links) != want {
 		t.Fatalf("want %d programs loaded and attached (%s hooks), got %d loaded, %d attached", want, p.Hooks, len(ids), len(p.links))

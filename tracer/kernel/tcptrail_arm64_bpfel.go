@@ -54,6 +54,17 @@ type tcptrailEvent struct {
 	Pad2     uint32
 }
 
+type tcptrailHandledRing struct {
+	_ structs.HostLayout
+	E [16]struct {
+		_      structs.HostLayout
+		Sk     uint64
+		States uint32
+		Pad    uint32
+	}
+	Seq uint64
+}
+
 type tcptrailInflight struct {
 	_        structs.HostLayout
 	Sk       uint64
@@ -91,63 +102,66 @@ type tcptrailSynRecv struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptrailMapCgroupFilter      = "cgroup_filter"
-	tcptrailMapEvents            = "events"
-	tcptrailMapInflight          = "inflight"
-	tcptrailMapLastRst           = "last_rst"
-	tcptrailMapNextId            = "next_id"
-	tcptrailMapOwnedPorts        = "owned_ports"
-	tcptrailMapOwnedSocks        = "owned_socks"
-	tcptrailMapSockIds           = "sock_ids"
-	tcptrailMapSynRecvs          = "syn_recvs"
-	tcptrailProgEnterAccept      = "enter_accept"
-	tcptrailProgEnterAccept4     = "enter_accept4"
-	tcptrailProgEnterBind        = "enter_bind"
-	tcptrailProgEnterClose       = "enter_close"
-	tcptrailProgEnterCloseRange  = "enter_close_range"
-	tcptrailProgEnterConnect     = "enter_connect"
-	tcptrailProgEnterDup         = "enter_dup"
-	tcptrailProgEnterDup2        = "enter_dup2"
-	tcptrailProgEnterDup3        = "enter_dup3"
-	tcptrailProgEnterExecve      = "enter_execve"
-	tcptrailProgEnterExecveat    = "enter_execveat"
-	tcptrailProgEnterListen      = "enter_listen"
-	tcptrailProgEnterShutdown    = "enter_shutdown"
-	tcptrailProgEnterSysAccept4  = "enter_sys_accept4"
-	tcptrailProgEnterSysBind     = "enter_sys_bind"
-	tcptrailProgEnterSysConnect  = "enter_sys_connect"
-	tcptrailProgEnterSysListen   = "enter_sys_listen"
-	tcptrailProgEnterSysShutdown = "enter_sys_shutdown"
-	tcptrailProgExitAccept       = "exit_accept"
-	tcptrailProgExitAccept4      = "exit_accept4"
-	tcptrailProgExitBind         = "exit_bind"
-	tcptrailProgExitClose        = "exit_close"
-	tcptrailProgExitCloseRange   = "exit_close_range"
-	tcptrailProgExitConnect      = "exit_connect"
-	tcptrailProgExitDup          = "exit_dup"
-	tcptrailProgExitDup2         = "exit_dup2"
-	tcptrailProgExitDup3         = "exit_dup3"
-	tcptrailProgExitExecve       = "exit_execve"
-	tcptrailProgExitExecveat     = "exit_execveat"
-	tcptrailProgExitListen       = "exit_listen"
-	tcptrailProgExitShutdown     = "exit_shutdown"
-	tcptrailProgExitSysAccept4   = "exit_sys_accept4"
-	tcptrailProgExitSysBind      = "exit_sys_bind"
-	tcptrailProgExitSysConnect   = "exit_sys_connect"
-	tcptrailProgExitSysListen    = "exit_sys_listen"
-	tcptrailProgExitSysShutdown  = "exit_sys_shutdown"
-	tcptrailProgHandleExec       = "handle_exec"
-	tcptrailProgHandleExit       = "handle_exit"
-	tcptrailProgHandleFork       = "handle_fork"
-	tcptrailProgHandleSendReset  = "handle_send_reset"
-	tcptrailProgHandleSetState   = "handle_set_state"
-	tcptrailProgHandleSysEnter   = "handle_sys_enter"
-	tcptrailProgHandleSysExit    = "handle_sys_exit"
-	tcptrailVarCfg               = "cfg"
-	tcptrailVarInflightCount     = "inflight_count"
-	tcptrailVarInflightFull      = "inflight_full"
-	tcptrailVarRingbufFull       = "ringbuf_full"
-	tcptrailVarSocketFops        = "socket_fops"
+	tcptrailMapCgroupFilter          = "cgroup_filter"
+	tcptrailMapEvents                = "events"
+	tcptrailMapHandled               = "handled"
+	tcptrailMapInflight              = "inflight"
+	tcptrailMapLastRst               = "last_rst"
+	tcptrailMapNextId                = "next_id"
+	tcptrailMapOwnedPorts            = "owned_ports"
+	tcptrailMapOwnedSocks            = "owned_socks"
+	tcptrailMapSockIds               = "sock_ids"
+	tcptrailMapSynRecvs              = "syn_recvs"
+	tcptrailProgEnterAccept          = "enter_accept"
+	tcptrailProgEnterAccept4         = "enter_accept4"
+	tcptrailProgEnterBind            = "enter_bind"
+	tcptrailProgEnterClose           = "enter_close"
+	tcptrailProgEnterCloseRange      = "enter_close_range"
+	tcptrailProgEnterConnect         = "enter_connect"
+	tcptrailProgEnterDup             = "enter_dup"
+	tcptrailProgEnterDup2            = "enter_dup2"
+	tcptrailProgEnterDup3            = "enter_dup3"
+	tcptrailProgEnterExecve          = "enter_execve"
+	tcptrailProgEnterExecveat        = "enter_execveat"
+	tcptrailProgEnterListen          = "enter_listen"
+	tcptrailProgEnterShutdown        = "enter_shutdown"
+	tcptrailProgEnterSysAccept4      = "enter_sys_accept4"
+	tcptrailProgEnterSysBind         = "enter_sys_bind"
+	tcptrailProgEnterSysConnect      = "enter_sys_connect"
+	tcptrailProgEnterSysListen       = "enter_sys_listen"
+	tcptrailProgEnterSysShutdown     = "enter_sys_shutdown"
+	tcptrailProgExitAccept           = "exit_accept"
+	tcptrailProgExitAccept4          = "exit_accept4"
+	tcptrailProgExitBind             = "exit_bind"
+	tcptrailProgExitClose            = "exit_close"
+	tcptrailProgExitCloseRange       = "exit_close_range"
+	tcptrailProgExitConnect          = "exit_connect"
+	tcptrailProgExitDup              = "exit_dup"
+	tcptrailProgExitDup2             = "exit_dup2"
+	tcptrailProgExitDup3             = "exit_dup3"
+	tcptrailProgExitExecve           = "exit_execve"
+	tcptrailProgExitExecveat         = "exit_execveat"
+	tcptrailProgExitListen           = "exit_listen"
+	tcptrailProgExitShutdown         = "exit_shutdown"
+	tcptrailProgExitSysAccept4       = "exit_sys_accept4"
+	tcptrailProgExitSysBind          = "exit_sys_bind"
+	tcptrailProgExitSysConnect       = "exit_sys_connect"
+	tcptrailProgExitSysListen        = "exit_sys_listen"
+	tcptrailProgExitSysShutdown      = "exit_sys_shutdown"
+	tcptrailProgHandleExec           = "handle_exec"
+	tcptrailProgHandleExit           = "handle_exit"
+	tcptrailProgHandleFork           = "handle_fork"
+	tcptrailProgHandleSendReset      = "handle_send_reset"
+	tcptrailProgHandleSetState       = "handle_set_state"
+	tcptrailProgHandleSetStateMissed = "handle_set_state_missed"
+	tcptrailProgHandleSysEnter       = "handle_sys_enter"
+	tcptrailProgHandleSysExit        = "handle_sys_exit"
+	tcptrailVarCfg                   = "cfg"
+	tcptrailVarInflightCount         = "inflight_count"
+	tcptrailVarInflightFull          = "inflight_full"
+	tcptrailVarRingbufFull           = "ringbuf_full"
+	tcptrailVarSetStateRecovered     = "set_state_recovered"
+	tcptrailVarSocketFops            = "socket_fops"
 )
 
 // loadTcptrail returns the embedded CollectionSpec for tcptrail.
@@ -192,49 +206,50 @@ type tcptrailSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailProgramSpecs struct {
-	EnterAccept      *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4     *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterBind        *ebpf.ProgramSpec `ebpf:"enter_bind"`
-	EnterClose       *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterCloseRange  *ebpf.ProgramSpec `ebpf:"enter_close_range"`
-	EnterConnect     *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterDup         *ebpf.ProgramSpec `ebpf:"enter_dup"`
-	EnterDup2        *ebpf.ProgramSpec `ebpf:"enter_dup2"`
-	EnterDup3        *ebpf.ProgramSpec `ebpf:"enter_dup3"`
-	EnterExecve      *ebpf.ProgramSpec `ebpf:"enter_execve"`
-	EnterExecveat    *ebpf.ProgramSpec `ebpf:"enter_execveat"`
-	EnterListen      *ebpf.ProgramSpec `ebpf:"enter_listen"`
-	EnterShutdown    *ebpf.ProgramSpec `ebpf:"enter_shutdown"`
-	EnterSysAccept4  *ebpf.ProgramSpec `ebpf:"enter_sys_accept4"`
-	EnterSysBind     *ebpf.ProgramSpec `ebpf:"enter_sys_bind"`
-	EnterSysConnect  *ebpf.ProgramSpec `ebpf:"enter_sys_connect"`
-	EnterSysListen   *ebpf.ProgramSpec `ebpf:"enter_sys_listen"`
-	EnterSysShutdown *ebpf.ProgramSpec `ebpf:"enter_sys_shutdown"`
-	ExitAccept       *ebpf.ProgramSpec `ebpf:"exit_accept"`
-	ExitAccept4      *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitBind         *ebpf.ProgramSpec `ebpf:"exit_bind"`
-	ExitClose        *ebpf.ProgramSpec `ebpf:"exit_close"`
-	ExitCloseRange   *ebpf.ProgramSpec `ebpf:"exit_close_range"`
-	ExitConnect      *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitDup          *ebpf.ProgramSpec `ebpf:"exit_dup"`
-	ExitDup2         *ebpf.ProgramSpec `ebpf:"exit_dup2"`
-	ExitDup3         *ebpf.ProgramSpec `ebpf:"exit_dup3"`
-	ExitExecve       *ebpf.ProgramSpec `ebpf:"exit_execve"`
-	ExitExecveat     *ebpf.ProgramSpec `ebpf:"exit_execveat"`
-	ExitListen       *ebpf.ProgramSpec `ebpf:"exit_listen"`
-	ExitShutdown     *ebpf.ProgramSpec `ebpf:"exit_shutdown"`
-	ExitSysAccept4   *ebpf.ProgramSpec `ebpf:"exit_sys_accept4"`
-	ExitSysBind      *ebpf.ProgramSpec `ebpf:"exit_sys_bind"`
-	ExitSysConnect   *ebpf.ProgramSpec `ebpf:"exit_sys_connect"`
-	ExitSysListen    *ebpf.ProgramSpec `ebpf:"exit_sys_listen"`
-	ExitSysShutdown  *ebpf.ProgramSpec `ebpf:"exit_sys_shutdown"`
-	HandleExec       *ebpf.ProgramSpec `ebpf:"handle_exec"`
-	HandleExit       *ebpf.ProgramSpec `ebpf:"handle_exit"`
-	HandleFork       *ebpf.ProgramSpec `ebpf:"handle_fork"`
-	HandleSendReset  *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
-	HandleSetState   *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	HandleSysEnter   *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
-	HandleSysExit    *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
+	EnterAccept          *ebpf.ProgramSpec `ebpf:"enter_accept"`
+	EnterAccept4         *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterBind            *ebpf.ProgramSpec `ebpf:"enter_bind"`
+	EnterClose           *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterCloseRange      *ebpf.ProgramSpec `ebpf:"enter_close_range"`
+	EnterConnect         *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterDup             *ebpf.ProgramSpec `ebpf:"enter_dup"`
+	EnterDup2            *ebpf.ProgramSpec `ebpf:"enter_dup2"`
+	EnterDup3            *ebpf.ProgramSpec `ebpf:"enter_dup3"`
+	EnterExecve          *ebpf.ProgramSpec `ebpf:"enter_execve"`
+	EnterExecveat        *ebpf.ProgramSpec `ebpf:"enter_execveat"`
+	EnterListen          *ebpf.ProgramSpec `ebpf:"enter_listen"`
+	EnterShutdown        *ebpf.ProgramSpec `ebpf:"enter_shutdown"`
+	EnterSysAccept4      *ebpf.ProgramSpec `ebpf:"enter_sys_accept4"`
+	EnterSysBind         *ebpf.ProgramSpec `ebpf:"enter_sys_bind"`
+	EnterSysConnect      *ebpf.ProgramSpec `ebpf:"enter_sys_connect"`
+	EnterSysListen       *ebpf.ProgramSpec `ebpf:"enter_sys_listen"`
+	EnterSysShutdown     *ebpf.ProgramSpec `ebpf:"enter_sys_shutdown"`
+	ExitAccept           *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4          *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitBind             *ebpf.ProgramSpec `ebpf:"exit_bind"`
+	ExitClose            *ebpf.ProgramSpec `ebpf:"exit_close"`
+	ExitCloseRange       *ebpf.ProgramSpec `ebpf:"exit_close_range"`
+	ExitConnect          *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitDup              *ebpf.ProgramSpec `ebpf:"exit_dup"`
+	ExitDup2             *ebpf.ProgramSpec `ebpf:"exit_dup2"`
+	ExitDup3             *ebpf.ProgramSpec `ebpf:"exit_dup3"`
+	ExitExecve           *ebpf.ProgramSpec `ebpf:"exit_execve"`
+	ExitExecveat         *ebpf.ProgramSpec `ebpf:"exit_execveat"`
+	ExitListen           *ebpf.ProgramSpec `ebpf:"exit_listen"`
+	ExitShutdown         *ebpf.ProgramSpec `ebpf:"exit_shutdown"`
+	ExitSysAccept4       *ebpf.ProgramSpec `ebpf:"exit_sys_accept4"`
+	ExitSysBind          *ebpf.ProgramSpec `ebpf:"exit_sys_bind"`
+	ExitSysConnect       *ebpf.ProgramSpec `ebpf:"exit_sys_connect"`
+	ExitSysListen        *ebpf.ProgramSpec `ebpf:"exit_sys_listen"`
+	ExitSysShutdown      *ebpf.ProgramSpec `ebpf:"exit_sys_shutdown"`
+	HandleExec           *ebpf.ProgramSpec `ebpf:"handle_exec"`
+	HandleExit           *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFork           *ebpf.ProgramSpec `ebpf:"handle_fork"`
+	HandleSendReset      *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
+	HandleSetState       *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSetStateMissed *ebpf.ProgramSpec `ebpf:"handle_set_state_missed"`
+	HandleSysEnter       *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
+	HandleSysExit        *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
 }
 
 // tcptrailMapSpecs contains maps before they are loaded into the kernel.
@@ -243,6 +258,7 @@ type tcptrailProgramSpecs struct {
 type tcptrailMapSpecs struct {
 	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	Handled      *ebpf.MapSpec `ebpf:"handled"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	LastRst      *ebpf.MapSpec `ebpf:"last_rst"`
 	NextId       *ebpf.MapSpec `ebpf:"next_id"`
@@ -256,11 +272,12 @@ type tcptrailMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptrailVariableSpecs struct {
-	Cfg           *ebpf.VariableSpec `ebpf:"cfg"`
-	InflightCount *ebpf.VariableSpec `ebpf:"inflight_count"`
-	InflightFull  *ebpf.VariableSpec `ebpf:"inflight_full"`
-	RingbufFull   *ebpf.VariableSpec `ebpf:"ringbuf_full"`
-	SocketFops    *ebpf.VariableSpec `ebpf:"socket_fops"`
+	Cfg               *ebpf.VariableSpec `ebpf:"cfg"`
+	InflightCount     *ebpf.VariableSpec `ebpf:"inflight_count"`
+	InflightFull      *ebpf.VariableSpec `ebpf:"inflight_full"`
+	RingbufFull       *ebpf.VariableSpec `ebpf:"ringbuf_full"`
+	SetStateRecovered *ebpf.VariableSpec `ebpf:"set_state_recovered"`
+	SocketFops        *ebpf.VariableSpec `ebpf:"socket_fops"`
 }
 
 // tcptrailObjects contains all objects after they have been loaded into the kernel.
@@ -285,6 +302,7 @@ func (o *tcptrailObjects) Close() error {
 type tcptrailMaps struct {
 	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
 	Events       *ebpf.Map `ebpf:"events"`
+	Handled      *ebpf.Map `ebpf:"handled"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
 	LastRst      *ebpf.Map `ebpf:"last_rst"`
 	NextId       *ebpf.Map `ebpf:"next_id"`
@@ -298,6 +316,7 @@ func (m *tcptrailMaps) Close() error {
 	return _TcptrailClose(
 		m.CgroupFilter,
 		m.Events,
+		m.Handled,
 		m.Inflight,
 		m.LastRst,
 		m.NextId,
@@ -312,60 +331,62 @@ func (m *tcptrailMaps) Close() error {
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailVariables struct {
-	Cfg           *ebpf.Variable `ebpf:"cfg"`
-	InflightCount *ebpf.Variable `ebpf:"inflight_count"`
-	InflightFull  *ebpf.Variable `ebpf:"inflight_full"`
-	RingbufFull   *ebpf.Variable `ebpf:"ringbuf_full"`
-	SocketFops    *ebpf.Variable `ebpf:"socket_fops"`
+	Cfg               *ebpf.Variable `ebpf:"cfg"`
+	InflightCount     *ebpf.Variable `ebpf:"inflight_count"`
+	InflightFull      *ebpf.Variable `ebpf:"inflight_full"`
+	RingbufFull       *ebpf.Variable `ebpf:"ringbuf_full"`
+	SetStateRecovered *ebpf.Variable `ebpf:"set_state_recovered"`
+	SocketFops        *ebpf.Variable `ebpf:"socket_fops"`
 }
 
 // tcptrailPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTcptrailObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptrailPrograms struct {
-	EnterAccept      *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4     *ebpf.Program `ebpf:"enter_accept4"`
-	EnterBind        *ebpf.Program `ebpf:"enter_bind"`
-	EnterClose       *ebpf.Program `ebpf:"enter_close"`
-	EnterCloseRange  *ebpf.Program `ebpf:"enter_close_range"`
-	EnterConnect     *ebpf.Program `ebpf:"enter_connect"`
-	EnterDup         *ebpf.Program `ebpf:"enter_dup"`
-	EnterDup2        *ebpf.Program `ebpf:"enter_dup2"`
-	EnterDup3        *ebpf.Program `ebpf:"enter_dup3"`
-	EnterExecve      *ebpf.Program `ebpf:"enter_execve"`
-	EnterExecveat    *ebpf.Program `ebpf:"enter_execveat"`
-	EnterListen      *ebpf.Program `ebpf:"enter_listen"`
-	EnterShutdown    *ebpf.Program `ebpf:"enter_shutdown"`
-	EnterSysAccept4  *ebpf.Program `ebpf:"enter_sys_accept4"`
-	EnterSysBind     *ebpf.Program `ebpf:"enter_sys_bind"`
-	EnterSysConnect  *ebpf.Program `ebpf:"enter_sys_connect"`
-	EnterSysListen   *ebpf.Program `ebpf:"enter_sys_listen"`
-	EnterSysShutdown *ebpf.Program `ebpf:"enter_sys_shutdown"`
-	ExitAccept       *ebpf.Program `ebpf:"exit_accept"`
-	ExitAccept4      *ebpf.Program `ebpf:"exit_accept4"`
-	ExitBind         *ebpf.Program `ebpf:"exit_bind"`
-	ExitClose        *ebpf.Program `ebpf:"exit_close"`
-	ExitCloseRange   *ebpf.Program `ebpf:"exit_close_range"`
-	ExitConnect      *ebpf.Program `ebpf:"exit_connect"`
-	ExitDup          *ebpf.Program `ebpf:"exit_dup"`
-	ExitDup2         *ebpf.Program `ebpf:"exit_dup2"`
-	ExitDup3         *ebpf.Program `ebpf:"exit_dup3"`
-	ExitExecve       *ebpf.Program `ebpf:"exit_execve"`
-	ExitExecveat     *ebpf.Program `ebpf:"exit_execveat"`
-	ExitListen       *ebpf.Program `ebpf:"exit_listen"`
-	ExitShutdown     *ebpf.Program `ebpf:"exit_shutdown"`
-	ExitSysAccept4   *ebpf.Program `ebpf:"exit_sys_accept4"`
-	ExitSysBind      *ebpf.Program `ebpf:"exit_sys_bind"`
-	ExitSysConnect   *ebpf.Program `ebpf:"exit_sys_connect"`
-	ExitSysListen    *ebpf.Program `ebpf:"exit_sys_listen"`
-	ExitSysShutdown  *ebpf.Program `ebpf:"exit_sys_shutdown"`
-	HandleExec       *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit       *ebpf.Program `ebpf:"handle_exit"`
-	HandleFork       *ebpf.Program `ebpf:"handle_fork"`
-	HandleSendReset  *ebpf.Program `ebpf:"handle_send_reset"`
-	HandleSetState   *ebpf.Program `ebpf:"handle_set_state"`
-	HandleSysEnter   *ebpf.Program `ebpf:"handle_sys_enter"`
-	HandleSysExit    *ebpf.Program `ebpf:"handle_sys_exit"`
+	EnterAccept          *ebpf.Program `ebpf:"enter_accept"`
+	EnterAccept4         *ebpf.Program `ebpf:"enter_accept4"`
+	EnterBind            *ebpf.Program `ebpf:"enter_bind"`
+	EnterClose           *ebpf.Program `ebpf:"enter_close"`
+	EnterCloseRange      *ebpf.Program `ebpf:"enter_close_range"`
+	EnterConnect         *ebpf.Program `ebpf:"enter_connect"`
+	EnterDup             *ebpf.Program `ebpf:"enter_dup"`
+	EnterDup2            *ebpf.Program `ebpf:"enter_dup2"`
+	EnterDup3            *ebpf.Program `ebpf:"enter_dup3"`
+	EnterExecve          *ebpf.Program `ebpf:"enter_execve"`
+	EnterExecveat        *ebpf.Program `ebpf:"enter_execveat"`
+	EnterListen          *ebpf.Program `ebpf:"enter_listen"`
+	EnterShutdown        *ebpf.Program `ebpf:"enter_shutdown"`
+	EnterSysAccept4      *ebpf.Program `ebpf:"enter_sys_accept4"`
+	EnterSysBind         *ebpf.Program `ebpf:"enter_sys_bind"`
+	EnterSysConnect      *ebpf.Program `ebpf:"enter_sys_connect"`
+	EnterSysListen       *ebpf.Program `ebpf:"enter_sys_listen"`
+	EnterSysShutdown     *ebpf.Program `ebpf:"enter_sys_shutdown"`
+	ExitAccept           *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4          *ebpf.Program `ebpf:"exit_accept4"`
+	ExitBind             *ebpf.Program `ebpf:"exit_bind"`
+	ExitClose            *ebpf.Program `ebpf:"exit_close"`
+	ExitCloseRange       *ebpf.Program `ebpf:"exit_close_range"`
+	ExitConnect          *ebpf.Program `ebpf:"exit_connect"`
+	ExitDup              *ebpf.Program `ebpf:"exit_dup"`
+	ExitDup2             *ebpf.Program `ebpf:"exit_dup2"`
+	ExitDup3             *ebpf.Program `ebpf:"exit_dup3"`
+	ExitExecve           *ebpf.Program `ebpf:"exit_execve"`
+	ExitExecveat         *ebpf.Program `ebpf:"exit_execveat"`
+	ExitListen           *ebpf.Program `ebpf:"exit_listen"`
+	ExitShutdown         *ebpf.Program `ebpf:"exit_shutdown"`
+	ExitSysAccept4       *ebpf.Program `ebpf:"exit_sys_accept4"`
+	ExitSysBind          *ebpf.Program `ebpf:"exit_sys_bind"`
+	ExitSysConnect       *ebpf.Program `ebpf:"exit_sys_connect"`
+	ExitSysListen        *ebpf.Program `ebpf:"exit_sys_listen"`
+	ExitSysShutdown      *ebpf.Program `ebpf:"exit_sys_shutdown"`
+	HandleExec           *ebpf.Program `ebpf:"handle_exec"`
+	HandleExit           *ebpf.Program `ebpf:"handle_exit"`
+	HandleFork           *ebpf.Program `ebpf:"handle_fork"`
+	HandleSendReset      *ebpf.Program `ebpf:"handle_send_reset"`
+	HandleSetState       *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSetStateMissed *ebpf.Program `ebpf:"handle_set_state_missed"`
+	HandleSysEnter       *ebpf.Program `ebpf:"handle_sys_enter"`
+	HandleSysExit        *ebpf.Program `ebpf:"handle_sys_exit"`
 }
 
 func (p *tcptrailPrograms) Close() error {
@@ -411,6 +432,7 @@ func (p *tcptrailPrograms) Close() error {
 		p.HandleFork,
 		p.HandleSendReset,
 		p.HandleSetState,
+		p.HandleSetStateMissed,
 		p.HandleSysEnter,
 		p.HandleSysExit,
 	)
