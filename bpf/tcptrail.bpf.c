@@ -734,10 +734,10 @@ out:
  * change itself. Notes never move: changes nested between or inside the two
  * programs' runs (a burst of softirq work can be long on a busy virtual
  * CPU) write newer slots, and only more of them than the ring holds could
- * overwrite a note before it is read. Kernels that run a nested program
- * instead of skipping it (older ones) leave the second program nothing to
- * do. What neither program handled is counted: the first program's skips
- * less the second program's recoveries.
+ * overwrite a note before it is read. A kernel that runs a nested program
+ * instead of skipping it leaves the second program nothing to do. What
+ * neither program handled is counted: the first program's skips less the
+ * second program's recoveries.
  */
 #define HANDLED_SLOTS 16 /* a power of two */
 

@@ -80,8 +80,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// slow reader at the other end of the pipe costs queued memory, up to
 	// a bound, before it costs events. A file needs none: the page cache
 	// takes its writes at once.
-	out := spool.New(stdout, 0)
-	defer out.Close()
+	var out *spool.Writer
+	if f.json || !f.quiet {
+		out = spool.New(stdout, 0)
+		defer out.Close()
+	}
 
 	var sinks []tracer.Sink
 	var table *live.Table
@@ -129,8 +132,10 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sum, err := tracer.Run(ctx, cfg, sinks...)
 	// The sinks ended with the summary: have it on stdout before anything
 	// more goes to stderr. A write error there is Run's error already.
-	if cerr := out.Close(); err == nil {
-		err = cerr
+	if out != nil {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		return f.sessionError(err, stderr)

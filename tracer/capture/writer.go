@@ -93,8 +93,9 @@ func (w *Writer) writeOut() error {
 		return w.err
 	}
 	if len(w.buf) > 0 {
-		if h, ok := w.w.(hander); ok {
-			w.buf, w.err = h.Hand(w.buf)
+		// A spool takes the buffer over rather than copying it.
+		if sw, ok := w.w.(*spool.Writer); ok {
+			w.buf, w.err = sw.Hand(w.buf)
 			return w.err
 		}
 		_, w.err = w.w.Write(w.buf)
@@ -103,24 +104,17 @@ func (w *Writer) writeOut() error {
 	return w.err
 }
 
-// hander takes a buffer over rather than copying it (spool.Writer).
-type hander interface {
-	Hand(b []byte) ([]byte, error)
-}
-
 // Flush writes out what is buffered, and has a destination that buffers
 // too (a spool) write it out.
 func (w *Writer) Flush() error {
 	if err := w.writeOut(); err != nil {
 		return err
 	}
-	if f, ok := w.w.(flusher); ok {
-		w.err = f.Flush()
+	if sw, ok := w.w.(*spool.Writer); ok {
+		w.err = sw.Flush()
 	}
 	return w.err
 }
-
-type flusher interface{ Flush() error }
 
 // Close flushes and, for a file, syncs it to disk (a spool is drained
 // first). It does not close w's underlying writer.

@@ -3,7 +3,6 @@ package kernel
 import (
 	"errors"
 	"fmt"
-	"iter"
 	"os"
 	"slices"
 	"sort"
@@ -86,7 +85,6 @@ type Counters struct {
 	RingbufFull     uint64 // events dropped: ring buffer full
 	RecursionMisses uint64 // invocations the kernel skipped (program already running on that CPU) and nothing made up for
 	InflightFull    uint64 // syscalls left uncorrelated: per-thread map full
-	Recovered       uint64 // state changes the first program skipped and the second reported
 }
 
 // Probe is the loaded and attached kernel side.
@@ -413,39 +411,28 @@ func (p *Probe) Counters() (Counters, error) {
 	if err := p.coll.Variables[tcptrailVarInflightFull].Get(&c.InflightFull); err != nil {
 		return c, fmt.Errorf("read inflight_full: %w", err)
 	}
-	// The second state-change program's own skips lose nothing: the first
-	// program ran for those changes. The first program's skips that the
-	// second one reported are not lost either.
+	// The state-change program's skips that the second one reported are
+	// not lost; the second one's own skips lose nothing (the first ran for
+	// those changes).
 	var recovered uint64
 	if err := p.coll.Variables[tcptrailVarSetStateRecovered].Get(&recovered); err != nil {
 		return c, fmt.Errorf("read set_state_recovered: %w", err)
 	}
-	for name, prog := range p.progNames() {
+	first, second := p.coll.Programs[tcptrailProgHandleSetState], p.coll.Programs[tcptrailProgHandleSetStateMissed]
+	for _, prog := range p.progs {
 		st, err := prog.Stats()
 		if err != nil {
 			return c, fmt.Errorf("read stats of %s: %w", prog, err)
 		}
-		if name != tcptrailProgHandleSetStateMissed {
+		switch prog {
+		case second:
+		case first:
+			c.RecursionMisses += st.RecursionMisses - min(recovered, st.RecursionMisses)
+		default:
 			c.RecursionMisses += st.RecursionMisses
 		}
 	}
-	// Recoveries outnumber skips only if some came while the second
-	// program ran alone (it is attached after the first and detached
-	// before it, so never).
-	c.RecursionMisses -= min(recovered, c.RecursionMisses)
-	c.Recovered = recovered
 	return c, nil
-}
-
-// progNames yields the attached programs by name.
-func (p *Probe) progNames() iter.Seq2[string, *ebpf.Program] {
-	return func(yield func(string, *ebpf.Program) bool) {
-		for name, prog := range p.coll.Programs {
-			if slices.Contains(p.progs, prog) && !yield(name, prog) {
-				return
-			}
-		}
-	}
 }
 
 // ProgramIDs returns the kernel IDs of the loaded programs (for tests that

@@ -12,6 +12,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/internal/identcache"
 	"github.com/tcptrail/tcptrail/tracer/record"
+	"github.com/tcptrail/tcptrail/tracer/spool"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -178,10 +179,8 @@ func (t *Table) Printf(format string, args ...any) {
 func (t *Table) writeOut() error {
 	if t.err == nil && len(t.buf) > 0 {
 		// A spool takes the buffer over rather than copying it.
-		if h, ok := t.w.(interface {
-			Hand([]byte) ([]byte, error)
-		}); ok {
-			t.buf, t.err = h.Hand(t.buf)
+		if sw, ok := t.w.(*spool.Writer); ok {
+			t.buf, t.err = sw.Hand(t.buf)
 			return t.err
 		}
 		_, t.err = t.w.Write(t.buf)
@@ -193,9 +192,11 @@ func (t *Table) writeOut() error {
 // Flush writes out what is buffered, and has a destination that buffers
 // too (a spool) write it out.
 func (t *Table) Flush() error {
-	t.writeOut()
-	if f, ok := t.w.(interface{ Flush() error }); ok && t.err == nil {
-		t.err = f.Flush()
+	if t.writeOut() != nil {
+		return t.err
+	}
+	if sw, ok := t.w.(*spool.Writer); ok {
+		t.err = sw.Flush()
 	}
 	return t.err
 }

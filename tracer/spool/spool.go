@@ -18,6 +18,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -81,20 +83,13 @@ func New(dst io.Writer, limit int) *Writer {
 // growPipe raises a pipe's buffer to the most an unprivileged process may
 // ask for (fs.pipe-max-size, 1 MiB by default). Failing is harmless.
 func growPipe(f *os.File) {
-	max := 1 << 20
+	size := 1 << 20
 	if b, err := os.ReadFile("/proc/sys/fs/pipe-max-size"); err == nil {
-		var n int
-		for _, c := range b {
-			if c < '0' || c > '9' {
-				break
-			}
-			n = n*10 + int(c-'0')
-		}
-		if n > 0 && n < max {
-			max = n
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			size = min(size, n)
 		}
 	}
-	_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, max)
+	_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, size)
 }
 
 // Write queues a copy of p. It waits only while the bound is reached. It
