@@ -17,9 +17,11 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
-// flushAt is how much the writer buffers before it writes. Records are
-// written whole: a crash leaves complete lines and at most a cut last one.
-const flushAt = 64 << 10
+// flushAt is how much the writer buffers before it writes: a spool's
+// chunk less room for the line that crosses it, so that the buffer does
+// not grow. Records are written whole: a crash leaves complete lines and
+// at most a cut last one.
+const flushAt = spool.ChunkSize - 4<<10
 
 // Writer writes records as JSON Lines. Transitions, the hot path, are
 // formatted by hand into a reused buffer; the rare records go through
@@ -36,7 +38,7 @@ type Writer struct {
 // NewWriter writes to w. When w is a regular file, or a spool over one,
 // Close commits it to disk.
 func NewWriter(w io.Writer) *Writer {
-	cw := &Writer{w: w, buf: make([]byte, 0, flushAt+4096)}
+	cw := &Writer{w: w, buf: make([]byte, 0, spool.ChunkSize)}
 	switch f := w.(type) {
 	case *os.File:
 		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {

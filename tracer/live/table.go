@@ -28,10 +28,10 @@ const (
 	wOwner  = 20
 )
 
-// The table's buffer, and the longest line it leaves room for (longer
-// ones, with many owners, grow it).
+// The table's buffer (a spool's chunk), and the longest line it leaves
+// room for (longer ones, with many owners, grow it).
 const (
-	bufSize = 64 << 10
+	bufSize = spool.ChunkSize
 	maxLine = 4 << 10
 )
 
@@ -116,10 +116,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	}
 	b = append(b, '\n')
 	t.buf = b
-	// Written out nearly full: a spool holds on to whole buffers.
-	if len(t.buf) > bufSize-maxLine {
-		return t.writeOut()
-	}
+	t.writeOutIfFull()
 	return t.err
 }
 
@@ -169,11 +166,23 @@ func (t *Table) Line(wall time.Time, marker, text string) {
 	t.buf = append(t.buf, ' ')
 	t.buf = append(t.buf, text...)
 	t.buf = append(t.buf, '\n')
+	t.writeOutIfFull()
 }
 
 // Printf prints a line as is.
 func (t *Table) Printf(format string, args ...any) {
 	t.buf = fmt.Appendf(t.buf, format, args...)
+	t.writeOutIfFull()
+}
+
+// writeOutIfFull writes the buffer out once it is nearly full, so that it
+// keeps its size however many lines come at once (the start-up scan of a
+// busy host prints one per socket). An error is kept for the next call
+// that returns one.
+func (t *Table) writeOutIfFull() {
+	if len(t.buf) > bufSize-maxLine {
+		_ = t.writeOut()
+	}
 }
 
 func (t *Table) writeOut() error {

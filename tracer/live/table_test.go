@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
 
@@ -102,5 +103,38 @@ func TestNetNSShownOnceSeveral(t *testing.T) {
 	if len(lines) != 3 || strings.Contains(lines[0], "netns") ||
 		!strings.HasSuffix(lines[1], "netns 4026532177") || !strings.HasSuffix(lines[2], "netns 4026531840") {
 		t.Fatalf("netns shown only once a second namespace is in play:\n%s", out.String())
+	}
+}
+
+// largestWrite records the longest single write.
+type largestWrite struct{ max, total int }
+
+func (w *largestWrite) Write(p []byte) (int, error) {
+	w.max = max(w.max, len(p))
+	w.total += len(p)
+	return len(p), nil
+}
+
+// The start-up scan of a busy host prints a line per socket, tens of
+// thousands at once: they are written out as the buffer fills, so that it
+// keeps its size (a spool hands back buffers of that size only).
+func TestManyLinesKeepTheBufferSize(t *testing.T) {
+	var w largestWrite
+	tb := NewTable(&w)
+	snap := &record.Snapshot{Reason: "start", State: "TIME_WAIT",
+		Socket: record.Socket{Cookie: 77, Laddr: "127.0.0.1", Lport: 40000, Raddr: "127.0.0.1", Rport: 7070}}
+	for range 50000 {
+		if err := tb.Record(snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if w.total < 50000*50 {
+		t.Fatalf("wrote %d bytes for 50000 lines", w.total)
+	}
+	if w.max > bufSize || cap(tb.buf) != bufSize {
+		t.Fatalf("largest write %d bytes, buffer capacity %d: want both at most %d", w.max, cap(tb.buf), bufSize)
 	}
 }

@@ -36,8 +36,15 @@ const DefaultLimit = 4 << 20
 // beyond it, from a burst, go back to the garbage collector.
 const keptBytes = 2 * wakeBytes
 
-// chunkSize is the least a queued buffer holds.
-const chunkSize = 64 << 10
+// ChunkSize is the capacity of the buffers a Writer queues and hands
+// back: what its sinks fill before they hand a buffer over.
+const ChunkSize = 64 << 10
+
+// keepable tells whether a written buffer goes to the free list: one grown
+// far past ChunkSize (by a record of megabytes, say the start-up scan's
+// thousands of sockets) goes back to the garbage collector, since every
+// buffer handed back has ChunkSize capacity.
+func keepable(b []byte) bool { return cap(b) >= ChunkSize && cap(b) <= 2*ChunkSize }
 
 // Writer is an io.Writer whose writes happen on its own goroutine.
 type Writer struct {
@@ -103,20 +110,31 @@ func (s *Writer) Write(p []byte) (int, error) {
 	if err := s.room(len(p)); err != nil {
 		return 0, err
 	}
-	// Small writes join the last buffer still waiting, if it has room.
-	if n := len(s.queue); n > 0 && cap(s.queue[n-1])-len(s.queue[n-1]) >= len(p) {
-		s.queue[n-1] = append(s.queue[n-1], p...)
-		return len(p), nil
-	}
-	c := s.buffer(max(chunkSize, len(p)))
-	s.queue = append(s.queue, append(c, p...))
+	s.queueCopy(p)
 	return len(p), nil
 }
 
-// Hand queues b itself, without a copy, and returns an empty buffer of
-// b's capacity to fill next: the way for a writer that formats into a
-// buffer of its own (the capture writer, the live table) to pass it on.
-// Like Write, it waits only while the bound is reached.
+// queueCopy queues a copy of p: in the spare room of the last buffer
+// still waiting, or in a buffer of its own. Called with s.mu held.
+func (s *Writer) queueCopy(p []byte) {
+	if n := len(s.queue); n > 0 && cap(s.queue[n-1])-len(s.queue[n-1]) >= len(p) {
+		s.queue[n-1] = append(s.queue[n-1], p...)
+		return
+	}
+	if len(p) > ChunkSize {
+		s.queue = append(s.queue, append([]byte(nil), p...))
+		return
+	}
+	s.queue = append(s.queue, append(s.buffer(), p...))
+}
+
+// Hand queues b and returns an empty buffer of ChunkSize capacity to fill
+// next: the way for a writer that formats into a buffer of its own (the
+// capture writer, the live table) to pass it on without a copy. A buffer
+// less than half full (handed at a quiet moment) is copied instead, and
+// handed back emptied, so that what waits in the queue is never mostly
+// empty room: the bound on queued bytes is then also one on memory. Like
+// Write, Hand waits only while the bound is reached.
 func (s *Writer) Hand(b []byte) ([]byte, error) {
 	if len(b) == 0 {
 		return b, nil
@@ -126,21 +144,28 @@ func (s *Writer) Hand(b []byte) ([]byte, error) {
 	if err := s.room(len(b)); err != nil {
 		return b[:0], err
 	}
+	if 2*len(b) < cap(b) {
+		s.queueCopy(b)
+		if keepable(b) {
+			return b[:0], nil
+		}
+		return s.buffer(), nil
+	}
 	s.queue = append(s.queue, b)
-	return s.buffer(cap(b)), nil
+	return s.buffer(), nil
 }
 
-// buffer takes an empty buffer of at least size bytes from the free list,
-// or makes one. Called with s.mu held.
-func (s *Writer) buffer(size int) []byte {
-	if n := len(s.free); n > 0 && cap(s.free[n-1]) >= size {
+// buffer takes an empty buffer from the free list, or makes one of
+// ChunkSize. Called with s.mu held.
+func (s *Writer) buffer() []byte {
+	if n := len(s.free); n > 0 {
 		b := s.free[n-1]
 		s.free[n-1] = nil
 		s.free = s.free[:n-1]
 		s.freeCap -= cap(b)
 		return b[:0]
 	}
-	return make([]byte, 0, size)
+	return make([]byte, 0, ChunkSize)
 }
 
 // room waits until n more bytes fit under the bound, then counts them as
@@ -218,7 +243,7 @@ func (s *Writer) run() {
 			s.err = err
 		}
 		s.queued -= len(c)
-		if s.freeCap+cap(c) <= keptBytes {
+		if keepable(c) && s.freeCap+cap(c) <= keptBytes {
 			s.free = append(s.free, c[:0])
 			s.freeCap += cap(c)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,5 +183,78 @@ func TestHandInOrder(t *testing.T) {
 	}
 	if !bytes.Equal(dst.Bytes(), want.Bytes()) {
 		t.Fatalf("wrote %d bytes, want the %d written, in order", dst.Len(), want.Len())
+	}
+}
+
+// A sink whose buffer once grew (a start-up scan of a busy host in one
+// go) gets buffers of ChunkSize back, and in the steady state that follows
+// handing a full buffer over allocates nothing. The first version handed
+// back a buffer of the grown capacity: megabytes made and zeroed for every
+// 60 KiB of output.
+func TestHandAfterAGrownBuffer(t *testing.T) {
+	s := New(io.Discard, 0)
+	defer s.Close()
+	big := bytes.Repeat([]byte{'s'}, 5<<20)
+	buf, err := s.Hand(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(buf) != ChunkSize {
+		t.Fatalf("after a 5 MiB buffer, Hand returned capacity %d, want %d", cap(buf), ChunkSize)
+	}
+	fill := func() {
+		buf = append(buf[:0], make([]byte, ChunkSize-4<<10)...)
+		if buf, err = s.Hand(buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 64 { // the free list fills up
+		fill()
+	}
+	if allocs := testing.AllocsPerRun(200, fill); allocs > 0.1 {
+		t.Fatalf("handing a full buffer over allocates %.2f times in the steady state, want 0", allocs)
+	}
+	if cap(buf) != ChunkSize {
+		t.Fatalf("capacity %d handed back, want %d", cap(buf), ChunkSize)
+	}
+}
+
+// Buffers handed at quiet moments hold a few lines each. While the reader
+// is stalled they must not each pin a whole chunk: they are joined, so the
+// bound on queued bytes also bounds memory.
+func TestQuietHandsJoin(t *testing.T) {
+	g := newGate()
+	s := New(g, 0)
+	buf := make([]byte, 0, ChunkSize)
+	var want bytes.Buffer
+	for i := range 1000 {
+		buf = fmt.Appendf(buf, "quiet line %d\n", i)
+		want.Write(buf)
+		var err error
+		if buf, err = s.Hand(buf); err != nil {
+			t.Fatal(err)
+		}
+		if len(buf) != 0 || cap(buf) != ChunkSize {
+			t.Fatalf("Hand returned length %d, capacity %d", len(buf), cap(buf))
+		}
+	}
+	s.mu.Lock()
+	held := 0
+	for _, q := range s.queue {
+		held += cap(q)
+	}
+	s.mu.Unlock()
+	if held > 2*ChunkSize {
+		t.Fatalf("1000 small hands (%d bytes) hold %d bytes of buffers while the reader is stalled", want.Len(), held)
+	}
+	close(g.open)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(g.buf.Bytes(), want.Bytes()) {
+		t.Fatalf("wrote %d bytes, want the %d handed, in order", g.buf.Len(), want.Len())
 	}
 }
