@@ -351,6 +351,7 @@ func (s *Session) checkLosses(warn bool) {
 		RecursionMisses: c.RecursionMisses,
 		InflightFull:    c.InflightFull,
 		Gaps:            s.tracker.Gaps,
+		EndsUnseen:      s.diag.EndsUnseen(),
 	}
 	if now == s.lost {
 		return
@@ -364,8 +365,41 @@ func (s *Session) checkLosses(warn bool) {
 	s.emit(&record.Lost{Type: record.TypeLost, Time: s.clock.Time(mono).UTC(), MonoNs: mono, Losses: now})
 }
 
+// finalSweepWait bounds how long the end of a session waits for the final
+// sweep's answer (a dump of each namespace's socket table).
+const finalSweepWait = 2 * time.Second
+
+// finalSweep has the diagnoser check the sockets it believes open against
+// the kernel's socket tables while the programs are still attached, and
+// reads the ring buffer on meanwhile.
+func (s *Session) finalSweep() error {
+	if !s.diag.StartFinalSweep() {
+		return nil
+	}
+	rd := s.probe.Reader()
+	var rec ringbuf.Record
+	deadline := time.Now().Add(finalSweepWait)
+	for !s.diag.FinalSweepDone() && time.Now().Before(deadline) {
+		rd.SetDeadline(time.Now().Add(5 * time.Millisecond))
+		// A ring buffer that never runs empty still lets the answer be
+		// looked for.
+		for range 4096 {
+			if rd.ReadInto(&rec) != nil {
+				break
+			}
+			if err := s.handle(rec.RawSample); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // finish detaches, drains the ring buffer, and ends the sinks.
 func (s *Session) finish(loopErr error) (*record.Summary, error) {
+	if loopErr == nil {
+		loopErr = s.finalSweep()
+	}
 	detachErr := s.probe.Detach()
 	// Drain: with the links gone nothing new starts, but a program run
 	// that began before the detach may still be writing: read until a
@@ -379,6 +413,7 @@ func (s *Session) finish(loopErr error) (*record.Summary, error) {
 			break
 		}
 	}
+	s.diag.EndFinalSweep()
 	end := MonoNow()
 	s.diag.Tick(end)
 	s.checkLosses(false)

@@ -26,8 +26,13 @@ const (
 type sweeper struct {
 	last uint64 // when the last sweep was posted (monotonic)
 	busy bool   // a sweep is on the query worker
-	// Forgotten counts the sockets the kernel no longer had.
+	// Forgotten counts the sockets the kernel no longer had, or had in
+	// another state: their last transitions were lost (ends unseen).
 	Forgotten uint64
+	// final is the last sweep's answer, kept until the ring buffer is
+	// drained (see StartFinalSweep); finalDone tells it arrived.
+	final     map[uint32][]sweepCandidate
+	finalDone bool
 }
 
 // sweepCandidate is a socket to check, as it was when the sweep began.
@@ -35,7 +40,60 @@ type sweepCandidate struct {
 	cookie uint64
 	since  uint64
 	tuple  tuple
+	state  event.State
 }
+
+// StartFinalSweep checks every socket tcptrail believes open against the
+// kernel's socket tables, on the query worker, at the end of a session and
+// while the programs are still attached. The kernel can run a state change
+// without running the programs and without counting it (seen under heavy
+// loopback churn: a few per million, confirmed by perf counting the same
+// tracepoint); a socket whose last transitions were lost so would end the
+// capture in FIN_WAIT1, say, as if still there. It reports false when the
+// sweep could not be posted. The reader keeps reading until FinalSweepDone,
+// then detaches, drains, and calls EndFinalSweep.
+func (d *Diagnoser) StartFinalSweep() bool {
+	byNS := make(map[uint32][]sweepCandidate)
+	d.tracker.Sockets(func(s *timeline.Socket) {
+		byNS[s.NetNS] = append(byNS[s.NetNS], sweepCandidate{s.Cookie, s.SinceNs, tuple{s.NetNS, s.Local, s.Remote}, s.State})
+	})
+	if len(byNS) == 0 {
+		d.sweeper.finalDone = true
+		return true
+	}
+	table := d.table
+	return d.queries.post(func() func() {
+		gone := make(map[uint32][]sweepCandidate)
+		for netns, cands := range byNS {
+			if missing, ok := missingFrom(table, netns, cands, true); ok {
+				gone[netns] = missing
+			}
+		}
+		return func() { d.sweeper.final, d.sweeper.finalDone = gone, true }
+	})
+}
+
+// FinalSweepDone applies the answers that arrived and reports whether the
+// final sweep's is among them.
+func (d *Diagnoser) FinalSweepDone() bool {
+	d.queries.apply(0)
+	return d.sweeper.finalDone
+}
+
+// EndFinalSweep forgets, and counts as ends unseen, the sockets the final
+// sweep did not find in the kernel, unless an event about them came since:
+// called after the drain, so that a transition already in the ring buffer
+// when the tables were read is not taken for a lost one.
+func (d *Diagnoser) EndFinalSweep() {
+	if d.sweeper.final != nil {
+		d.forgetGone(d.sweeper.final)
+		d.sweeper.final = nil
+	}
+}
+
+// EndsUnseen counts the sockets the kernel closed, or moved on, without
+// tcptrail seeing their last transitions.
+func (d *Diagnoser) EndsUnseen() uint64 { return d.sweeper.Forgotten }
 
 // sweep posts a check of the quiet sockets, at most once a minute.
 func (d *Diagnoser) sweep(now uint64) {
@@ -50,7 +108,7 @@ func (d *Diagnoser) sweep(now uint64) {
 		if s.SinceNs != 0 && now-s.SinceNs < uint64(sweepQuiet) {
 			return
 		}
-		byNS[s.NetNS] = append(byNS[s.NetNS], sweepCandidate{s.Cookie, s.SinceNs, tuple{s.NetNS, s.Local, s.Remote}})
+		byNS[s.NetNS] = append(byNS[s.NetNS], sweepCandidate{s.Cookie, s.SinceNs, tuple{s.NetNS, s.Local, s.Remote}, s.State})
 	})
 	if len(byNS) == 0 {
 		return
@@ -59,28 +117,36 @@ func (d *Diagnoser) sweep(now uint64) {
 	d.sweeper.busy = d.queries.post(func() func() {
 		gone := make(map[uint32][]sweepCandidate)
 		for netns, cands := range byNS {
-			if missing, ok := missingFrom(table, netns, cands); ok {
+			if missing, ok := missingFrom(table, netns, cands, false); ok {
 				gone[netns] = missing
 			}
 		}
-		return func() { d.forgetGone(gone) }
+		return func() {
+			d.sweeper.busy = false
+			d.forgetGone(gone)
+		}
 	})
 }
 
 // missingFrom returns the candidates the kernel's table of netns does not
-// hold, matched by cookie or, for made-up ids, by addresses. ok is false when the table could not be asked: then nothing
-// is forgotten, unless the namespace itself is gone.
-func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate) (missing []sweepCandidate, ok bool) {
-	cookies := make(map[uint64]bool, len(cands))
+// hold, matched by cookie or, for made-up ids, by addresses; with movedOn,
+// also those it holds in another state than the candidate's (a timewait
+// socket, for one: its full socket's end was never seen). Only the final
+// sweep asks that: it decides after the ring buffer was drained, while the
+// periodic sweep decides while a socket's newest event may still be in it.
+// ok is false when the table could not be asked: then nothing is
+// forgotten, unless the namespace itself is gone.
+func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedOn bool) (missing []sweepCandidate, ok bool) {
+	cookies := make(map[uint64]event.State, len(cands))
 	tuples := make(map[tuple]bool, len(cands))
 	for _, c := range cands {
-		cookies[c.cookie] = true
+		cookies[c.cookie] = c.state
 		tuples[c.tuple] = true
 	}
 	seenCookie := make(map[uint64]bool)
 	seenTuple := make(map[tuple]bool)
 	_, err := table.Dump(netns, func(e *socktable.Entry) bool {
-		if cookies[e.Cookie] {
+		if st, ok := cookies[e.Cookie]; ok && (!movedOn || uint8(st) == e.State) {
 			seenCookie[e.Cookie] = true
 		}
 		if t := (tuple{netns, e.Local, e.Remote}); tuples[t] {
@@ -104,7 +170,6 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate) (missi
 // forgetGone forgets the sockets the kernel no longer has, unless they
 // changed since the sweep began, and tells the sinks.
 func (d *Diagnoser) forgetGone(gone map[uint32][]sweepCandidate) {
-	d.sweeper.busy = false
 	now := MonoNow()
 	for _, cands := range gone {
 		for _, c := range cands {
@@ -113,15 +178,15 @@ func (d *Diagnoser) forgetGone(gone map[uint32][]sweepCandidate) {
 				continue
 			}
 			d.forget(s, now, "no longer in the kernel's socket table: the events of its end were lost")
-			d.sweeper.Forgotten++
 		}
 	}
 }
 
 // forget drops a socket the kernel's table says is gone or has moved on
-// without the events that should have said so, and tells the sinks (the
-// metrics stop counting it).
+// without the events that should have said so, counts it as an end unseen,
+// and tells the sinks (the metrics stop counting it).
 func (d *Diagnoser) forget(s *timeline.Socket, now uint64, note string) {
+	d.sweeper.Forgotten++
 	d.emit(&record.Snapshot{
 		Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "gone",
 		Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),

@@ -65,3 +65,57 @@ func TestSweepForgetsWhatTheKernelNoLongerHas(t *testing.T) {
 		t.Error("a second sweep within a minute")
 	}
 }
+
+// The final sweep, at the end of a session: a socket tcptrail still sees
+// open that the kernel no longer has lost its last transitions, and is
+// counted as an end unseen, and so does one the kernel has in another state
+// (a timewait socket has its full socket's cookie); not one the kernel
+// still has as tcptrail saw it last, nor one whose end arrives in the ring
+// buffer after the tables were read (it was only late), nor one that
+// changed state meanwhile.
+func TestFinalSweepCountsEndsUnseen(t *testing.T) {
+	peer := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(server.Addr(), p) }
+	alive := socktable.Entry{Cookie: 2, Local: server, Remote: peer(2), State: uint8(event.FinWait1), NetNS: nsA}
+	timewait := socktable.Entry{Cookie: 5, Local: server, Remote: peer(5), State: uint8(event.TimeWait), Timer: 3, NetNS: nsA}
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {alive, timewait}}}
+	d, tr, recs := newTestDiagnoser(table)
+	defer d.Close()
+	state := func(cookie uint64, old, nw event.State, mono uint64) event.Event {
+		return event.Event{Kind: event.KindState, Cookie: cookie, NetNS: nsA, Family: event.AFInet,
+			Local: server, Remote: peer(uint16(cookie)), Old: old, New: nw, MonoNs: mono, PID: 1, FD: -1}
+	}
+	for cookie := uint64(1); cookie <= 5; cookie++ {
+		transition(d, tr, state(cookie, event.Established, event.FinWait1, 100))
+	}
+
+	if !d.StartFinalSweep() {
+		t.Fatal("the final sweep could not be posted")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !d.FinalSweepDone() {
+		if time.Now().After(deadline) {
+			t.Fatal("no answer from the final sweep")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Read from the ring buffer after the tables were: 3's end, 4's next step.
+	transition(d, tr, state(3, event.FinWait1, event.Close, 200))
+	transition(d, tr, state(4, event.FinWait1, event.FinWait2, 200))
+	d.EndFinalSweep()
+
+	if got := d.EndsUnseen(); got != 2 {
+		t.Errorf("ends unseen %d, want 2 (sockets 1 and 5)", got)
+	}
+	if tr.Socket(1) != nil || tr.Socket(2) == nil || tr.Socket(4) == nil || tr.Socket(5) != nil {
+		t.Errorf("kept: 1 %v, 2 %v, 4 %v, 5 %v; want 2 and 4 kept", tr.Socket(1) != nil, tr.Socket(2) != nil, tr.Socket(4) != nil, tr.Socket(5) != nil)
+	}
+	var gone []*record.Snapshot
+	for _, r := range *recs {
+		if s, ok := r.(*record.Snapshot); ok && s.Reason == "gone" {
+			gone = append(gone, s)
+		}
+	}
+	if len(gone) != 2 || gone[0].State != "FIN_WAIT1" || gone[1].State != "FIN_WAIT1" {
+		t.Fatalf("gone records %+v, want sockets 1 and 5, last seen in FIN_WAIT1", gone)
+	}
+}

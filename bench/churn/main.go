@@ -26,6 +26,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 )
@@ -351,7 +352,9 @@ func runRound(cfg *config, name, mode string, port int, d time.Duration, workers
 		// delayed ACK of the server's FIN can take 200 ms, more on a
 		// loaded machine): a transition after the detach is missing from
 		// the count without being a loss.
-		waitConnectionsDone(port, 5*time.Second)
+		if left := waitConnectionsDone(port, 5*time.Second); left != "" {
+			fmt.Printf("%s port %d: still closing when the tracer stopped: %s\n", name, port, left)
+		}
 		if r.tr, err = t.stop(); err != nil {
 			return nil, fmt.Errorf("%s round: %w", name, err)
 		}
@@ -474,8 +477,8 @@ func (r *round) print() {
 		return
 	}
 	t, s := r.tr, r.tr.sum
-	fmt.Printf("            tracer: %d events, %d/%d transitions, lost %d (ringbuf %d, skipped %d, queue %d, inflight %d), gaps %d; output lines %d (transitions %d); CPU %.3fs = %.3f s/Mev; VmHWM %.1f MiB",
-		s.Events, s.Transitions, r.expected(), s.lostEvents(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.InflightFull, s.Lost.Gaps,
+	fmt.Printf("            tracer: %d events, %d/%d transitions, lost %d (ringbuf %d, skipped %d, queue %d, inflight %d), gaps %d, ends unseen %d; output lines %d (transitions %d); CPU %.3fs = %.3f s/Mev; VmHWM %.1f MiB",
+		s.Events, s.Transitions, r.expected(), s.lostEvents(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.QueueFull, s.Lost.InflightFull, s.Lost.Gaps, s.Lost.EndsUnseen,
 		t.lines, t.outTransitions, t.cpuWindow.Seconds(), t.cpuWindow.Seconds()/max(float64(s.Events)/1e6, 1e-9), mib(t.status.HWM))
 	fmt.Printf(" (%.1f at ready)", mib(t.ready.HWM))
 	if t.bpf.ok {
@@ -593,7 +596,7 @@ func (c *checkResult) ok() bool {
 		}
 	}
 	missing := int64(c.conns*transitionsPerConn) - int64(c.transitions)
-	return whole+partial == int(2*c.conns) && missing >= 0 && uint64(missing) <= c.sum.lostEvents() &&
+	return whole+partial == int(2*c.conns) && missing >= 0 && c.sum.accountedFor(missing) &&
 		c.sum.Transitions == c.transitions && c.tableLines == c.transitions
 }
 
@@ -616,8 +619,10 @@ func isPart(p, seq string) bool {
 // waitConnectionsDone waits, up to timeout, until no socket of port is
 // still on its way to closing: none left but listeners and timewait
 // sockets (whose FIN_WAIT2 phase sock_diag reports as FIN_WAIT2, so that
-// state is let be too).
-func waitConnectionsDone(port int, timeout time.Duration) {
+// state is let be too). It returns what was left at the deadline, by
+// state ("" when nothing was): their remaining transitions happen after
+// the tracer stops, and count as missing.
+func waitConnectionsDone(port int, timeout time.Duration) string {
 	const (
 		finWait2 = 5
 		timeWait = 6
@@ -626,18 +631,32 @@ func waitConnectionsDone(port int, timeout time.Duration) {
 	busy := uint32(socktable.AllStates &^ (1<<finWait2 | 1<<timeWait | 1<<listen))
 	deadline := time.Now().Add(timeout)
 	for {
-		left := 0
+		left := map[string]int{}
 		for _, family := range []uint8{syscall.AF_INET, syscall.AF_INET6} {
 			l, err := socktable.DumpFunc(family, busy, func(e *socktable.Entry) bool {
 				return e.Local.Port() == uint16(port) || e.Remote.Port() == uint16(port)
 			})
 			if err != nil {
-				return
+				return "sock_diag: " + err.Error()
 			}
-			left += len(l)
+			for _, e := range l {
+				side := "client"
+				if e.Local.Port() == uint16(port) {
+					side = "server"
+				}
+				left[side+" "+event.State(e.State).String()]++
+			}
 		}
-		if left == 0 || time.Now().After(deadline) {
-			return
+		if len(left) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			var parts []string
+			for k, n := range left {
+				parts = append(parts, fmt.Sprintf("%d %s", n, k))
+			}
+			sort.Strings(parts)
+			return strings.Join(parts, ", ")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -141,9 +141,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return f.sessionError(err, stderr)
 	}
 	if table == nil {
-		fmt.Fprintf(stderr, "tcptrail: %d events, %d transitions, %d sockets in %s; lost %d (ring buffer full %d, skipped by the kernel %d), gaps %d, leaks %d\n",
+		fmt.Fprintf(stderr, "tcptrail: %d events, %d transitions, %d sockets in %s; lost %d (ring buffer full %d, skipped by the kernel %d), gaps %d%s, leaks %d\n",
 			sum.Events, sum.Transitions, sum.Sockets, time.Duration(sum.DurationNs).Round(time.Millisecond),
-			sum.Lost.Total(), sum.Lost.RingbufFull, sum.Lost.RecursionMisses, sum.Lost.Gaps, len(sum.Leaks))
+			sum.Lost.Total(), sum.Lost.RingbufFull, sum.Lost.RecursionMisses, sum.Lost.Gaps, sum.Lost.EndsUnseenText(), len(sum.Leaks))
 	}
 	if table == nil && sum.QueriesFailed > 0 {
 		fmt.Fprintf(stderr, "tcptrail: %d socket-table queries failed: the diagnoses made meanwhile rest on tcptrail's own evidence\n", sum.QueriesFailed)

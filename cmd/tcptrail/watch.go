@@ -123,9 +123,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "tcptrail: watched %s: %d transitions, %d sockets, %d leaks; lost %d (ring buffer full %d, skipped by the kernel %d), gaps %d, socket-table queries failed %d\n",
+	fmt.Fprintf(stderr, "tcptrail: watched %s: %d transitions, %d sockets, %d leaks; lost %d (ring buffer full %d, skipped by the kernel %d), gaps %d%s, socket-table queries failed %d\n",
 		time.Duration(sum.DurationNs).Round(time.Second), sum.Transitions, sum.Sockets, len(sum.Leaks),
-		sum.Lost.Total(), sum.Lost.RingbufFull, sum.Lost.RecursionMisses, sum.Lost.Gaps, sum.QueriesFailed)
+		sum.Lost.Total(), sum.Lost.RingbufFull, sum.Lost.RecursionMisses, sum.Lost.Gaps, sum.Lost.EndsUnseenText(), sum.QueriesFailed)
 	return nil
 }
 
@@ -210,8 +210,8 @@ func (d *diagnoses) Record(rec any) error {
 		}
 		d.logf(r.Time, "NOTE", "%s", r.Note)
 	case *record.Lost:
-		d.logf(r.Time, "LOST", "%d events lost so far (ring buffer full %d, skipped by the kernel %d), %d gaps",
-			r.Total(), r.RingbufFull, r.RecursionMisses, r.Gaps)
+		d.logf(r.Time, "LOST", "%d events lost so far (ring buffer full %d, skipped by the kernel %d), %d gaps%s",
+			r.Total(), r.RingbufFull, r.RecursionMisses, r.Gaps, r.EndsUnseenText())
 	default:
 		return nil
 	}

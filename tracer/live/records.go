@@ -46,6 +46,8 @@ func (t *Table) Record(rec any) error {
 				left = ", " + timeline.FmtDur(time.Duration(r.TimerMs)*time.Millisecond) + " left"
 			}
 			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d now %s (timewait socket%s; %s)", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, left, r.Note)+t.nsSuffix(r.NetNS))
+		case "gone":
+			t.Line(r.Time, "GONE", fmt.Sprintf("%s %s:%d -> %s:%d last seen in %s, %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.State, r.Note)+t.nsSuffix(r.NetNS))
 		case "timewait_gone":
 			t.Line(r.Time, "TIMEWAIT", fmt.Sprintf("%s %s:%d -> %s:%d timewait socket gone: %s", event.AppendID(nil, r.Cookie), r.Laddr, r.Lport, r.Raddr, r.Rport, r.Note)+t.nsSuffix(r.NetNS))
 		}

@@ -340,9 +340,9 @@ func runeCount(b []byte) int {
 
 // Summary prints the end-of-trace summary.
 func (t *Table) Summary(s *record.Summary) {
-	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d), gaps %d\n",
+	t.Printf("\n%d events, %d transitions, %d sockets in %s; lost: %d (ring buffer full %d, skipped by the kernel %d), gaps %d%s\n",
 		s.Events, s.Transitions, s.Sockets, time.Duration(s.DurationNs).Round(time.Millisecond),
-		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.Gaps)
+		s.Lost.Total(), s.Lost.RingbufFull, s.Lost.RecursionMisses, s.Lost.Gaps, s.Lost.EndsUnseenText())
 	if s.QueriesFailed > 0 {
 		t.Printf("%d socket-table queries failed: the diagnoses made meanwhile rest on tcptrail's own evidence\n",
 			s.QueriesFailed)

@@ -343,6 +343,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}{
 		{"ringbuf_full", lost.RingbufFull}, {"recursion", lost.RecursionMisses},
 		{"inflight_full", lost.InflightFull}, {"queue_full", lost.QueueFull}, {"gap", lost.Gaps},
+		{"end_unseen", lost.EndsUnseen},
 	} {
 		ch <- prometheus.MustNewConstMetric(d.lost, prometheus.CounterValue, float64(l.n), l.reason)
 	}

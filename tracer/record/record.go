@@ -8,6 +8,7 @@
 package record
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -182,6 +183,20 @@ type Losses struct {
 	InflightFull    uint64 `json:"inflight_full"`    // kernel: syscall not correlated, map full
 	QueueFull       uint64 `json:"queue_full"`       // user space: output queue full
 	Gaps            uint64 `json:"gaps"`             // transitions whose old state was not the last seen
+	// EndsUnseen counts the sockets the kernel closed without tcptrail
+	// seeing their last transitions (the kernel no longer had them, while
+	// tcptrail still saw them open): the symptom, like gaps, of losses,
+	// counted above or not.
+	EndsUnseen uint64 `json:"ends_unseen"`
+}
+
+// EndsUnseenText is ", ends unseen N" for the summary lines, or nothing
+// when there were none.
+func (l Losses) EndsUnseenText() string {
+	if l.EndsUnseen == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", ends unseen %d", l.EndsUnseen)
 }
 
 // Total is the number of events lost outright (gaps are their symptom).

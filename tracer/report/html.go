@@ -91,6 +91,7 @@ type pageCapture struct {
 	Lines      int      `json:"lines"`
 	Lost       uint64   `json:"lost"`
 	Gaps       uint64   `json:"gaps"`
+	EndsUnseen uint64   `json:"ends_unseen"`
 	Omitted    int      `json:"omitted"`
 	Problems   []string `json:"problems"`
 	Counts     string   `json:"counts"`
@@ -189,6 +190,7 @@ func buildPayload(c *Capture, sel *Selection, name string, o HTMLOptions) *paylo
 		Lines:      c.Lines,
 		Lost:       c.Lost.Total(),
 		Gaps:       c.Lost.Gaps,
+		EndsUnseen: c.Lost.EndsUnseen,
 		Omitted:    c.OmittedSteps,
 		Problems:   []string{},
 		Counts: fmt.Sprintf("%s, %s: %s, %s, %s; %s",

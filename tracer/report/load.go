@@ -216,6 +216,7 @@ func maxLosses(a, b record.Losses) record.Losses {
 		InflightFull:    max(a.InflightFull, b.InflightFull),
 		QueueFull:       max(a.QueueFull, b.QueueFull),
 		Gaps:            max(a.Gaps, b.Gaps),
+		EndsUnseen:      max(a.EndsUnseen, b.EndsUnseen),
 	}
 }
 

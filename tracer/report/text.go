@@ -141,9 +141,9 @@ func (t *textReport) head(name string) {
 	t.wrap("contents  ", "          ", fmt.Sprintf("%s, %s: %s, %s, %s; %s",
 		plural(c.Transitions, "transition"), plural(len(c.Sockets), "socket"), plural(len(c.Conns), "connection"),
 		plural(len(c.Listeners), "listener"), plural(len(c.Others), "other socket"), plural(len(c.Diagnoses), "diagnosis")))
-	if n := c.Lost.Total(); n > 0 || c.Lost.Gaps > 0 {
-		t.wrap("LOST      ", "          ", fmt.Sprintf("%d events lost (ring buffer full %d, recursion %d, queue full %d), %d gaps in timelines: some steps are missing",
-			n, c.Lost.RingbufFull, c.Lost.RecursionMisses, c.Lost.QueueFull, c.Lost.Gaps))
+	if n := c.Lost.Total(); n > 0 || c.Lost.Gaps > 0 || c.Lost.EndsUnseen > 0 {
+		t.wrap("LOST      ", "          ", fmt.Sprintf("%d events lost (ring buffer full %d, recursion %d, queue full %d), %d gaps in timelines%s: some steps are missing",
+			n, c.Lost.RingbufFull, c.Lost.RecursionMisses, c.Lost.QueueFull, c.Lost.Gaps, c.Lost.EndsUnseenText()))
 	} else {
 		t.line("          no events lost")
 	}
