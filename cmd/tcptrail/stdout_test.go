@@ -122,3 +122,62 @@ func TestStalledStdoutLosesNothing(t *testing.T) {
 		t.Errorf("%d transitions and %d skipped by the kernel, want %d", sum.Transitions, sum.Lost.RecursionMisses, want)
 	}
 }
+
+// TestClosedStdoutEndsTheSession: `tcptrail trace --json -o cap.jsonl |
+// head -1`. When the reader of stdout goes away, tcptrail is not killed by
+// SIGPIPE (which would leave the capture file without its summary): it
+// ends the session as on SIGTERM, exits 0, says why on stderr, and the
+// capture holds every transition with its summary.
+func TestClosedStdoutEndsTheSession(t *testing.T) {
+	privtest.Require(t)
+	const port = 17205
+	capPath := filepath.Join(t.TempDir(), "cap.jsonl")
+	ready := filepath.Join(t.TempDir(), "ready")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "trace", "--ready-file", ready, "--json", "--port", fmt.Sprint(port), "-o", capPath)
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = w, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	testwait.Until(t, 60*time.Second, "the tracer's ready file", func() bool {
+		_, err := os.Stat(ready)
+		return err == nil
+	})
+
+	// Like head -1: one line, then the reader is gone.
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		t.Fatalf("first line: %v", err)
+	}
+	var hdr map[string]any
+	if err := json.Unmarshal([]byte(line), &hdr); err != nil || hdr["type"] != "header" {
+		t.Fatalf("first line is not the header: %q", line)
+	}
+	r.Close()
+	oneConnection(t, port) // something to write
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tracer ended with %v (want exit 0); stderr:\n%s", err, errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tracer still running 30 s after its stdout was closed; stderr:\n%s", errb.String())
+	}
+	if !bytes.Contains(errb.Bytes(), []byte("stdout was closed by its reader")) || !bytes.Contains(errb.Bytes(), []byte("12 transitions")) {
+		t.Errorf("stderr does not say why tracing stopped, or lacks the summary:\n%s", errb.String())
+	}
+	lines := readJSONLines(t, capPath)
+	last := lines[len(lines)-1]
+	if last["type"] != "summary" || last["transitions"] != float64(12) {
+		t.Fatalf("the capture ends with %v (transitions %v), want its summary of 12 transitions", last["type"], last["transitions"])
+	}
+}

@@ -11,6 +11,7 @@ import (
 	httppprof "net/http/pprof"
 	"os"
 	"runtime/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer"
@@ -80,9 +81,21 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// slow reader at the other end of the pipe costs queued memory, up to
 	// a bound, before it costs events. A file needs none: the page cache
 	// takes its writes at once.
+	//
+	// When the program reading stdout goes away (trace --json | head), the
+	// session ends as on SIGTERM: a capture file written beside it still
+	// gets its summary, which goes to stderr too.
 	var out *spool.Writer
+	var stdoutGone atomic.Bool
 	if f.json || !f.quiet {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
 		out = spool.New(stdout, 0)
+		out.OnBrokenPipe(func() {
+			stdoutGone.Store(true)
+			cancel()
+		})
 		defer out.Close()
 	}
 
@@ -139,6 +152,10 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err != nil {
 		return f.sessionError(err, stderr)
+	}
+	if stdoutGone.Load() {
+		fmt.Fprintln(stderr, "tcptrail: stdout was closed by its reader: tracing stopped")
+		table = nil // its summary went nowhere: stderr has it below
 	}
 	if table == nil {
 		fmt.Fprintf(stderr, "tcptrail: %d events, %d transitions, %d sockets in %s; lost %d (ring buffer full %d, skipped by the kernel %d), gaps %d%s, leaks %d\n",

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,6 +63,21 @@ type Writer struct {
 	err     error // the first write error: every later Write returns it
 	closing bool
 	done    chan struct{}
+	// onBrokenPipe, when set, is called once the reader of a pipe goes
+	// away; from then on everything queued is dropped, not written.
+	onBrokenPipe func()
+	broken       bool
+}
+
+// OnBrokenPipe has the Writer call fn, once, when a write fails because
+// the program reading the pipe went away (EPIPE, with SIGPIPE caught), and
+// drop whatever is written after that instead of failing: the reader's
+// leaving is then an ending, not an error (tcptrail trace --json | head).
+// Call it before the first Write.
+func (s *Writer) OnBrokenPipe(fn func()) {
+	s.mu.Lock()
+	s.onBrokenPipe = fn
+	s.mu.Unlock()
 }
 
 // New starts a Writer over dst that lets at most limit bytes wait (0:
@@ -230,7 +246,7 @@ func (s *Writer) run() {
 		c := s.queue[0]
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
-		failed := s.err != nil
+		failed := s.err != nil || s.broken
 		s.mu.Unlock()
 
 		var err error
@@ -239,6 +255,13 @@ func (s *Writer) run() {
 		}
 
 		s.mu.Lock()
+		if errors.Is(err, syscall.EPIPE) && s.onBrokenPipe != nil && !s.broken {
+			s.broken, err = true, nil
+			fn := s.onBrokenPipe
+			s.mu.Unlock()
+			fn()
+			s.mu.Lock()
+		}
 		if err != nil && s.err == nil {
 			s.err = err
 		}

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -256,5 +259,36 @@ func TestQuietHandsJoin(t *testing.T) {
 	}
 	if !bytes.Equal(g.buf.Bytes(), want.Bytes()) {
 		t.Fatalf("wrote %d bytes, want the %d handed, in order", g.buf.Len(), want.Len())
+	}
+}
+
+// A reader of the pipe that goes away ends the output, not with an error:
+// the callback runs once, later writes are dropped, Close succeeds.
+func TestBrokenPipe(t *testing.T) {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) // as tcptrail does
+	defer signal.Reset(syscall.SIGPIPE)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r.Close()
+	s := New(w, 0)
+	calls := make(chan struct{}, 10)
+	s.OnBrokenPipe(func() { calls <- struct{}{} })
+	for range 100 {
+		if _, err := s.Write([]byte("a line nobody reads\n")); err != nil {
+			t.Fatalf("Write after the reader left: %v", err)
+		}
+		if err := s.Drain(); err != nil {
+			t.Fatalf("Drain after the reader left: %v", err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// The callback runs on the spool's goroutine, which Close waited for.
+	if len(calls) != 1 {
+		t.Fatalf("the callback ran %d times, want once", len(calls))
 	}
 }
