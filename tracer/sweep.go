@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -22,6 +23,9 @@ const (
 	sweepQuiet = time.Minute
 )
 
+// timewaitTimer is sock_diag's idiag_timer of a timewait socket.
+const timewaitTimer = 3
+
 // sweeper is the sweep's state in the diagnoser.
 type sweeper struct {
 	last uint64 // when the last sweep was posted (monotonic)
@@ -41,6 +45,13 @@ type sweepCandidate struct {
 	since  uint64
 	tuple  tuple
 	state  event.State
+	// kernelState, for a socket the final sweep found in another state:
+	// that state (0: not found).
+	kernelState event.State
+}
+
+func candidateOf(s *timeline.Socket) sweepCandidate {
+	return sweepCandidate{cookie: s.Cookie, since: s.SinceNs, tuple: tuple{s.NetNS, s.Local, s.Remote}, state: s.State}
 }
 
 // StartFinalSweep checks every socket tcptrail believes open against the
@@ -55,7 +66,7 @@ type sweepCandidate struct {
 func (d *Diagnoser) StartFinalSweep() bool {
 	byNS := make(map[uint32][]sweepCandidate)
 	d.tracker.Sockets(func(s *timeline.Socket) {
-		byNS[s.NetNS] = append(byNS[s.NetNS], sweepCandidate{s.Cookie, s.SinceNs, tuple{s.NetNS, s.Local, s.Remote}, s.State})
+		byNS[s.NetNS] = append(byNS[s.NetNS], candidateOf(s))
 	})
 	if len(byNS) == 0 {
 		d.sweeper.finalDone = true
@@ -108,7 +119,7 @@ func (d *Diagnoser) sweep(now uint64) {
 		if s.SinceNs != 0 && now-s.SinceNs < uint64(sweepQuiet) {
 			return
 		}
-		byNS[s.NetNS] = append(byNS[s.NetNS], sweepCandidate{s.Cookie, s.SinceNs, tuple{s.NetNS, s.Local, s.Remote}, s.State})
+		byNS[s.NetNS] = append(byNS[s.NetNS], candidateOf(s))
 	})
 	if len(byNS) == 0 {
 		return
@@ -144,10 +155,17 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 		tuples[c.tuple] = true
 	}
 	seenCookie := make(map[uint64]bool)
+	seenAs := make(map[uint64]event.State)
 	seenTuple := make(map[tuple]bool)
 	_, err := table.Dump(netns, func(e *socktable.Entry) bool {
-		if st, ok := cookies[e.Cookie]; ok && (!movedOn || uint8(st) == e.State) {
-			seenCookie[e.Cookie] = true
+		if st, ok := cookies[e.Cookie]; ok {
+			// A timewait socket (timer 3) stands in for a full socket
+			// that is gone, even in its FIN_WAIT2 phase.
+			if !movedOn || (uint8(st) == e.State && e.Timer != timewaitTimer) {
+				seenCookie[e.Cookie] = true
+			} else {
+				seenAs[e.Cookie] = event.State(e.State)
+			}
 		}
 		if t := (tuple{netns, e.Local, e.Remote}); tuples[t] {
 			seenTuple[t] = true
@@ -161,6 +179,7 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 		// Addresses only stand for a made-up id: on a busy port they are
 		// soon another connection's.
 		if !seenCookie[c.cookie] && (c.cookie&event.SyntheticID == 0 || !seenTuple[c.tuple]) {
+			c.kernelState = seenAs[c.cookie]
 			missing = append(missing, c)
 		}
 	}
@@ -177,7 +196,11 @@ func (d *Diagnoser) forgetGone(gone map[uint32][]sweepCandidate) {
 			if s == nil || s.SinceNs != c.since {
 				continue
 			}
-			d.forget(s, now, "no longer in the kernel's socket table: the events of its end were lost")
+			note := "no longer in the kernel's socket table: the events of its end were lost"
+			if c.kernelState != 0 {
+				note = fmt.Sprintf("in %s in the kernel's socket table: the events that took it there were lost", c.kernelState)
+			}
+			d.forget(s, now, note)
 		}
 	}
 }

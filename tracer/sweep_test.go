@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,7 +78,9 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	peer := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(server.Addr(), p) }
 	alive := socktable.Entry{Cookie: 2, Local: server, Remote: peer(2), State: uint8(event.FinWait1), NetNS: nsA}
 	timewait := socktable.Entry{Cookie: 5, Local: server, Remote: peer(5), State: uint8(event.TimeWait), Timer: 3, NetNS: nsA}
-	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {alive, timewait}}}
+	// A timewait socket in its FIN_WAIT2 phase: the same state by name.
+	twFinWait2 := socktable.Entry{Cookie: 6, Local: server, Remote: peer(6), State: uint8(event.FinWait2), Timer: 3, NetNS: nsA}
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {alive, timewait, twFinWait2}}}
 	d, tr, recs := newTestDiagnoser(table)
 	defer d.Close()
 	state := func(cookie uint64, old, nw event.State, mono uint64) event.Event {
@@ -87,6 +90,7 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	for cookie := uint64(1); cookie <= 5; cookie++ {
 		transition(d, tr, state(cookie, event.Established, event.FinWait1, 100))
 	}
+	transition(d, tr, state(6, event.FinWait1, event.FinWait2, 100))
 
 	if !d.StartFinalSweep() {
 		t.Fatal("the final sweep could not be posted")
@@ -103,11 +107,13 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	transition(d, tr, state(4, event.FinWait1, event.FinWait2, 200))
 	d.EndFinalSweep()
 
-	if got := d.EndsUnseen(); got != 2 {
-		t.Errorf("ends unseen %d, want 2 (sockets 1 and 5)", got)
+	if got := d.EndsUnseen(); got != 3 {
+		t.Errorf("ends unseen %d, want 3 (sockets 1, 5 and 6)", got)
 	}
-	if tr.Socket(1) != nil || tr.Socket(2) == nil || tr.Socket(4) == nil || tr.Socket(5) != nil {
-		t.Errorf("kept: 1 %v, 2 %v, 4 %v, 5 %v; want 2 and 4 kept", tr.Socket(1) != nil, tr.Socket(2) != nil, tr.Socket(4) != nil, tr.Socket(5) != nil)
+	for cookie, kept := range map[uint64]bool{1: false, 2: true, 4: true, 5: false, 6: false} {
+		if (tr.Socket(cookie) != nil) != kept {
+			t.Errorf("socket %d kept %v, want %v", cookie, !kept, kept)
+		}
 	}
 	var gone []*record.Snapshot
 	for _, r := range *recs {
@@ -115,7 +121,12 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 			gone = append(gone, s)
 		}
 	}
-	if len(gone) != 2 || gone[0].State != "FIN_WAIT1" || gone[1].State != "FIN_WAIT1" {
-		t.Fatalf("gone records %+v, want sockets 1 and 5, last seen in FIN_WAIT1", gone)
+	if len(gone) != 3 {
+		t.Fatalf("gone records %+v, want sockets 1, 5 and 6", gone)
+	}
+	for _, g := range gone {
+		if g.Cookie == 5 && !strings.Contains(g.Note, "in TIME_WAIT in the kernel's socket table") {
+			t.Errorf("socket 5's note %q does not say the kernel has it in TIME_WAIT", g.Note)
+		}
 	}
 }
