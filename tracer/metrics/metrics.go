@@ -120,7 +120,7 @@ func New(version string) *Metrics {
 		"Connection attempts that failed, by errno (ECONNREFUSED, ETIMEDOUT, ...).",
 		[]string{"errno"}, nil)
 	d.lost = prometheus.NewDesc("tcptrail_lost_events_total",
-		"Events lost, by reason: ringbuf_full and recursion (the kernel), inflight_full (a syscall not correlated), queue_full (tcptrail's output), gap (transitions missing from a socket's timeline).",
+		"Events lost, by reason: ringbuf_full and recursion (the kernel), inflight_full (a syscall not correlated), queue_full (tcptrail's output), gap (transitions missing from a socket's timeline), end_unseen (sockets whose last transitions never arrived).",
 		[]string{"reason"}, nil)
 	d.dropped = prometheus.NewDesc("tcptrail_dropped_total",
 		"What tcptrail did not keep because a bounded table was full, by table: close_wait (sockets not followed), owners (label pairs reported as \"other\"), errnos.",
