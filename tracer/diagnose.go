@@ -37,7 +37,10 @@ type Diagnoser struct {
 	leaksOmitted   uint64 // leaks dropped from leaks, the oldest first
 	nextLeakCheck  uint64
 	stuck          map[uint64]*stuckLeak // reported, still in CLOSE_WAIT
-	leaks          []record.Leak         // every leak's last record
+	// detached: the programs are gone, so the kernel's tables may have
+	// moved on without events; nothing is taken for a lost end from now on.
+	detached bool
+	leaks    []record.Leak // every leak's last record
 
 	timewait    map[uint64]*twWatch
 	twPerNS     map[uint32]int   // watched timewait sockets per namespace

@@ -163,6 +163,9 @@ func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 			}
 			if ent == nil || ent.Local != local || ent.Remote != remote ||
 				!event.SameSocket(ent.Cookie, cookie) || ent.State != uint8(event.CloseWait) {
+				if d.detached {
+					return // it may have left CLOSE_WAIT after tracing stopped
+				}
 				// Its way out of CLOSE_WAIT was lost (the kernel skipped
 				// those invocations, and counted them): no leak to report,
 				// and nothing more will come for it.

@@ -373,13 +373,19 @@ const finalSweepWait = 2 * time.Second
 // the kernel's socket tables while the programs are still attached, and
 // reads the ring buffer on meanwhile.
 func (s *Session) finalSweep() error {
-	if !s.diag.StartFinalSweep() {
-		return nil
-	}
 	rd := s.probe.Reader()
 	var rec ringbuf.Record
 	deadline := time.Now().Add(finalSweepWait)
-	for !s.diag.FinalSweepDone() && time.Now().Before(deadline) {
+	started := false
+	for time.Now().Before(deadline) {
+		// Applying the answers that are in also makes room for the sweep
+		// in the query queue.
+		if s.diag.FinalSweepDone() {
+			return nil
+		}
+		if !started {
+			started = s.diag.StartFinalSweep()
+		}
 		rd.SetDeadline(time.Now().Add(5 * time.Millisecond))
 		// A ring buffer that never runs empty still lets the answer be
 		// looked for.
@@ -416,8 +422,8 @@ func (s *Session) finish(loopErr error) (*record.Summary, error) {
 	s.diag.EndFinalSweep()
 	end := MonoNow()
 	s.diag.Tick(end)
-	s.checkLosses(false)
 	s.diag.End(end)
+	s.checkLosses(false) // after End: the answers it applied may count
 
 	sum := &record.Summary{
 		Type:        record.TypeSummary,

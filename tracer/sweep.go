@@ -60,10 +60,16 @@ func candidateOf(s *timeline.Socket) sweepCandidate {
 // without running the programs and without counting it (seen under heavy
 // loopback churn: a few per million, confirmed by perf counting the same
 // tracepoint); a socket whose last transitions were lost so would end the
-// capture in FIN_WAIT1, say, as if still there. It reports false when the
-// sweep could not be posted. The reader keeps reading until FinalSweepDone,
-// then detaches, drains, and calls EndFinalSweep.
+// capture in FIN_WAIT1, say, as if still there. It reports false while
+// the query queue is full (try again: the reader drains it). The reader
+// keeps reading until FinalSweepDone, then detaches, drains, and calls
+// EndFinalSweep. No periodic sweep starts after it: one answered after the
+// detach could take a socket that closed since for one whose end was lost.
 func (d *Diagnoser) StartFinalSweep() bool {
+	if d.queries.full() {
+		return false
+	}
+	d.sweeper.last = MonoNow()
 	byNS := make(map[uint32][]sweepCandidate)
 	d.tracker.Sockets(func(s *timeline.Socket) {
 		byNS[s.NetNS] = append(byNS[s.NetNS], candidateOf(s))
@@ -94,8 +100,11 @@ func (d *Diagnoser) FinalSweepDone() bool {
 // EndFinalSweep forgets, and counts as ends unseen, the sockets the final
 // sweep did not find in the kernel, unless an event about them came since:
 // called after the drain, so that a transition already in the ring buffer
-// when the tables were read is not taken for a lost one.
+// when the tables were read is not taken for a lost one. An answer that
+// comes later than that is never used: its tables may have been read after
+// the detach.
 func (d *Diagnoser) EndFinalSweep() {
+	d.detached = true
 	if d.sweeper.final != nil {
 		d.forgetGone(d.sweeper.final)
 		d.sweeper.final = nil
@@ -134,7 +143,9 @@ func (d *Diagnoser) sweep(now uint64) {
 		}
 		return func() {
 			d.sweeper.busy = false
-			d.forgetGone(gone)
+			if !d.detached { // see EndFinalSweep
+				d.forgetGone(gone)
+			}
 		}
 	})
 }
@@ -178,10 +189,21 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 	for _, c := range cands {
 		// Addresses only stand for a made-up id: on a busy port they are
 		// soon another connection's.
-		if !seenCookie[c.cookie] && (c.cookie&event.SyntheticID == 0 || !seenTuple[c.tuple]) {
-			c.kernelState = seenAs[c.cookie]
-			missing = append(missing, c)
+		if seenCookie[c.cookie] || (c.cookie&event.SyntheticID != 0 && seenTuple[c.tuple]) {
+			continue
 		}
+		// A dump resumes by position in a hash bucket: under churn it can
+		// step over a socket that never moved. Ask for this one by name.
+		if c.cookie&event.SyntheticID == 0 {
+			if e, err := table.Lookup(netns, c.tuple.local, c.tuple.remote); err == nil && e != nil && e.Cookie == c.cookie {
+				if !movedOn || (uint8(c.state) == e.State && e.Timer != timewaitTimer) {
+					continue
+				}
+				seenAs[c.cookie] = event.State(e.State)
+			}
+		}
+		c.kernelState = seenAs[c.cookie]
+		missing = append(missing, c)
 	}
 	return missing, true
 }
@@ -210,6 +232,10 @@ func (d *Diagnoser) forgetGone(gone map[uint32][]sweepCandidate) {
 // and tells the sinks (the metrics stop counting it).
 func (d *Diagnoser) forget(s *timeline.Socket, now uint64, note string) {
 	d.sweeper.Forgotten++
+	// Not in CLOSE_WAIT any more, as far as anyone can tell: no leak to
+	// follow, nor to call still open at the end.
+	delete(d.closeWaits, s.Cookie)
+	delete(d.stuck, s.Cookie)
 	d.emit(&record.Snapshot{
 		Type: record.TypeSnapshot, Time: d.wall(now), MonoNs: now, Reason: "gone",
 		Socket: record.SocketOf(s.Cookie, s.NetNS, s.Family, s.Local, s.Remote),

@@ -80,14 +80,17 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	timewait := socktable.Entry{Cookie: 5, Local: server, Remote: peer(5), State: uint8(event.TimeWait), Timer: 3, NetNS: nsA}
 	// A timewait socket in its FIN_WAIT2 phase: the same state by name.
 	twFinWait2 := socktable.Entry{Cookie: 6, Local: server, Remote: peer(6), State: uint8(event.FinWait2), Timer: 3, NetNS: nsA}
-	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {alive, timewait, twFinWait2}}}
+	// Still there, but the dump steps over it: a lookup finds it.
+	steppedOver := socktable.Entry{Cookie: 7, Local: server, Remote: peer(7), State: uint8(event.FinWait1), NetNS: nsA}
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {alive, timewait, twFinWait2, steppedOver}},
+		skipped: map[uint64]bool{7: true}}
 	d, tr, recs := newTestDiagnoser(table)
 	defer d.Close()
 	state := func(cookie uint64, old, nw event.State, mono uint64) event.Event {
 		return event.Event{Kind: event.KindState, Cookie: cookie, NetNS: nsA, Family: event.AFInet,
 			Local: server, Remote: peer(uint16(cookie)), Old: old, New: nw, MonoNs: mono, PID: 1, FD: -1}
 	}
-	for cookie := uint64(1); cookie <= 5; cookie++ {
+	for _, cookie := range []uint64{1, 2, 3, 4, 5, 7} {
 		transition(d, tr, state(cookie, event.Established, event.FinWait1, 100))
 	}
 	transition(d, tr, state(6, event.FinWait1, event.FinWait2, 100))
@@ -110,7 +113,7 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	if got := d.EndsUnseen(); got != 3 {
 		t.Errorf("ends unseen %d, want 3 (sockets 1, 5 and 6)", got)
 	}
-	for cookie, kept := range map[uint64]bool{1: false, 2: true, 4: true, 5: false, 6: false} {
+	for cookie, kept := range map[uint64]bool{1: false, 2: true, 4: true, 5: false, 6: false, 7: true} {
 		if (tr.Socket(cookie) != nil) != kept {
 			t.Errorf("socket %d kept %v, want %v", cookie, !kept, kept)
 		}
@@ -127,6 +130,42 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	for _, g := range gone {
 		if g.Cookie == 5 && !strings.Contains(g.Note, "in TIME_WAIT in the kernel's socket table") {
 			t.Errorf("socket 5's note %q does not say the kernel has it in TIME_WAIT", g.Note)
+		}
+	}
+}
+
+// A CLOSE_WAIT leak whose way out was lost: the final sweep finds the
+// socket in LAST_ACK, and the end of the session must not then call it
+// still open in CLOSE_WAIT.
+func TestFinalSweepEndsALeakThatMovedOn(t *testing.T) {
+	peer := netip.AddrPortFrom(server.Addr(), 40001)
+	moved := socktable.Entry{Cookie: 9, Local: server, Remote: peer, State: uint8(event.LastAck), NetNS: nsA}
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {moved}}}
+	d, tr, recs := newTestDiagnoser(table)
+	defer d.Close()
+	transition(d, tr, event.Event{Kind: event.KindState, Cookie: 9, NetNS: nsA, Family: event.AFInet,
+		Local: server, Remote: peer, Old: event.Established, New: event.CloseWait, MonoNs: 100, PID: 1, FD: -1})
+	// Reported as stuck earlier (while the table still had it in CLOSE_WAIT).
+	d.reportStuck(tr.Socket(9), uint64(time.Second), true)
+
+	if !d.StartFinalSweep() {
+		t.Fatal("the final sweep could not be posted")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !d.FinalSweepDone() {
+		if time.Now().After(deadline) {
+			t.Fatal("no answer from the final sweep")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.EndFinalSweep()
+	d.End(uint64(2 * time.Second))
+	if d.EndsUnseen() != 1 {
+		t.Errorf("ends unseen %d, want 1", d.EndsUnseen())
+	}
+	for _, l := range records[*record.Leak](*recs) {
+		if l.Phase == "still_open" {
+			t.Errorf("a leak the kernel shows in LAST_ACK is called still open: %s", l.Message)
 		}
 	}
 }

@@ -637,7 +637,7 @@ func waitConnectionsDone(port int, timeout time.Duration) string {
 				return e.Local.Port() == uint16(port) || e.Remote.Port() == uint16(port)
 			})
 			if err != nil {
-				return "sock_diag: " + err.Error()
+				return "unknown, sock_diag failed: " + err.Error()
 			}
 			for _, e := range l {
 				side := "client"

@@ -41,10 +41,6 @@ Run 'tcptrail COMMAND --help' for a command's flags.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// A reader of stdout that goes away (tcptrail ... | head) makes writes
-	// fail with EPIPE rather than kill tcptrail: trace then ends its
-	// session properly, other commands end quietly.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -74,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	default:
 		err = usageErrorf("unknown command %q (want trace, watch, report, why or version)", args[0])
 	}
-	if err == nil || errors.Is(err, pflag.ErrHelp) || errors.Is(err, syscall.EPIPE) {
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	var status exitStatus

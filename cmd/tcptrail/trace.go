@@ -10,8 +10,10 @@ import (
 	"net/http"
 	httppprof "net/http/pprof"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer"
@@ -91,6 +93,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
+		// SIGPIPE caught: a write to a pipe nobody reads fails with EPIPE
+		// instead of killing tcptrail (watch and the other commands keep
+		// the default, so that a service whose stdout is gone fails).
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+		defer signal.Reset(syscall.SIGPIPE)
 		out = spool.New(stdout, 0)
 		out.OnBrokenPipe(func() {
 			stdoutGone.Store(true)
