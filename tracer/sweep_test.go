@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
@@ -95,16 +96,7 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	}
 	transition(d, tr, state(6, event.FinWait1, event.FinWait2, 100))
 
-	if !d.StartFinalSweep() {
-		t.Fatal("the final sweep could not be posted")
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !d.FinalSweepDone() {
-		if time.Now().After(deadline) {
-			t.Fatal("no answer from the final sweep")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitFinalSweep(t, d)
 	// Read from the ring buffer after the tables were: 3's end, 4's next step.
 	transition(d, tr, state(3, event.FinWait1, event.Close, 200))
 	transition(d, tr, state(4, event.FinWait1, event.FinWait2, 200))
@@ -148,16 +140,7 @@ func TestFinalSweepEndsALeakThatMovedOn(t *testing.T) {
 	// Reported as stuck earlier (while the table still had it in CLOSE_WAIT).
 	d.reportStuck(tr.Socket(9), uint64(time.Second), true)
 
-	if !d.StartFinalSweep() {
-		t.Fatal("the final sweep could not be posted")
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !d.FinalSweepDone() {
-		if time.Now().After(deadline) {
-			t.Fatal("no answer from the final sweep")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitFinalSweep(t, d)
 	d.EndFinalSweep()
 	d.End(uint64(2 * time.Second))
 	if d.EndsUnseen() != 1 {
@@ -168,4 +151,13 @@ func TestFinalSweepEndsALeakThatMovedOn(t *testing.T) {
 			t.Errorf("a leak the kernel shows in LAST_ACK is called still open: %s", l.Message)
 		}
 	}
+}
+
+// awaitFinalSweep starts the final sweep and waits for its answer.
+func awaitFinalSweep(t *testing.T, d *Diagnoser) {
+	t.Helper()
+	if !d.StartFinalSweep() {
+		t.Fatal("the final sweep could not be posted")
+	}
+	testwait.Until(t, 10*time.Second, "the final sweep's answer", d.FinalSweepDone)
 }
