@@ -301,6 +301,22 @@ func TestSignalLeavesCompleteCapture(t *testing.T) {
 	}
 }
 
+// waitExit waits up to timeout for cmd to exit and returns how it ended;
+// still running at the deadline fails the test, naming what should have
+// ended it.
+func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration, what string) error {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("%s: still running after %s", what, timeout)
+		return nil
+	}
+}
+
 func readJSONLines(t *testing.T, path string) []map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
@@ -331,15 +347,8 @@ func TestDurationAndJSONStdout(t *testing.T) {
 	cmd, out, errb := startTracer(t, "--port", "17202", "--json", "--duration", "1500ms")
 	ready := time.Now()
 	oneConnection(t, 17202)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("%v\n%s", err, errb.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("--duration 1500ms: still running after 15s")
+	if err := waitExit(t, cmd, 15*time.Second, "--duration 1500ms"); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	if d := time.Since(ready); d < 1400*time.Millisecond {
 		t.Errorf("exited %v after it was ready, before its --duration", d)

@@ -169,15 +169,8 @@ func TestClosedStdoutEndsTheSession(t *testing.T) {
 	r.Close()
 	oneConnection(t, port) // something to write
 
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("tracer ended with %v (want exit 0); stderr:\n%s", err, errb.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("tracer still running 30 s after its stdout was closed; stderr:\n%s", errb.String())
+	if err := waitExit(t, cmd, 30*time.Second, "stdout closed by its reader"); err != nil {
+		t.Fatalf("tracer ended with %v (want exit 0); stderr:\n%s", err, errb.String())
 	}
 	if !bytes.Contains(errb.Bytes(), []byte("stdout was closed by its reader")) || !bytes.Contains(errb.Bytes(), []byte("12 transitions")) {
 		t.Errorf("stderr does not say why tracing stopped, or lacks the summary:\n%s", errb.String())
