@@ -1175,7 +1175,7 @@ keep:
 }
 
 /*
- * The syscall hooks, in two variants. The raw_syscalls tracepoints run for
+ * The syscall hooks, in three variants. The raw_syscalls tracepoints run for
  * every syscall of every process on the host, which all pay for it; hooks
  * on the functions behind the syscalls (fentry/fexit) run only for the calls
  * tcptrail needs. The loader picks the second where the kernel allows it
@@ -1200,6 +1200,53 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 {
 	return on_sys_exit(SYSCALL_NR(regs), ret);
+}
+
+/*
+ * The third variant: the kernel's tracepoints for single syscalls
+ * (syscalls:sys_enter_close, ...), one pair per syscall tcptrail needs, the
+ * same two programs on each. Syscalls that are not hooked still take the
+ * traced entry and exit path, but there the kernel tests a bit and returns:
+ * no BPF program runs for them. The loader takes it where the kernel cannot
+ * hook functions and tracefs names the events.
+ *
+ * The record a syscall tracepoint hands its BPF programs: the number at
+ * offset 8 and the arguments (or the return value) from 16, on every kernel
+ * (before 5.16 a pointer to the registers stands where newer kernels put the
+ * common fields, and the number is a long whose low half is read here).
+ */
+struct syscall_enter_args {
+	__u64 common;
+	int nr;
+	int pad;
+	unsigned long args[6];
+};
+
+struct syscall_exit_args {
+	__u64 common;
+	int nr;
+	int pad;
+	long ret;
+};
+
+SEC("tracepoint/syscalls/sys_enter")
+int handle_syscall_enter(struct syscall_enter_args *ctx)
+{
+	return on_sys_enter(ctx->nr, ctx->args[0], ctx->args[1]);
+}
+
+/* close(fd) and dup(fd) take one argument, and the kernel refuses a
+ * program that may read past a syscall's record: theirs reads the fd alone. */
+SEC("tracepoint/syscalls/sys_enter")
+int handle_syscall_enter_fd(struct syscall_enter_args *ctx)
+{
+	return on_sys_enter(ctx->nr, ctx->args[0], 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit")
+int handle_syscall_exit(struct syscall_exit_args *ctx)
+{
+	return on_sys_exit(ctx->nr, ctx->ret);
 }
 
 /* Hooks on a syscall wrapper: name(const struct pt_regs *regs). */

@@ -182,14 +182,15 @@ func TestCauseCloseOnExec(t *testing.T) {
 
 // TestSyscallHooks ties a connect and a close to their calls through each
 // way of hooking the syscalls the kernel offers: functions (fentry/fexit)
-// where it can, and the raw_syscalls tracepoints everywhere.
+// where it can, the syscall tracepoints and the raw_syscalls tracepoints
+// everywhere.
 func TestSyscallHooks(t *testing.T) {
 	requirePrivileges(t)
 	feat, err := kernel.ProbeFeatures()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hooks := []kernel.Hooks{kernel.HooksTracepoint}
+	hooks := []kernel.Hooks{kernel.HooksTracepoint, kernel.HooksSyscallTracepoint}
 	if feat.FunctionTracing {
 		hooks = append(hooks, kernel.HooksFunction)
 	} else {

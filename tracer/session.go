@@ -200,7 +200,8 @@ func (s *Session) begin() error {
 		StartMonoNs: s.clock.MonoNs,
 		Filters: record.Filters{Ports: append([]uint16{}, s.cfg.Kernel.Ports...), PID: s.cfg.Kernel.PID,
 			NetNS: s.cfg.Kernel.NetNS, Scope: s.cfg.Scope},
-		Attach: "tp_btf",
+		Attach:       "tp_btf",
+		SyscallHooks: string(s.probe.Hooks),
 	}
 	for _, sink := range s.sinks {
 		if err := sink.Begin(h); err != nil {

@@ -65,6 +65,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 type config struct {
 	tracers    stringList
 	tracerArgs stringList
+	hooks      string
 	rounds     int
 	port       int
 	batch      time.Duration
@@ -78,6 +79,7 @@ type config struct {
 func main() {
 	cfg := &config{}
 	flag.Var(&cfg.tracers, "tracer", "a tcptrail binary (repeatable: each is measured in every round); without it and -floor, untraced rounds only")
+	flag.StringVar(&cfg.hooks, "hooks", "", "measure each tracer once per way of hooking the syscalls, as `tcptrail trace --syscall-hooks` takes them (comma-separated, e.g. auto,tracepoint); empty: the tracer's choice only")
 	flag.Var(&cfg.tracerArgs, "tracer-arg", "extra argument for `tcptrail trace` (repeatable), e.g. -tracer-arg --transitions-only")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds; each measures every setup (floor, tracer) between untraced measurements")
 	flag.IntVar(&cfg.port, "port", 7979, "the tracer's --port (no traffic is expected there)")
@@ -251,16 +253,26 @@ func run(cfg *config) error {
 	for _, f := range fls {
 		setups = append(setups, setup{name: f.label(), attach: func() (attachment, error) { return f.attach() }})
 	}
-	traceArgs := append([]string{"trace", "-q", "--port", strconv.Itoa(cfg.port)}, cfg.tracerArgs...)
+	hookings := []string{""}
+	if cfg.hooks != "" {
+		hookings = strings.Split(cfg.hooks, ",")
+	}
 	for _, path := range cfg.tracers {
-		name := "tcptrail"
-		if len(cfg.tracers) > 1 {
-			name = path
+		for _, h := range hookings {
+			name := "tcptrail"
+			if len(cfg.tracers) > 1 {
+				name = path
+			}
+			traceArgs := append([]string{"trace", "-q", "--port", strconv.Itoa(cfg.port)}, cfg.tracerArgs...)
+			if h != "" {
+				name += " (" + h + ")"
+				traceArgs = append(traceArgs, "--syscall-hooks", h)
+			}
+			fmt.Printf("%s: %s %s --ready-file FILE\n", name, path, strings.Join(traceArgs, " "))
+			setups = append(setups, setup{name: name, attach: func() (attachment, error) {
+				return startTracer(cfg, path, tmp, traceArgs)
+			}})
 		}
-		fmt.Printf("%s: %s %s --ready-file FILE\n", name, path, strings.Join(traceArgs, " "))
-		setups = append(setups, setup{name: name, attach: func() (attachment, error) {
-			return startTracer(cfg, path, tmp, traceArgs)
-		}})
 	}
 	width := 0
 	for _, s := range setups {

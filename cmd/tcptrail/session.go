@@ -45,7 +45,7 @@ func (f *sessionFlags) register(fs *pflag.FlagSet, leakAfter time.Duration) {
 	fs.Var(&f.wakeupSize, "wakeup-size", "wake the reader when this much is pending (1: as soon as anything is)")
 	_ = fs.MarkHidden("wakeup-size")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "when the kernel rejects the BPF programs, print the verifier's whole log")
-	fs.StringVar(&f.hooks, "syscall-hooks", "auto", "hook the socket syscalls as `auto`, function (fentry/fexit) or tracepoint")
+	fs.StringVar(&f.hooks, "syscall-hooks", "auto", "hook the socket syscalls as `auto`, function (fentry/fexit), syscall-tracepoint or tracepoint (raw_syscalls)")
 	_ = fs.MarkHidden("syscall-hooks")
 }
 
@@ -84,9 +84,9 @@ func (f *sessionFlags) validate(cmd string) error {
 		return usageErrorf("%s: --container and --cgroup both choose cgroups: give one", cmd)
 	}
 	switch f.hooks {
-	case "auto", string(kernel.HooksFunction), string(kernel.HooksTracepoint):
+	case "auto", string(kernel.HooksFunction), string(kernel.HooksSyscallTracepoint), string(kernel.HooksTracepoint):
 	default:
-		return usageErrorf("%s: --syscall-hooks %q: want auto, function or tracepoint", cmd, f.hooks)
+		return usageErrorf("%s: --syscall-hooks %q: want auto, function, syscall-tracepoint or tracepoint", cmd, f.hooks)
 	}
 	if r := int(f.ringSize); r < os.Getpagesize() || r&(r-1) != 0 {
 		return usageErrorf("%s: --ring-size %d must be a power of two of at least %d", cmd, r, os.Getpagesize())

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/tcptrail/tcptrail/internal/mountinfo"
 )
 
 // ErrNoCgroup2 is returned when no cgroup2 filesystem is mounted: a cgroup
@@ -102,57 +103,27 @@ func readCgroup2Mount() (mount, error) {
 	return parseCgroup2Mount(bytes.NewReader(data))
 }
 
-// parseCgroup2Mount finds the cgroup2 mount in /proc/PID/mountinfo:
-//
-//	40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-//
-// (mount id, parent, device, root, mount point, options, optional fields,
-// "-", filesystem type, source, super options). A mount of the whole
-// hierarchy (root "/") is preferred to a bind mount of part of it.
+// parseCgroup2Mount finds the cgroup2 mount in /proc/PID/mountinfo. A
+// mount of the whole hierarchy (root "/") is preferred to a bind mount of
+// part of it.
 func parseCgroup2Mount(r io.Reader) (mount, error) {
+	mounts, err := mountinfo.Parse(r)
+	if err != nil {
+		return mount{}, err
+	}
 	var found []mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
+	for _, mi := range mounts {
+		if mi.FSType != "cgroup2" {
 			continue
 		}
-		fields, fstype := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(fstype) < 1 || fstype[0] != "cgroup2" {
-			continue
-		}
-		m := mount{root: unescapeMountinfo(fields[3]), point: unescapeMountinfo(fields[4])}
+		m := mount{root: mi.Root, point: mi.Point}
 		if m.root == "/" {
 			return m, nil
 		}
 		found = append(found, m)
-	}
-	if err := sc.Err(); err != nil {
-		return mount{}, err
 	}
 	if len(found) == 0 {
 		return mount{}, ErrNoCgroup2
 	}
 	return found[0], nil
 }
-
-// unescapeMountinfo undoes the kernel's octal escapes of space, tab,
-// newline and backslash in mountinfo's paths ("\040" for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -86,22 +86,6 @@ func TestParseCgroup2Mount(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a\040b`:   "/a b",
-		`/a\011b`:   "/a\tb",
-		`/a\134b`:   `/a\b`,
-		`/a\012`:    "/a\n",
-		`/plain`:    "/plain",
-		`/short\04`: `/short\04`,
-		`/bad\089`:  `/bad\089`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q; want %q", in, got, want)
-		}
-	}
-}
-
 func TestCgroupIDErrors(t *testing.T) {
 	if _, err := Cgroup2Mount(); errors.Is(err, ErrNoCgroup2) {
 		t.Skip("no cgroup2 here")

@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -52,6 +53,10 @@ const (
 	// HooksTracepoint: the raw_syscalls sys_enter/sys_exit tracepoints,
 	// which run for every syscall on the host.
 	HooksTracepoint Hooks = "tracepoint"
+	// HooksSyscallTracepoint: the tracepoints of the syscalls tcptrail
+	// needs (syscalls:sys_enter_close, ...), found through tracefs. Other
+	// syscalls still take the kernel's traced path but run no program.
+	HooksSyscallTracepoint Hooks = "syscall-tracepoint"
 	// HooksFunction: fentry/fexit on the syscall functions tcptrail needs;
 	// other syscalls pay nothing.
 	HooksFunction Hooks = "function"
@@ -77,6 +82,10 @@ var ErrPrivileges = errors.New("tcptrail needs CAP_BPF and CAP_PERFMON (or root)
 // kernel that cannot give them.
 var ErrNoFunctionHooks = errors.New("this kernel cannot hook syscall functions")
 
+// ErrNoSyscallTracepoints is returned when the syscall tracepoints were
+// asked for on a host that cannot give them.
+var ErrNoSyscallTracepoints = errors.New("this host cannot hook the syscall tracepoints")
+
 // ErrNoBTF is returned when the kernel exposes no BTF.
 var ErrNoBTF = errors.New("kernel BTF not found: tcptrail needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")
 
@@ -94,10 +103,13 @@ type Probe struct {
 
 	// Hooks is how the socket syscalls are hooked ("" with TransitionsOnly).
 	Hooks Hooks
+	// NoSyscallTracepoints says why the syscall tracepoints were not
+	// taken, when the raw_syscalls ones were.
+	NoSyscallTracepoints error
 
 	coll   *ebpf.Collection
 	progs  []*ebpf.Program
-	links  []link.Link
+	links  []io.Closer
 	reader *ringbuf.Reader
 	closed bool
 }
@@ -138,7 +150,9 @@ func hasCaps() bool {
 }
 
 // Load loads the programs with cfg's filters, in the variants the kernel
-// supports, and attaches them. No tracefs, debugfs or bpffs is needed.
+// supports, and attaches them. No debugfs or bpffs is needed; tracefs only
+// names the syscall tracepoints, and is mounted for that moment where the
+// host has none.
 func Load(cfg Config) (*Probe, error) {
 	if err := Preflight(); err != nil {
 		return nil, err
@@ -162,16 +176,29 @@ func Load(cfg Config) (*Probe, error) {
 		return nil, err
 	}
 	p := &Probe{Features: feat}
+	var events syscallEventIDs
 	if !cfg.TransitionsOnly {
 		p.Hooks = cfg.SyscallHooks
 		if p.Hooks == HooksAuto {
-			p.Hooks = HooksTracepoint
-			if feat.FunctionTracing {
+			// The cheapest hooks for the rest of the host first.
+			switch {
+			case feat.FunctionTracing:
 				p.Hooks = HooksFunction
+			default:
+				events, p.NoSyscallTracepoints = findSyscallEvents()
+				p.Hooks = HooksSyscallTracepoint
+				if p.NoSyscallTracepoints != nil {
+					p.Hooks = HooksTracepoint
+				}
 			}
 		}
-		if p.Hooks == HooksFunction && !feat.FunctionTracing {
+		switch {
+		case p.Hooks == HooksFunction && !feat.FunctionTracing:
 			return nil, fmt.Errorf("%w (fentry/fexit: %v): use the tracepoint hooks", ErrNoFunctionHooks, feat.FunctionTracingErr)
+		case p.Hooks == HooksSyscallTracepoint && events == nil:
+			if events, err = findSyscallEvents(); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrNoSyscallTracepoints, err)
+			}
 		}
 	}
 	if err := selectPrograms(spec, cfg, p.Hooks, types); err != nil {
@@ -210,12 +237,29 @@ func Load(cfg Config) (*Probe, error) {
 	for _, name := range names {
 		prog := p.coll.Programs[name]
 		p.progs = append(p.progs, prog)
+		if prog.Type() == ebpf.TracePoint {
+			continue // the syscall tracepoints' programs, attached below
+		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("attach %s to %s: %w", name, spec.Programs[name].AttachTo, err)
 		}
 		p.links = append(p.links, l)
+	}
+	if p.Hooks == HooksSyscallTracepoint {
+		links, err := attachSyscallEvents(syscallPrograms{
+			enter:   p.coll.Programs[tcptrailProgHandleSyscallEnter],
+			enterFD: p.coll.Programs[tcptrailProgHandleSyscallEnterFd],
+			exit:    p.coll.Programs[tcptrailProgHandleSyscallExit],
+		}, events)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		for _, l := range links {
+			p.links = append(p.links, l)
+		}
 	}
 	if p.Hooks != "" {
 		showSocket()
@@ -250,10 +294,19 @@ func (p *Probe) String() string {
 	switch p.Hooks {
 	case HooksFunction:
 		fmt.Fprintf(&b, ", fentry/fexit on %d syscall functions", (len(p.progs)-len(alwaysAttached))/2)
+	case HooksSyscallTracepoint:
+		fmt.Fprintf(&b, ", %d syscall tracepoints (every syscall on the host takes the kernel's traced path", len(p.links)-len(alwaysAttached))
+		if err := p.Features.FunctionTracingErr; err != nil {
+			fmt.Fprintf(&b, "; no function hooks: %v", err)
+		}
+		b.WriteString(")")
 	case HooksTracepoint:
 		b.WriteString(", tp_btf raw_syscalls sys_enter/sys_exit (every syscall on the host pays a little")
 		if err := p.Features.FunctionTracingErr; err != nil {
 			fmt.Fprintf(&b, "; no function hooks: %v", err)
+		}
+		if err := p.NoSyscallTracepoints; err != nil {
+			fmt.Fprintf(&b, "; no syscall tracepoints: %v", err)
 		}
 		b.WriteString(")")
 	default:
@@ -291,6 +344,10 @@ func selectPrograms(spec *ebpf.CollectionSpec, cfg Config, hooks Hooks, types *b
 	case HooksTracepoint:
 		keep[tcptrailProgHandleSysEnter] = true
 		keep[tcptrailProgHandleSysExit] = true
+	case HooksSyscallTracepoint:
+		keep[tcptrailProgHandleSyscallEnter] = true
+		keep[tcptrailProgHandleSyscallEnterFd] = true
+		keep[tcptrailProgHandleSyscallExit] = true
 	case HooksFunction:
 		kspec, err := types.Kernel()
 		if err != nil {

@@ -35,10 +35,18 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 	}
 	ids := p.ProgramIDs()
 	// Transitions (and those its program skipped), the kernel's own
-	// resets, fork, exec and exit, plus the syscall hooks: two tracepoint
-	// programs, or an fentry/fexit pair per hooked function.
-	want := 8
-	if p.Hooks == HooksFunction {
+	// resets, fork, exec and exit, plus the syscall hooks: two raw
+	// tracepoint programs, three programs on an entry and an exit
+	// tracepoint per syscall, or an fentry/fexit pair per hooked function.
+	want, attached := 8, 8
+	switch p.Hooks {
+	case HooksSyscallTracepoint:
+		events, err := findSyscallEvents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, attached = 9, 6+len(events)
+	case HooksFunction:
 		kspec, err := btf.LoadKernelSpec()
 		if err != nil {
 			t.Fatal(err)
@@ -48,9 +56,10 @@ func TestLoadCloseLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		want = 6 + 2*len(plan)
+		attached = want
 	}
-	if len(ids) != want || len(p.links) != want {
-		t.Fatalf("want %d programs loaded and attached (%s hooks), got %d loaded, %d attached", want, p.Hooks, len(ids), len(p.links))
+	if len(ids) != want || len(p.links) != attached {
+		t.Fatalf("want %d programs loaded, %d links (%s hooks), got %d loaded, %d links", want, attached, p.Hooks, len(ids), len(p.links))
 	}
 	c, err := p.Counters()
 	if err != nil {

@@ -156,6 +156,9 @@ const (
 	tcptrailProgHandleSetStateMissed = "handle_set_state_missed"
 	tcptrailProgHandleSysEnter       = "handle_sys_enter"
 	tcptrailProgHandleSysExit        = "handle_sys_exit"
+	tcptrailProgHandleSyscallEnter   = "handle_syscall_enter"
+	tcptrailProgHandleSyscallEnterFd = "handle_syscall_enter_fd"
+	tcptrailProgHandleSyscallExit    = "handle_syscall_exit"
 	tcptrailVarCfg                   = "cfg"
 	tcptrailVarInflightCount         = "inflight_count"
 	tcptrailVarInflightFull          = "inflight_full"
@@ -250,6 +253,9 @@ type tcptrailProgramSpecs struct {
 	HandleSetStateMissed *ebpf.ProgramSpec `ebpf:"handle_set_state_missed"`
 	HandleSysEnter       *ebpf.ProgramSpec `ebpf:"handle_sys_enter"`
 	HandleSysExit        *ebpf.ProgramSpec `ebpf:"handle_sys_exit"`
+	HandleSyscallEnter   *ebpf.ProgramSpec `ebpf:"handle_syscall_enter"`
+	HandleSyscallEnterFd *ebpf.ProgramSpec `ebpf:"handle_syscall_enter_fd"`
+	HandleSyscallExit    *ebpf.ProgramSpec `ebpf:"handle_syscall_exit"`
 }
 
 // tcptrailMapSpecs contains maps before they are loaded into the kernel.
@@ -387,6 +393,9 @@ type tcptrailPrograms struct {
 	HandleSetStateMissed *ebpf.Program `ebpf:"handle_set_state_missed"`
 	HandleSysEnter       *ebpf.Program `ebpf:"handle_sys_enter"`
 	HandleSysExit        *ebpf.Program `ebpf:"handle_sys_exit"`
+	HandleSyscallEnter   *ebpf.Program `ebpf:"handle_syscall_enter"`
+	HandleSyscallEnterFd *ebpf.Program `ebpf:"handle_syscall_enter_fd"`
+	HandleSyscallExit    *ebpf.Program `ebpf:"handle_syscall_exit"`
 }
 
 func (p *tcptrailPrograms) Close() error {
@@ -435,6 +444,9 @@ func (p *tcptrailPrograms) Close() error {
 		p.HandleSetStateMissed,
 		p.HandleSysEnter,
 		p.HandleSysExit,
+		p.HandleSyscallEnter,
+		p.HandleSyscallEnterFd,
+		p.HandleSyscallExit,
 	)
 }
 

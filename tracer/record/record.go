@@ -46,6 +46,9 @@ type Header struct {
 	StartMonoNs uint64    `json:"start_mono_ns"`
 	Filters     Filters   `json:"filters"`
 	Attach      string    `json:"attach"` // how the programs were attached
+	// SyscallHooks is how the socket syscalls were hooked: function,
+	// syscall-tracepoint or tracepoint (absent: not hooked, no causes).
+	SyscallHooks string `json:"syscall_hooks,omitempty"`
 }
 
 // Filters are the capture's kernel-side filters.

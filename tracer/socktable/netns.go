@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tcptrail/tcptrail/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -319,16 +320,14 @@ func (n *Namespaces) find(netns uint32) (string, error) {
 // them with root net:[N], wherever they are mounted), then each process's
 // /proc/PID/ns/net. It stops when f returns false.
 func eachNamespace(f func(netns uint32, path string) bool) error {
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			// ID parent major:minor root mountpoint ...; only nsfs
-			// mounts have a root that is not a path.
-			fields := strings.Fields(line)
-			if len(fields) < 5 || !strings.HasPrefix(fields[3], "net:[") {
+	if mounts, err := mountinfo.Read("/proc/self/mountinfo"); err == nil {
+		for _, m := range mounts {
+			// Only nsfs mounts have a root that is not a path.
+			if !strings.HasPrefix(m.Root, "net:[") {
 				continue
 			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(fields[3][len("net:["):], "]"), 10, 32)
-			if err == nil && !f(uint32(ino), unescapeMount(fields[4])) {
+			ino, err := strconv.ParseUint(strings.TrimSuffix(m.Root[len("net:["):], "]"), 10, 32)
+			if err == nil && !f(uint32(ino), m.Point) {
 				return nil
 			}
 		}
@@ -354,25 +353,6 @@ func eachNamespace(f func(netns uint32, path string) bool) error {
 		}
 	}
 	return nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // nsInode is the inode of the namespace path refers to; 0 if none.

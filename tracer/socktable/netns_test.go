@@ -410,17 +410,3 @@ func TestConnManyGoroutines(t *testing.T) {
 	}
 	checkThreads(t, n.Self())
 }
-
-func TestUnescapeMount(t *testing.T) {
-	for in, want := range map[string]string{
-		"/run/netns/a":         "/run/netns/a",
-		`/run/netns/a\040b`:    "/run/netns/a b",
-		`/x\134y`:              `/x\y`,
-		`/short\04`:            `/short\04`,
-		`/not\999octal\011tab`: "/not\\999octal\ttab",
-	} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
