@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // A floor is the least any tracer hooked on the raw_syscalls tracepoints
@@ -19,10 +21,16 @@ import (
 // the floor measures that path plus the tracepoints' dispatch to BPF, and
 // the difference between it and tcptrail is what tcptrail's programs and
 // its other hooks add on top.
+//
+// The syscall-tp floor is the same for tcptrail's syscall tracepoints: empty
+// programs on close's entry and exit tracepoints (syscalls:sys_enter_close,
+// sys_exit_close). Every other syscall then takes the traced path without
+// running a program; close runs them through the perf event machinery.
 type floor struct {
-	name  string   // as -floor takes it: tp_btf, raw_tp, tp_btf-enter, ...
-	btf   bool     // tp_btf (BTF-typed) rather than raw_tp
-	hooks []string // raw_syscalls tracepoints
+	name      string   // as -floor takes it: tp_btf, raw_tp, tp_btf-enter, ..., syscall-tp
+	btf       bool     // tp_btf (BTF-typed) rather than raw_tp
+	syscallTP bool     // tracepoint programs on the syscall tracepoints of hooks
+	hooks     []string // raw_syscalls tracepoints, or syscall tracepoints
 }
 
 // floors are the floors systax knows, the one like tcptrail's first.
@@ -34,7 +42,24 @@ func floors() []floor {
 			floor{name: kind + "-enter", btf: kind == "tp_btf", hooks: []string{"sys_enter"}},
 			floor{name: kind + "-exit", btf: kind == "tp_btf", hooks: []string{"sys_exit"}})
 	}
-	return fs
+	return append(fs, floor{name: "syscall-tp", syscallTP: true, hooks: []string{"sys_enter_close", "sys_exit_close"}})
+}
+
+// mountTracefs mounts tracefs in dir when none is mounted, for the
+// syscall-tp floor to find its tracepoints, and returns how to unmount it.
+// cilium/ebpf looks for tracefs once, in mountinfo: this must come first.
+func mountTracefs(dir string) (func(), error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err == nil && strings.Contains(string(b), " - tracefs ") {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := unix.Mount("nodev", dir, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("mount tracefs for the syscall-tp floor: %w", err)
+	}
+	return func() { unix.Unmount(dir, unix.MNT_DETACH) }, nil
 }
 
 // pickFloors parses -floor: a comma-separated list of floor names, or all.
@@ -62,6 +87,9 @@ func pickFloors(arg string) ([]floor, error) {
 
 // label names the floor in the results.
 func (f floor) label() string {
+	if f.syscallTP {
+		return "floor: empty syscalls:" + strings.Join(f.hooks, "+")
+	}
 	kind := "raw_tp"
 	if f.btf {
 		kind = "tp_btf"
@@ -74,7 +102,7 @@ func (f floor) label() string {
 }
 
 // emptyProgram returns 0 and does nothing else.
-func emptyProgram(btf bool, hook string) *ebpf.ProgramSpec {
+func (f floor) emptyProgram(hook string) *ebpf.ProgramSpec {
 	spec := &ebpf.ProgramSpec{
 		Name:    "systax_floor",
 		License: "GPL",
@@ -83,11 +111,14 @@ func emptyProgram(btf bool, hook string) *ebpf.ProgramSpec {
 			asm.Return(),
 		},
 	}
-	if btf {
+	switch {
+	case f.syscallTP:
+		spec.Type = ebpf.TracePoint
+	case f.btf:
 		spec.Type = ebpf.Tracing
 		spec.AttachType = ebpf.AttachTraceRawTp
 		spec.AttachTo = hook
-	} else {
+	default:
 		spec.Type = ebpf.RawTracepoint
 	}
 	return spec
@@ -95,23 +126,27 @@ func emptyProgram(btf bool, hook string) *ebpf.ProgramSpec {
 
 // attachedFloor is a floor's programs, loaded and attached.
 type attachedFloor struct {
-	progs []*ebpf.Program
-	links []link.Link
+	syscallTP bool
+	progs     []*ebpf.Program
+	links     []link.Link
 }
 
 func (f floor) attach() (*attachedFloor, error) {
-	a := &attachedFloor{}
+	a := &attachedFloor{syscallTP: f.syscallTP}
 	for _, hook := range f.hooks {
-		prog, err := ebpf.NewProgram(emptyProgram(f.btf, hook))
+		prog, err := ebpf.NewProgram(f.emptyProgram(hook))
 		if err != nil {
 			a.close()
 			return nil, fmt.Errorf("%s: load program for %s: %w", f.label(), hook, err)
 		}
 		a.progs = append(a.progs, prog)
 		var l link.Link
-		if f.btf {
+		switch {
+		case f.syscallTP:
+			l, err = link.Tracepoint("syscalls", hook, prog, nil)
+		case f.btf:
 			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
-		} else {
+		default:
 			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: hook, Program: prog})
 		}
 		if err != nil {
@@ -125,7 +160,14 @@ func (f floor) attach() (*attachedFloor, error) {
 
 func (a *attachedFloor) alive() error { return nil }
 
-func (a *attachedFloor) syscallHooks() int { return len(a.links) }
+// syscallHooks counts the programs on the raw_syscalls tracepoints: the
+// syscall-tp floor has none there.
+func (a *attachedFloor) syscallHooks() int {
+	if a.syscallTP {
+		return 0
+	}
+	return len(a.links)
+}
 
 func (a *attachedFloor) stop() error { return a.close() }
 

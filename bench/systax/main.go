@@ -87,7 +87,7 @@ func main() {
 	flag.IntVar(&cfg.batches, "batches", 100, "batches per call and round; the fastest one counts")
 	flag.DurationVar(&cfg.ready, "ready-timeout", 30*time.Second, "how long to wait for the tracer's ready file")
 	flag.DurationVar(&cfg.settle, "settle", 200*time.Millisecond, "pause before each round's measurement (after the tracer is ready, or after it exited)")
-	flag.StringVar(&cfg.floor, "floor", "", "also measure floors, empty programs on the raw_syscalls tracepoints: tp_btf or raw_tp (on sys_enter and sys_exit), tp_btf-enter, tp_btf-exit, raw_tp-enter, raw_tp-exit, comma-separated, or all")
+	flag.StringVar(&cfg.floor, "floor", "", "also measure floors, empty programs on the raw_syscalls tracepoints: tp_btf or raw_tp (on sys_enter and sys_exit), tp_btf-enter, tp_btf-exit, raw_tp-enter, raw_tp-exit; or on close's syscall tracepoints: syscall-tp; comma-separated, or all")
 	flag.Float64Var(&cfg.drift, "drift", 0.1, "leave a traced measurement out of the summary when the untraced ones around it differ by more than this fraction")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -210,6 +210,13 @@ func run(cfg *config) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	if slices.ContainsFunc(fls, func(f floor) bool { return f.syscallTP }) {
+		unmount, err := mountTracefs(filepath.Join(tmp, "tracefs"))
+		if err != nil {
+			return err
+		}
+		defer unmount()
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

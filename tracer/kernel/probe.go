@@ -510,10 +510,23 @@ func (p *Probe) ProgramIDs() []ebpf.ProgramID {
 // that what is already in it can be drained.
 func (p *Probe) Detach() error {
 	var errs []error
-	// In the reverse order of attaching: the program that reports the
-	// changes the state-change program skipped goes before it, so that it
-	// never runs alone (it would report every change as skipped).
-	for _, l := range slices.Backward(p.links) {
+	// The syscall tracepoints first, all at once: the kernel waits for a
+	// grace period as each perf event goes (tens of milliseconds), and
+	// waits that overlap end together.
+	var perfLinks []*perfEventLink
+	links := p.links[:0:0]
+	for _, l := range p.links {
+		if pl, ok := l.(*perfEventLink); ok {
+			perfLinks = append(perfLinks, pl)
+		} else {
+			links = append(links, l)
+		}
+	}
+	errs = append(errs, closeAll(perfLinks))
+	// Then in the reverse order of attaching: the program that reports
+	// the changes the state-change program skipped goes before it, so that
+	// it never runs alone (it would report every change as skipped).
+	for _, l := range slices.Backward(links) {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -155,9 +156,7 @@ func attachSyscallEvents(progs syscallPrograms, ids syscallEventIDs) ([]*perfEve
 			}
 			l, err := attachPerfEvent(hook.prog, id)
 			if err != nil {
-				for _, l := range links {
-					l.Close()
-				}
+				closeAll(links)
 				return nil, fmt.Errorf("attach %s to syscalls:%s: %w", hook.prog, hook.event, err)
 			}
 			links = append(links, l)
@@ -210,4 +209,15 @@ func (l *perfEventLink) Close() error {
 		err = l.link.Close()
 	}
 	return errors.Join(err, unix.Close(l.fd))
+}
+
+// closeAll closes links concurrently.
+func closeAll(links []*perfEventLink) error {
+	errs := make([]error, len(links))
+	var wg sync.WaitGroup
+	for i, l := range links {
+		wg.Go(func() { errs[i] = l.Close() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
