@@ -13,7 +13,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrail/tcptrail/tracer/container"
@@ -234,13 +233,12 @@ func (s *Session) begin() error {
 // every PollInterval all the same, and a stop is noticed.
 func (s *Session) loop(ctx context.Context, stop <-chan time.Time) error {
 	rd := s.probe.Reader()
-	var rec ringbuf.Record
 	lastCounters, lastQuiet := time.Now(), time.Now()
 	rd.SetDeadline(time.Now().Add(s.cfg.PollInterval))
 	for n := 1; ; n++ {
-		err := rd.ReadInto(&rec)
+		raw, err := rd.Next()
 		if err == nil {
-			if err := s.handle(rec.RawSample); err != nil {
+			if err := s.handle(raw); err != nil {
 				return err
 			}
 			if n%4096 != 0 || time.Since(lastQuiet) < s.cfg.PollInterval {
@@ -248,7 +246,7 @@ func (s *Session) loop(ctx context.Context, stop <-chan time.Time) error {
 			}
 			// Busy for a whole PollInterval: the periodic work is due.
 		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
-			if errors.Is(err, ringbuf.ErrClosed) {
+			if errors.Is(err, kernel.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("read ring buffer: %w", err)
@@ -375,7 +373,6 @@ const finalSweepWait = 2 * time.Second
 // reads the ring buffer on meanwhile.
 func (s *Session) finalSweep() error {
 	rd := s.probe.Reader()
-	var rec ringbuf.Record
 	deadline := time.Now().Add(finalSweepWait)
 	started := false
 	for time.Now().Before(deadline) {
@@ -391,10 +388,11 @@ func (s *Session) finalSweep() error {
 		// A ring buffer that never runs empty still lets the answer be
 		// looked for.
 		for range 4096 {
-			if rd.ReadInto(&rec) != nil {
+			raw, err := rd.Next()
+			if err != nil {
 				break
 			}
-			if err := s.handle(rec.RawSample); err != nil {
+			if err := s.handle(raw); err != nil {
 				return err
 			}
 		}
@@ -413,9 +411,12 @@ func (s *Session) finish(loopErr error) (*record.Summary, error) {
 	// short grace period after the detach has passed.
 	rd := s.probe.Reader()
 	rd.SetDeadline(time.Now().Add(drainGrace))
-	var rec ringbuf.Record
-	for rd.ReadInto(&rec) == nil {
-		if err := s.handle(rec.RawSample); err != nil {
+	for {
+		raw, err := rd.Next()
+		if err != nil {
+			break
+		}
+		if err := s.handle(raw); err != nil {
 			loopErr = errors.Join(loopErr, err)
 			break
 		}

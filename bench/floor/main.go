@@ -25,8 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
-
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
@@ -68,12 +66,11 @@ func run(port int, readyFile string, ringSize int, wakeup uint64) error {
 	out := bufio.NewWriterSize(os.Stdout, 64<<10)
 	var c counts
 	rd := probe.Reader()
-	var rec ringbuf.Record
 	rd.SetDeadline(time.Now().Add(tracer.DefaultPollInterval))
 	for ctx.Err() == nil {
-		err := rd.ReadInto(&rec)
+		raw, err := rd.Next()
 		if err == nil {
-			if err := c.line(out, rec.RawSample); err != nil {
+			if err := c.line(out, raw); err != nil {
 				return err
 			}
 			continue
@@ -88,8 +85,12 @@ func run(port int, readyFile string, ringSize int, wakeup uint64) error {
 	}
 	detachErr := probe.Detach()
 	rd.SetDeadline(time.Now().Add(20 * time.Millisecond))
-	for rd.ReadInto(&rec) == nil {
-		if err := c.line(out, rec.RawSample); err != nil {
+	for {
+		raw, err := rd.Next()
+		if err != nil {
+			break
+		}
+		if err := c.line(out, raw); err != nil {
 			return err
 		}
 	}

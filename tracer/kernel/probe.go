@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -110,7 +109,7 @@ type Probe struct {
 	coll   *ebpf.Collection
 	progs  []*ebpf.Program
 	links  []io.Closer
-	reader *ringbuf.Reader
+	reader *Ring
 	closed bool
 }
 
@@ -264,7 +263,7 @@ func Load(cfg Config) (*Probe, error) {
 	if p.Hooks != "" {
 		showSocket()
 	}
-	p.reader, err = ringbuf.NewReader(p.coll.Maps[tcptrailMapEvents])
+	p.reader, err = newRing(p.coll.Maps[tcptrailMapEvents])
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
@@ -456,8 +455,8 @@ func (p *Probe) OwnPort(port uint16) error {
 }
 
 // Reader is the ring buffer the programs write to. Closing the probe closes
-// it, which makes a blocked read return ringbuf.ErrClosed.
-func (p *Probe) Reader() *ringbuf.Reader { return p.reader }
+// it: reads then return ErrClosed.
+func (p *Probe) Reader() *Ring { return p.reader }
 
 // Counters reads the loss counters.
 func (p *Probe) Counters() (Counters, error) {
