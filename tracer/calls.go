@@ -142,7 +142,9 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	// The kernel's table for the holders tcptrail does not know (older
 	// than the trace, not traced): off the reader's path.
 	query := func() func() {
-		entries, err := d.table.Dump(ev.NetNS, func(t *socktable.Entry) bool {
+		// With tcp_info: how long the holders have been in CLOSE_WAIT or
+		// FIN_WAIT2.
+		entries, err := d.table.Dump(ev.NetNS, socktable.AllStates|socktable.WithTCPInfo, func(t *socktable.Entry) bool {
 			return !seen[t.Cookie] && !seenTuple[tuple{ev.NetNS, t.Local, t.Remote}] && holds(t.Local, want)
 		})
 		var owners map[uint32][]socktable.FDOwner

@@ -23,6 +23,9 @@ type fakeTable struct {
 	// skipped: sockets a dump steps over (as one resumed under churn can),
 	// though a lookup finds them.
 	skipped map[uint64]bool
+	// dumped counts the entries dumps went through: those in the states
+	// asked for.
+	dumped int
 }
 
 func (f *fakeTable) Namespaces() ([]uint32, error) {
@@ -33,16 +36,17 @@ func (f *fakeTable) Namespaces() ([]uint32, error) {
 	return out, nil
 }
 
-func (f *fakeTable) Dump(netns uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+func (f *fakeTable) Dump(netns uint32, states uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
 	if f.down[netns] {
 		f.failed++
 		return nil, errors.New("query failed")
 	}
 	var out []socktable.Entry
 	for _, e := range f.entries[netns] {
-		if f.skipped[e.Cookie] {
+		if f.skipped[e.Cookie] || states&(1<<e.State) == 0 {
 			continue
 		}
+		f.dumped++
 		if keep == nil || keep(&e) {
 			out = append(out, e)
 		}

@@ -26,12 +26,10 @@ func NewHostTable() (SocketTable, error) {
 
 func (t *hostTable) Namespaces() ([]uint32, error) { return t.ns.List() }
 
-func (t *hostTable) Dump(netns uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+func (t *hostTable) Dump(netns uint32, states uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
 	var out []socktable.Entry
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		// With tcp_info: how long the sockets found at start and the
-		// holders of an address have been in CLOSE_WAIT or FIN_WAIT2.
-		es, err := t.ns.DumpFunc(netns, fam, socktable.AllStates|socktable.WithTCPInfo, keep)
+		es, err := t.ns.DumpFunc(netns, fam, states, keep)
 		if err != nil {
 			return nil, err
 		}

@@ -32,7 +32,9 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 	inScope := ownersInCgroups(cgroups)
 	var mine []socktable.Entry
 	for _, ns := range namespaces {
-		found, err := d.table.Dump(ns, d.wanted)
+		// With tcp_info: how long the sockets found have been in
+		// CLOSE_WAIT or FIN_WAIT2.
+		found, err := d.table.Dump(ns, socktable.AllStates|socktable.WithTCPInfo, d.wanted)
 		if err != nil {
 			// A namespace that went away meanwhile has no sockets left;
 			// the query is counted as failed.

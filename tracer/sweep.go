@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
@@ -168,7 +169,16 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 	seenCookie := make(map[uint64]bool)
 	seenAs := make(map[uint64]event.State)
 	seenTuple := make(map[tuple]bool)
-	_, err := table.Dump(netns, func(e *socktable.Entry) bool {
+	// A busy port's table is mostly TIME_WAIT sockets, which no candidate
+	// is in (no transition goes there): the kernel leaves them out of the
+	// dump, and a candidate that moved on to TIME_WAIT is asked for by
+	// name below. Made-up ids are matched by addresses, which a TIME_WAIT
+	// socket may still hold: those sweeps take every state.
+	states := uint32(socktable.AllStates &^ (1 << event.TimeWait))
+	if slices.ContainsFunc(cands, func(c sweepCandidate) bool { return c.cookie&event.SyntheticID != 0 }) {
+		states = socktable.AllStates
+	}
+	_, err := table.Dump(netns, states, func(e *socktable.Entry) bool {
 		if st, ok := cookies[e.Cookie]; ok {
 			// A timewait socket (timer 3) stands in for a full socket
 			// that is gone, even in its FIN_WAIT2 phase.

@@ -126,6 +126,41 @@ func TestFinalSweepCountsEndsUnseen(t *testing.T) {
 	}
 }
 
+// On a busy port the socket table is mostly TIME_WAIT sockets, which no
+// socket tcptrail follows is in: the final sweep leaves them to the kernel
+// to skip, unless a made-up id (matched by addresses) needs them.
+func TestFinalSweepLeavesTimeWaitOut(t *testing.T) {
+	peer := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(server.Addr(), p) }
+	for _, synthetic := range []bool{false, true} {
+		entries := []socktable.Entry{{Cookie: 1, Local: server, Remote: peer(1), State: uint8(event.FinWait1), NetNS: nsA}}
+		for i := range 1000 {
+			entries = append(entries, socktable.Entry{Cookie: uint64(100 + i), Local: server, Remote: peer(uint16(1000 + i)),
+				State: uint8(event.TimeWait), Timer: 3, NetNS: nsA})
+		}
+		table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: entries}}
+		d, tr, _ := newTestDiagnoser(table)
+		cookie := uint64(1)
+		if synthetic {
+			cookie |= event.SyntheticID
+		}
+		transition(d, tr, event.Event{Kind: event.KindState, Cookie: cookie, NetNS: nsA, Family: event.AFInet,
+			Local: server, Remote: peer(1), Old: event.Established, New: event.FinWait1, MonoNs: 100, PID: 1, FD: -1})
+		awaitFinalSweep(t, d)
+		d.EndFinalSweep()
+		if got := d.EndsUnseen(); got != 0 {
+			t.Errorf("synthetic id %v: ends unseen %d, want 0: the socket is in the table", synthetic, got)
+		}
+		want := 1
+		if synthetic {
+			want = len(entries)
+		}
+		if table.dumped != want {
+			t.Errorf("synthetic id %v: the dump went through %d sockets, want %d", synthetic, table.dumped, want)
+		}
+		d.Close()
+	}
+}
+
 // A CLOSE_WAIT leak whose way out was lost: the final sweep finds the
 // socket in LAST_ACK, and the end of the session must not then call it
 // still open in CLOSE_WAIT.
