@@ -93,7 +93,7 @@ soak: build
 # (root; about half a minute).
 bench-systax: build
 	$(GO) build -o $(BIN)/systax ./bench/systax
-	$(SUDO) $(BIN)/systax -floor tp_btf -tracer $(BIN)/tcptrail -hooks auto,tracepoint -rounds 7
+	$(SUDO) $(BIN)/systax -floor tp_btf,syscall-tp -tracer $(BIN)/tcptrail -hooks auto,tracepoint -rounds 7
 
 # Reading and rendering a one-million-event capture.
 bench-report:
