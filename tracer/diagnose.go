@@ -45,7 +45,7 @@ type Diagnoser struct {
 	timewait    map[uint64]*twWatch
 	twPerNS     map[uint32]int   // watched timewait sockets per namespace
 	twStartNS   map[uint32]int   // of those, found at start
-	twByTuple   map[tuple]uint64 // the same sockets by (local, remote)
+	twByTuple   map[twKey]uint64 // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	lastNSCheck uint64
 	nsChecking  bool // a namespace check is on the query worker
@@ -70,6 +70,20 @@ type Diagnoser struct {
 type tuple struct {
 	netns         uint32
 	local, remote netip.AddrPort
+}
+
+// twKey is a four-tuple as a map key without pointers (a netip.Addr holds
+// one, for its zone), which the map hashes in one pass: the watched
+// timewait sockets are looked up by it for several transitions of every
+// connection.
+type twKey struct {
+	netns        uint32
+	lport, rport uint16
+	laddr, raddr [16]byte
+}
+
+func twKeyOf(netns uint32, local, remote netip.AddrPort) twKey {
+	return twKey{netns: netns, lport: local.Port(), rport: remote.Port(), laddr: local.Addr().As16(), raddr: remote.Addr().As16()}
 }
 
 type stuckLeak struct {
@@ -105,7 +119,7 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 		stuck:      make(map[uint64]*stuckLeak),
 		closeWaits: make(map[uint64]uint64),
 		timewait:   make(map[uint64]*twWatch),
-		twByTuple:  make(map[tuple]uint64),
+		twByTuple:  make(map[twKey]uint64),
 		twPerNS:    make(map[uint32]int),
 		twStartNS:  make(map[uint32]int),
 

@@ -37,7 +37,7 @@ func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, lo
 	w := &twWatch{fromStart: fromStart, netns: netns, local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
 	d.schedule(w, now)
 	d.timewait[cookie] = w
-	d.twByTuple[tuple{netns, local, remote}] = cookie
+	d.twByTuple[twKeyOf(netns, local, remote)] = cookie
 	d.twPerNS[netns]++
 	if fromStart {
 		d.twStartNS[netns]++
@@ -75,7 +75,7 @@ func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 			delete(d.twStartNS, w.netns)
 		}
 	}
-	if k := (tuple{w.netns, w.local, w.remote}); d.twByTuple[k] == cookie {
+	if k := twKeyOf(w.netns, w.local, w.remote); d.twByTuple[k] == cookie {
 		delete(d.twByTuple, k)
 	}
 }
@@ -106,9 +106,12 @@ func (d *Diagnoser) handedOver(e *event.Event) {
 // timewait socket. The lookups confirm these and catch the rest (expiry,
 // peers on other hosts), but only every twPollInterval.
 func (d *Diagnoser) timewaitPeer(e *event.Event) {
+	if len(d.twByTuple) == 0 {
+		return
+	}
 	// The peer's FIN: the watched socket's remote end is this socket.
 	if e.New == event.LastAck {
-		if cookie, ok := d.twByTuple[tuple{e.NetNS, e.Remote, e.Local}]; ok {
+		if cookie, ok := d.twByTuple[twKeyOf(e.NetNS, e.Remote, e.Local)]; ok {
 			w := d.timewait[cookie]
 			if w.state != uint8(event.TimeWait) {
 				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
@@ -124,7 +127,7 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	}
 	// A new handshake on the same four-tuple, from either end.
 	if e.New == event.SynSent || e.New == event.SynRecv {
-		for _, key := range [2]tuple{{e.NetNS, e.Local, e.Remote}, {e.NetNS, e.Remote, e.Local}} {
+		for _, key := range [2]twKey{twKeyOf(e.NetNS, e.Local, e.Remote), twKeyOf(e.NetNS, e.Remote, e.Local)} {
 			cookie, ok := d.twByTuple[key]
 			if !ok || cookie == e.Cookie {
 				continue
