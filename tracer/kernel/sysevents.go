@@ -55,6 +55,9 @@ type syscallEventIDs map[string]uint64
 // needs. It fails, saying why in a sentence, when the kernel has no syscall
 // tracepoints or tracefs cannot be found nor mounted.
 func findSyscallEvents() (syscallEventIDs, error) {
+	if err := perfEventsAllowed(); err != nil {
+		return nil, err
+	}
 	dir, release, err := openTracefs()
 	if err != nil {
 		return nil, err
@@ -74,6 +77,20 @@ func findSyscallEvents() (syscallEventIDs, error) {
 		}
 	}
 	return ids, nil
+}
+
+// perfEventsAllowed reports whether this process may open perf events,
+// which attach programs to the syscall tracepoints: a seccomp filter may
+// refuse the call (systemd's SystemCallFilter=@system-service does, a
+// container runtime's profile may). It asks without attributes, which the
+// kernel refuses (EFAULT) before doing anything.
+func perfEventsAllowed() error {
+	_, _, errno := unix.Syscall6(unix.SYS_PERF_EVENT_OPEN, 0, ^uintptr(0), ^uintptr(0), ^uintptr(0), 0, 0)
+	switch errno {
+	case unix.EFAULT, unix.EINVAL, unix.E2BIG:
+		return nil
+	}
+	return fmt.Errorf("perf_event_open refused: %w", errno)
 }
 
 func readEventID(path string) (uint64, error) {
