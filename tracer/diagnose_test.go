@@ -26,6 +26,8 @@ type fakeTable struct {
 	// dumped counts the entries dumps went through: those in the states
 	// asked for.
 	dumped int
+	// lookupFails: lookups fail (dumps answer).
+	lookupFails bool
 }
 
 func (f *fakeTable) Namespaces() ([]uint32, error) {
@@ -55,7 +57,7 @@ func (f *fakeTable) Dump(netns uint32, states uint32, keep func(*socktable.Entry
 }
 
 func (f *fakeTable) Lookup(netns uint32, local, remote netip.AddrPort) (*socktable.Entry, error) {
-	if f.down[netns] {
+	if f.down[netns] || f.lookupFails {
 		f.failed++
 		return nil, errors.New("query failed")
 	}

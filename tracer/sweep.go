@@ -205,7 +205,11 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 		// A dump resumes by position in a hash bucket: under churn it can
 		// step over a socket that never moved. Ask for this one by name.
 		if c.cookie&event.SyntheticID == 0 {
-			if e, err := table.Lookup(netns, c.tuple.local, c.tuple.remote); err == nil && e != nil && e.Cookie == c.cookie {
+			e, err := table.Lookup(netns, c.tuple.local, c.tuple.remote)
+			if err != nil && !table.Gone(netns) {
+				continue // unanswered: not taken for gone
+			}
+			if err == nil && e != nil && e.Cookie == c.cookie {
 				if !movedOn || (uint8(c.state) == e.State && e.Timer != timewaitTimer) {
 					continue
 				}

@@ -161,6 +161,27 @@ func TestFinalSweepLeavesTimeWaitOut(t *testing.T) {
 	}
 }
 
+// A socket the dump leaves out (it moved on to TIME_WAIT, or the dump
+// stepped over it) whose lookup fails is unanswered, not gone.
+func TestFinalSweepKeepsWhatALookupCouldNotAnswer(t *testing.T) {
+	peer := netip.AddrPortFrom(server.Addr(), 1)
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {
+		{Cookie: 1, Local: server, Remote: peer, State: uint8(event.TimeWait), Timer: 3, NetNS: nsA}}},
+		lookupFails: true}
+	d, tr, _ := newTestDiagnoser(table)
+	defer d.Close()
+	transition(d, tr, event.Event{Kind: event.KindState, Cookie: 1, NetNS: nsA, Family: event.AFInet,
+		Local: server, Remote: peer, Old: event.Established, New: event.FinWait1, MonoNs: 100, PID: 1, FD: -1})
+	awaitFinalSweep(t, d)
+	d.EndFinalSweep()
+	if got := d.EndsUnseen(); got != 0 {
+		t.Errorf("ends unseen %d after a failed lookup, want 0", got)
+	}
+	if tr.Socket(1) == nil {
+		t.Error("the socket was forgotten on a failed lookup")
+	}
+}
+
 // A CLOSE_WAIT leak whose way out was lost: the final sweep finds the
 // socket in LAST_ACK, and the end of the session must not then call it
 // still open in CLOSE_WAIT.

@@ -254,7 +254,18 @@ func Load(cfg Config) (*Probe, error) {
 		}, events)
 		if err != nil {
 			p.Close()
-			return nil, err
+			if cfg.SyscallHooks != HooksAuto {
+				return nil, err
+			}
+			// Refused past the checks (a security module, say): the
+			// raw_syscalls tracepoints need none of it.
+			cfg.SyscallHooks = HooksTracepoint
+			fallback, ferr := Load(cfg)
+			if ferr != nil {
+				return nil, ferr
+			}
+			fallback.NoSyscallTracepoints = err
+			return fallback, nil
 		}
 		for _, l := range links {
 			p.links = append(p.links, l)
@@ -454,8 +465,9 @@ func (p *Probe) OwnPort(port uint16) error {
 	return p.coll.Maps[tcptrailMapOwnedPorts].Update(port, uint8(1), ebpf.UpdateAny)
 }
 
-// Reader is the ring buffer the programs write to. Closing the probe closes
-// it: reads then return ErrClosed.
+// Reader is the ring buffer the programs write to, read by one goroutine.
+// Closing the probe closes it (once reading stopped: a waiting read is not
+// woken); reads then return ErrClosed.
 func (p *Probe) Reader() *Ring { return p.reader }
 
 // Counters reads the loss counters.
@@ -510,8 +522,9 @@ func (p *Probe) ProgramIDs() []ebpf.ProgramID {
 func (p *Probe) Detach() error {
 	var errs []error
 	// The syscall tracepoints first, all at once: the kernel waits for a
-	// grace period as each perf event goes (tens of milliseconds), and
-	// waits that overlap end together.
+	// grace period as each perf event goes (tens of milliseconds), mostly
+	// one after the other under its own lock; closed together they take
+	// about half as long as one by one.
 	var perfLinks []*perfEventLink
 	links := p.links[:0:0]
 	for _, l := range p.links {

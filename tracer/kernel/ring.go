@@ -23,20 +23,27 @@ var ErrClosed = errors.New("ring buffer closed")
 // and a copy and a lock per record are what a general reader pays for
 // handing records out.
 //
-// A Ring is read by one goroutine.
+// A Ring is read by one goroutine, which also closes it once done reading:
+// Close does not wake a Next that waits.
 type Ring struct {
 	consumerPage []byte // the consumer position, written by us
 	producerPage []byte // the producer position, then the data, mapped twice
 	view         ringView
+	publishEvery uint64 // publishBytes, or an eighth of a smaller ring
 	epfd         int
 	events       [1]unix.EpollEvent
 	deadline     time.Time
 	closed       bool
 }
 
-// publishBytes is how much is read before the kernel is told: a few dozen
-// records, a sliver of any ring.
+// publishBytes is how much is read before the kernel is told: 128 records
+// of tcptrail's, a sliver of the default ring; an eighth of a small one.
 const publishBytes = 16 << 10
+
+// publishStep is how much of a ring of size bytes is read before the
+// kernel is told: never so much of a small ring that the programs find it
+// full while most of it is read.
+func publishStep(size int) uint64 { return min(publishBytes, uint64(size/8)) }
 
 // ringView is the ring's memory: the logic of reading it, apart from where
 // it comes from.
@@ -124,6 +131,7 @@ func newRing(m *ebpf.Map) (*Ring, error) {
 		data:     r.producerPage[page:],
 		mask:     uint64(size - 1),
 	}
+	r.publishEvery = publishStep(size)
 	r.view.pos = atomic.LoadUint64(r.view.consumer)
 	r.view.published = r.view.pos
 	r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -152,7 +160,7 @@ func (r *Ring) Next() ([]byte, error) {
 		return nil, ErrClosed
 	}
 	// The previous record is read: whatever comes before this one.
-	r.view.publish(r.view.pos, publishBytes)
+	r.view.publish(r.view.pos, r.publishEvery)
 	spins := 0
 	for {
 		rec, err := r.view.next()
@@ -185,15 +193,15 @@ func (r *Ring) Next() ([]byte, error) {
 
 // wait blocks until the kernel says data is pending, or the deadline.
 func (r *Ring) wait() error {
-	timeout := -1
-	if !r.deadline.IsZero() {
-		d := time.Until(r.deadline)
-		if d <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		timeout = int((d + time.Millisecond - 1) / time.Millisecond)
-	}
 	for {
+		timeout := -1
+		if !r.deadline.IsZero() {
+			d := time.Until(r.deadline)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			timeout = int((d + time.Millisecond - 1) / time.Millisecond)
+		}
 		n, err := unix.EpollWait(r.epfd, r.events[:], timeout)
 		if err == unix.EINTR {
 			continue

@@ -131,3 +131,11 @@ func TestRingRejectsATruncatedRecord(t *testing.T) {
 		t.Fatalf("truncated record: %v, want an error", err)
 	}
 }
+
+func TestRingPublishStepFitsSmallRings(t *testing.T) {
+	for size, want := range map[int]uint64{4096: 512, 64 << 10: 8 << 10, 4 << 20: publishBytes} {
+		if got := publishStep(size); got != want {
+			t.Errorf("ring of %d bytes: published every %d bytes, want %d", size, got, want)
+		}
+	}
+}

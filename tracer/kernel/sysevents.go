@@ -22,9 +22,13 @@ import (
 // them only for the syscalls tcptrail asks for; the others still take the
 // kernel's traced entry and exit path, where a bit test sends them on.
 //
-// The events are named in tracefs, which a host need not have mounted:
-// tcptrail then mounts it in a directory of its own for as long as it takes
-// to read the events' ids, and leaves the host as it found it.
+// The events are named in tracefs. tcptrail reads their ids where tracefs
+// is mounted: in its own mount namespace, or else in the host's (through
+// /proc/1/root, from a container that sees the host's processes). Where
+// neither has it, tcptrail mounts it in a directory of its own for as long
+// as it takes to read the ids. tracefs is one instance per kernel, each
+// mount another view of it: the mount asks for nothing (no read-only flag,
+// no options) that could change the instance for others.
 
 // syscallEvent is one syscall whose tracepoints tcptrail attaches to.
 type syscallEvent struct {
@@ -104,14 +108,20 @@ func readEventID(path string) (uint64, error) {
 // openTracefs returns the root of a mounted tracefs, or mounts one in a
 // directory of its own until release is called.
 func openTracefs() (dir string, release func(), err error) {
-	if dir := mountedTracefs(); dir != "" {
+	if dir := mountedTracefs("/proc/self/mountinfo", "/"); dir != "" {
+		return dir, func() {}, nil
+	}
+	if dir := mountedTracefs("/proc/1/mountinfo", "/proc/1/root"); dir != "" {
 		return dir, func() {}, nil
 	}
 	tmp, err := os.MkdirTemp("", "tcptrail-tracefs-")
 	if err != nil {
 		return "", nil, fmt.Errorf("no tracefs mounted, and no directory to mount one: %w", err)
 	}
-	if err := unix.Mount("nodev", tmp, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, ""); err != nil {
+	// MS_NOSUID, MS_NODEV and MS_NOEXEC are this mount's own; MS_RDONLY
+	// or options would reconfigure the one tracefs instance for everyone
+	// (some kernels do on a second mount).
+	if err := unix.Mount("nodev", tmp, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		os.Remove(tmp)
 		return "", nil, fmt.Errorf("no tracefs mounted, and mounting one failed: %w", err)
 	}
@@ -121,28 +131,33 @@ func openTracefs() (dir string, release func(), err error) {
 	}, nil
 }
 
-// mountedTracefs is where tracefs is mounted in this mount namespace (the
-// whole of it, not a bind mount of a part), or under debugfs on kernels
-// that keep it there, or "".
-func mountedTracefs() string {
-	mounts, err := mountinfo.Read("/proc/self/mountinfo")
+// mountedTracefs is where tracefs is mounted (the whole of it, not a bind
+// mount of a part) in the mount namespace mountinfo describes, as seen
+// from root, or under debugfs on kernels that keep it there, or "". The
+// place must hold the events.
+func mountedTracefs(mountinfoPath, root string) string {
+	mounts, err := mountinfo.Read(mountinfoPath)
 	if err != nil {
 		return ""
+	}
+	has := func(dir string) bool {
+		_, err := os.Stat(filepath.Join(dir, "events", "syscalls"))
+		return err == nil
 	}
 	var debugfs string
 	for _, m := range mounts {
 		switch {
 		case m.Root != "/":
 		case m.FSType == "tracefs":
-			return m.Point
+			if dir := filepath.Join(root, m.Point); has(dir) {
+				return dir
+			}
 		case m.FSType == "debugfs" && debugfs == "":
-			debugfs = m.Point
+			debugfs = filepath.Join(root, m.Point, "tracing")
 		}
 	}
-	if debugfs != "" {
-		if _, err := os.Stat(filepath.Join(debugfs, "tracing", "events")); err == nil {
-			return filepath.Join(debugfs, "tracing")
-		}
+	if debugfs != "" && has(debugfs) {
+		return debugfs
 	}
 	return ""
 }
@@ -204,13 +219,19 @@ func attachPerfEvent(prog *ebpf.Program, id uint64) (*perfEventLink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the tracepoint's perf event: %w", err)
 	}
-	l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: prog, Attach: ebpf.AttachPerfEvent})
-	if err == nil {
+	l, linkErr := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: prog, Attach: ebpf.AttachPerfEvent})
+	if linkErr == nil {
 		return &perfEventLink{fd: fd, link: l}, nil
+	}
+	// Before Linux 5.15 BPF links cannot hold perf events (EINVAL): the
+	// perf event holds the program. Any other refusal is the answer.
+	if !errors.Is(linkErr, unix.EINVAL) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("attach through a BPF link: %w", linkErr)
 	}
 	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, prog.FD()); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("set the perf event's program: %w", err)
+		return nil, fmt.Errorf("set the perf event's program: %w (BPF link: %v)", err, linkErr)
 	}
 	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
 		unix.Close(fd)
