@@ -180,7 +180,7 @@ func buildPayload(c *Capture, sel *Selection, name string, o HTMLOptions) *paylo
 		Tool:       "tcptrail " + h.Version,
 		Host:       h.Host,
 		Kernel:     h.Kernel,
-		Attach:     h.Attach,
+		Attach:     attachedWith(h),
 		Start:      h.StartTime.UTC().Format("2006-01-02 15:04:05.000000000 MST"),
 		DurationNs: int64(c.Duration()),
 		EndNs:      b.off(c.EndNs),

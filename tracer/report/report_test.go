@@ -516,3 +516,22 @@ func TestBuilderMatchesLoad(t *testing.T) {
 		}
 	}
 }
+
+// The capture line says how the syscalls were hooked when the capture does:
+// what the traced host paid for the trace.
+func TestAttachedWithSaysHowTheSyscallsWereHooked(t *testing.T) {
+	for _, c := range []struct {
+		attach, hooks, want string
+	}{
+		{"tp_btf", "", "tp_btf"},
+		{"", "", "-"},
+		{"tp_btf", "function", "tp_btf, syscalls through fentry/fexit"},
+		{"tp_btf", "syscall-tracepoint", "tp_btf, syscalls through the syscall tracepoints"},
+		{"tp_btf", "tracepoint", "tp_btf, syscalls through the raw_syscalls tracepoints"},
+		{"tp_btf", "kprobe", "tp_btf, syscalls through kprobe"},
+	} {
+		if got := attachedWith(&record.Header{Attach: c.attach, SyscallHooks: c.hooks}); got != c.want {
+			t.Errorf("attach %q, hooks %q: %q, want %q", c.attach, c.hooks, got, c.want)
+		}
+	}
+}

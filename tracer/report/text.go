@@ -122,7 +122,7 @@ func (t *textReport) head(name string) {
 	c, h := t.c, &t.c.Header
 	t.rule("tcptrail report of " + name)
 	t.wrap("capture   ", "          ", fmt.Sprintf("tcptrail %s (schema %d) on %s, kernel %s, attached with %s",
-		orDash(h.Version), h.Schema, orDash(h.Host), orDash(h.Kernel), orDash(h.Attach)))
+		orDash(h.Version), h.Schema, orDash(h.Host), orDash(h.Kernel), attachedWith(h)))
 	t.line("          started " + h.StartTime.UTC().Format("2006-01-02 15:04:05.000000000 MST") +
 		", ran " + c.Duration().String())
 	ports := "every port"
@@ -216,6 +216,23 @@ func plural(n int, noun string) string {
 		}
 	}
 	return strconv.Itoa(n) + " " + noun
+}
+
+// attachedWith says how the programs were attached, and how the syscalls
+// were hooked when the capture says (which is what the host paid for it).
+func attachedWith(h *record.Header) string {
+	if h.SyscallHooks == "" {
+		return orDash(h.Attach)
+	}
+	how, ok := map[string]string{
+		"function":           "fentry/fexit",
+		"syscall-tracepoint": "the syscall tracepoints",
+		"tracepoint":         "the raw_syscalls tracepoints",
+	}[h.SyscallHooks]
+	if !ok {
+		how = h.SyscallHooks
+	}
+	return orDash(h.Attach) + ", syscalls through " + how
 }
 
 func orDash(s string) string {
