@@ -372,7 +372,6 @@ const finalSweepWait = 2 * time.Second
 // the kernel's socket tables while the programs are still attached, and
 // reads the ring buffer on meanwhile.
 func (s *Session) finalSweep() error {
-	rd := s.probe.Reader()
 	deadline := time.Now().Add(finalSweepWait)
 	started := false
 	for time.Now().Before(deadline) {
@@ -384,20 +383,51 @@ func (s *Session) finalSweep() error {
 		if !started {
 			started = s.diag.StartFinalSweep()
 		}
-		rd.SetDeadline(time.Now().Add(5 * time.Millisecond))
 		// A ring buffer that never runs empty still lets the answer be
 		// looked for.
-		for range 4096 {
-			raw, err := rd.Next()
-			if err != nil {
-				break
-			}
-			if err := s.handle(raw); err != nil {
-				return err
-			}
+		if err := s.readBatch(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// readBatch reads what the ring buffer holds, up to a batch of records or
+// a few milliseconds of waiting, for the work around it to come back soon.
+func (s *Session) readBatch() error {
+	rd := s.probe.Reader()
+	rd.SetDeadline(time.Now().Add(5 * time.Millisecond))
+	for range 4096 {
+		raw, err := rd.Next()
+		if err != nil {
+			return nil
+		}
+		if err := s.handle(raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// detach detaches the programs while the ring buffer is read on: with the
+// syscall tracepoints a detach takes about a second (a grace period for
+// each), and the programs still attached write meanwhile; a busy host
+// would fill the ring and lose what happened as tracing stopped.
+func (s *Session) detach() (detachErr, readErr error) {
+	done := make(chan error, 1)
+	go func() { done <- s.probe.Detach() }()
+	for {
+		select {
+		case detachErr = <-done:
+			return detachErr, readErr
+		default:
+		}
+		if readErr != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		readErr = s.readBatch()
+	}
 }
 
 // finish detaches, drains the ring buffer, and ends the sinks.
@@ -405,13 +435,14 @@ func (s *Session) finish(loopErr error) (*record.Summary, error) {
 	if loopErr == nil {
 		loopErr = s.finalSweep()
 	}
-	detachErr := s.probe.Detach()
+	detachErr, readErr := s.detach()
+	loopErr = errors.Join(loopErr, readErr)
 	// Drain: with the links gone nothing new starts, but a program run
 	// that began before the detach may still be writing: read until a
 	// short grace period after the detach has passed.
 	rd := s.probe.Reader()
 	rd.SetDeadline(time.Now().Add(drainGrace))
-	for {
+	for readErr == nil {
 		raw, err := rd.Next()
 		if err != nil {
 			break
