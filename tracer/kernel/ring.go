@@ -221,14 +221,6 @@ func (r *Ring) wait() error {
 	}
 }
 
-// Pending is how many bytes the kernel has written that are not read yet.
-func (r *Ring) Pending() int {
-	if r.closed {
-		return 0
-	}
-	return int(atomic.LoadUint64(r.view.producer) - r.view.pos)
-}
-
 // Close unmaps the ring. Records returned before are no longer valid.
 func (r *Ring) Close() error {
 	if r.closed {
