@@ -56,7 +56,7 @@ type tcptrailEvent struct {
 
 type tcptrailHandledRing struct {
 	_ structs.HostLayout
-	E [16]struct {
+	E [64]struct {
 		_      structs.HostLayout
 		Sk     uint64
 		States uint32
