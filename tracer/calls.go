@@ -6,6 +6,7 @@ package tracer
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/record"
@@ -142,10 +143,9 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	// The kernel's table for the holders tcptrail does not know (older
 	// than the trace, not traced): off the reader's path.
 	query := func() func() {
-		// With tcp_info: how long the holders have been in CLOSE_WAIT or
-		// FIN_WAIT2.
-		entries, err := d.table.Dump(ev.NetNS, socktable.AllStates|socktable.WithTCPInfo, func(t *socktable.Entry) bool {
-			return !seen[t.Cookie] && !seenTuple[tuple{ev.NetNS, t.Local, t.Remote}] && holds(t.Local, want)
+		entries, err := d.portTable.sockets(d.table, ev.NetNS, want.Port())
+		entries = slices.DeleteFunc(entries, func(t socktable.Entry) bool {
+			return seen[t.Cookie] || seenTuple[tuple{ev.NetNS, t.Local, t.Remote}] || !holds(t.Local, want)
 		})
 		var owners map[uint32][]socktable.FDOwner
 		if err == nil {
@@ -155,13 +155,11 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 					inodes[t.Inode] = true
 				}
 			}
-			owners = socktable.OwnersOf(inodes)
+			owners = d.owners.Of(inodes)
 		}
 		return func() { d.explainBind(&ev, holders, entries, owners) }
 	}
-	if !d.queries.post(query) {
-		d.explainBind(&ev, holders, nil, nil)
-	}
+	d.queries.post(query, func() { d.explainBind(&ev, holders, nil, nil) })
 }
 
 // explainBind reports a failed bind with the holders the tracker knows and

@@ -52,7 +52,14 @@ type Diagnoser struct {
 	twUnwatched uint64
 	table       SocketTable
 	queries     *queries // the slow ones, off the reader's path
-	sweeper     sweeper  // forgets sockets whose end was lost
+	// portTable and owners answer the bind diagnoses' questions (on the
+	// query goroutine): a retry loop asks about the same port and holder
+	// every time.
+	portTable portTable
+	owners    *socktable.OwnerCache
+	// endWait bounds how long End waits for the answers on their way.
+	endWait time.Duration
+	sweeper sweeper // forgets sockets whose end was lost
 
 	// finTimeoutMs is net.ipv4.tcp_fin_timeout: how long a FIN_WAIT2
 	// timewait socket waits for the peer's FIN (0: unknown).
@@ -113,6 +120,8 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 		tracker:    tr,
 		table:      table,
 		queries:    newQueries(),
+		owners:     socktable.NewOwnerCache(),
+		endWait:    5 * time.Second,
 		clock:      clock,
 		leakAfter:  leakAfter,
 		emit:       emit,

@@ -24,10 +24,12 @@ type fakeTable struct {
 	// though a lookup finds them.
 	skipped map[uint64]bool
 	// dumped counts the entries dumps went through: those in the states
-	// asked for.
+	// and on the ports asked for (what the kernel would send).
 	dumped int
 	// lookupFails: lookups fail (dumps answer).
 	lookupFails bool
+	// block, when set, holds every dump until it is closed.
+	block chan struct{}
 }
 
 func (f *fakeTable) Namespaces() ([]uint32, error) {
@@ -38,14 +40,17 @@ func (f *fakeTable) Namespaces() ([]uint32, error) {
 	return out, nil
 }
 
-func (f *fakeTable) Dump(netns uint32, states uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+func (f *fakeTable) Dump(netns uint32, states uint32, ports socktable.Ports, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+	if f.block != nil {
+		<-f.block
+	}
 	if f.down[netns] {
 		f.failed++
 		return nil, errors.New("query failed")
 	}
 	var out []socktable.Entry
 	for _, e := range f.entries[netns] {
-		if f.skipped[e.Cookie] || states&(1<<e.State) == 0 {
+		if f.skipped[e.Cookie] || states&(1<<e.State) == 0 || !ports.Match(&e) {
 			continue
 		}
 		f.dumped++
@@ -309,5 +314,104 @@ func TestLeakFoundAtStartAgedByKernel(t *testing.T) {
 	}
 	if since := time.Since(l.Since); since < ago || since > ago+time.Minute {
 		t.Fatalf("leak since %v, %v ago; want about %v ago", l.Since, since, ago)
+	}
+}
+
+// Failed binds of one port in quick succession (a retry loop) share the
+// socket table's answer for portTableReuse: one walk of the kernel's table,
+// not one per failure. A reused answer's timewait timers have run since,
+// and a timewait socket whose timer ran out is no longer named.
+func TestBindRetriesShareATableAnswer(t *testing.T) {
+	long := netip.MustParseAddrPort("127.0.0.1:40001")
+	short := netip.MustParseAddrPort("127.0.0.1:40002")
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {
+		{Local: client, Remote: long, State: uint8(event.TimeWait), Timer: 3, Expires: 30000, Cookie: 21},
+		{Local: client, Remote: short, State: uint8(event.TimeWait), Timer: 3, Expires: 300, Cookie: 22},
+		{Local: server, Remote: long, State: uint8(event.Established), Cookie: 23, Inode: 9}, // another port
+	}}}
+	d, _, recs := newTestDiagnoser(table)
+	now := time.Unix(1000, 0)
+	d.portTable.now = func() time.Time { return now }
+	fail := func(after time.Duration) *record.BindConflict {
+		t.Helper()
+		now = now.Add(after)
+		d.Call(&event.Event{Kind: event.KindCall, Call: event.CallBind, NetNS: nsA, Family: event.AFInet,
+			Local: client, Ret: -98, FD: 8, PID: 42, MonoNs: 20})
+		d.queries.apply(5 * time.Second)
+		binds := records[*record.BindConflict](*recs)
+		return binds[len(binds)-1]
+	}
+	left := func(b *record.BindConflict) []string {
+		var out []string
+		for _, h := range b.Holders {
+			i := strings.LastIndex(h.Why, "(")
+			out = append(out, h.Why[i:i+strings.Index(h.Why[i:], ")")+1])
+		}
+		return out
+	}
+
+	b := fail(0)
+	if got := left(b); len(got) != 2 || got[0] != "(30.0s left)" || got[1] != "(300ms left)" || table.dumped != 2 {
+		t.Fatalf("first failure: %v after %d entries dumped, want both timewait holders, 2 entries", got, table.dumped)
+	}
+	b = fail(200 * time.Millisecond)
+	if got := left(b); len(got) != 2 || got[0] != "(29.8s left)" || got[1] != "(100ms left)" || table.dumped != 2 {
+		t.Fatalf("200ms later: %v after %d entries dumped, want the first answer aged by 200ms", got, table.dumped)
+	}
+	b = fail(200 * time.Millisecond)
+	if got := left(b); len(got) != 1 || got[0] != "(29.6s left)" || table.dumped != 2 {
+		t.Fatalf("400ms later: %v after %d entries dumped, want the first answer without the expired holder", got, table.dumped)
+	}
+	b = fail(portTableReuse)
+	if got := left(b); len(got) != 2 || table.dumped != 4 {
+		t.Fatalf("past the reuse time: %v after %d entries dumped, want a new dump", got, table.dumped)
+	}
+}
+
+// Answers that have not come when tracing ends are not waited for without
+// end, and not lost either: each pending bind diagnosis is made without
+// the table and counted as a failed query, and an answer that comes later
+// is never applied.
+func TestEndAnswersEveryPendingQuery(t *testing.T) {
+	block := make(chan struct{})
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {}}, block: block}
+	d, _, recs := newTestDiagnoser(table)
+	d.endWait = 50 * time.Millisecond
+	for i := range 3 {
+		d.Call(&event.Event{Kind: event.KindCall, Call: event.CallBind, NetNS: nsA, Family: event.AFInet,
+			Local: netip.AddrPortFrom(client.Addr(), uint16(10001+i)), Ret: -98, FD: 8, PID: 42, MonoNs: uint64(20 + i)})
+	}
+	d.queries.apply(0)
+	if n := len(records[*record.BindConflict](*recs)); n != 0 {
+		t.Fatalf("%d bind diagnoses before the table answered", n)
+	}
+	start := time.Now()
+	d.End(100)
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("End waited %v for a table that does not answer", time.Since(start))
+	}
+	binds := records[*record.BindConflict](*recs)
+	if len(binds) != 3 || d.QueriesFailed() != 3 {
+		t.Fatalf("after End: %d bind diagnoses, %d failed queries; want 3 and 3", len(binds), d.QueriesFailed())
+	}
+	for i, b := range binds {
+		if b.Lport != uint16(10001+i) || !strings.Contains(b.Message, "no socket holding it was found") {
+			t.Errorf("diagnosis %d: %s", i, b.Message)
+		}
+	}
+	close(block)
+	d.queries.apply(100 * time.Millisecond)
+	d.Close()
+	// The worker skips what is queued and ends.
+	timeout := time.After(5 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-d.queries.results:
+		case <-timeout:
+			t.Fatal("the query worker did not end")
+		}
+	}
+	if n := len(records[*record.BindConflict](*recs)); n != 3 {
+		t.Fatalf("%d bind diagnoses once the table answered late, want still 3", n)
 	}
 }

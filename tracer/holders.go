@@ -38,7 +38,7 @@ func HoldersNow(want netip.AddrPort) (held []Held, failed uint64, err error) {
 	var entries []socktable.Entry
 	for _, netns := range list {
 		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			es, err := ns.DumpFunc(netns, fam, socktable.AllStates|socktable.WithTCPInfo, func(e *socktable.Entry) bool { return holds(e.Local, want) })
+			es, err := ns.DumpFunc(netns, fam, socktable.AllStates|socktable.WithTCPInfo, socktable.LocalPort(want.Port()), func(e *socktable.Entry) bool { return holds(e.Local, want) })
 			if err != nil {
 				continue // counted by ns
 			}

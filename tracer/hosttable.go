@@ -26,10 +26,10 @@ func NewHostTable() (SocketTable, error) {
 
 func (t *hostTable) Namespaces() ([]uint32, error) { return t.ns.List() }
 
-func (t *hostTable) Dump(netns uint32, states uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
+func (t *hostTable) Dump(netns uint32, states uint32, ports socktable.Ports, keep func(*socktable.Entry) bool) ([]socktable.Entry, error) {
 	var out []socktable.Entry
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		es, err := t.ns.DumpFunc(netns, fam, states, keep)
+		es, err := t.ns.DumpFunc(netns, fam, states, ports, keep)
 		if err != nil {
 			return nil, err
 		}

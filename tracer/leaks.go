@@ -175,9 +175,7 @@ func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 			d.reportStuck(s, now, true)
 		}
 	}
-	if !d.queries.post(query) {
-		d.reportStuck(s, now, false)
-	}
+	d.queries.post(query, func() { d.reportStuck(s, now, false) })
 }
 
 func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) {
@@ -223,8 +221,10 @@ func describeAge(h *timeline.Holder) string {
 
 // End closes the books: leaks still stuck are reported as still open.
 func (d *Diagnoser) End(now uint64) {
-	// The answers still on their way belong to the capture.
-	d.queries.apply(5 * time.Second)
+	// The answers still on their way belong to the capture; those that do
+	// not come in time are counted, and their diagnoses made without.
+	d.queries.apply(d.endWait)
+	d.queries.abandon()
 	for _, leak := range d.stuck {
 		end := leak.rec
 		end.Phase = "still_open"

@@ -1,6 +1,9 @@
 package tracer
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // maxPendingQueries bounds the socket-table queries waiting for the query
 // worker; one more is not queued but answered without the table (counted).
@@ -11,42 +14,70 @@ const maxPendingQueries = 64
 // so that the ring-buffer reader only reads, decodes and tracks. A job runs
 // there and returns what to apply; the diagnoser applies it on its own
 // goroutine (its state has one owner), at its next tick.
+//
+// A job that cannot be answered (the queue is full, or tracing ends before
+// its answer) is counted as a failed query and its fallback runs instead:
+// the diagnosis is made on tcptrail's own evidence, never dropped.
 type queries struct {
 	jobs    chan func() func()
 	results chan func()
-	pending int
-	dropped uint64 // jobs not queued: the queue was full
+	// fallbacks holds the fallback (nil: none) of each job posted and not
+	// yet applied, in posting order: the order the worker answers in.
+	fallbacks []func()
+	dropped   uint64 // jobs not answered: the queue was full, or abandoned
+	abandoned atomic.Bool
+	quit      chan struct{} // closed on abandon: the worker sends no more
 }
 
 func newQueries() *queries {
 	q := &queries{
 		jobs:    make(chan func() func(), maxPendingQueries),
 		results: make(chan func(), maxPendingQueries),
+		quit:    make(chan struct{}),
 	}
 	go func() {
+		defer close(q.results)
 		for job := range q.jobs {
-			q.results <- job()
+			if q.abandoned.Load() {
+				continue // its fallback ran already
+			}
+			answer := job()
+			select {
+			case q.results <- answer:
+			case <-q.quit:
+			}
 		}
-		close(q.results)
 	}()
 	return q
 }
 
 // full reports whether a job posted now would be dropped: callers that can
 // ask later wait for room instead.
-func (q *queries) full() bool { return len(q.jobs) == cap(q.jobs) || q.pending >= 2*maxPendingQueries }
-
-// post queues job; false (counted) when the queue is full.
-func (q *queries) post(job func() func()) bool {
-	select {
-	case q.jobs <- job:
-		q.pending++
-		return true
-	default:
-		q.dropped++
-		return false
-	}
+func (q *queries) full() bool {
+	return len(q.jobs) == cap(q.jobs) || len(q.fallbacks) >= 2*maxPendingQueries
 }
+
+// post queues job. When the queue is full it runs fallback (if any) at
+// once, counts the job as failed, and returns false. Once posted, either
+// the job's answer is applied or, if tracing ends first, its fallback runs.
+func (q *queries) post(job func() func(), fallback func()) bool {
+	if !q.abandoned.Load() {
+		select {
+		case q.jobs <- job:
+			q.fallbacks = append(q.fallbacks, fallback)
+			return true
+		default:
+		}
+	}
+	q.dropped++
+	if fallback != nil {
+		fallback()
+	}
+	return false
+}
+
+// pending is how many posted jobs wait to be applied.
+func (q *queries) pending() int { return len(q.fallbacks) }
 
 // apply runs the results of finished jobs, waiting up to wait for the
 // pending ones (0: only those already done).
@@ -57,26 +88,43 @@ func (q *queries) apply(wait time.Duration) {
 		defer t.Stop()
 		deadline = t.C
 	}
-	for q.pending > 0 {
+	for len(q.fallbacks) > 0 && !q.abandoned.Load() {
+		var done func()
 		if wait == 0 {
 			select {
-			case done := <-q.results:
-				q.pending--
-				done()
-				continue
+			case done = <-q.results:
 			default:
 				return
 			}
+		} else {
+			select {
+			case done = <-q.results:
+			case <-deadline:
+				return
+			}
 		}
-		select {
-		case done := <-q.results:
-			q.pending--
-			done()
-		case <-deadline:
-			return
-		}
+		q.fallbacks[0] = nil
+		q.fallbacks = q.fallbacks[1:]
+		done()
 	}
 }
 
-// close stops the worker once the queued jobs ran.
+// abandon gives up on the jobs not yet applied: each counts as failed and
+// its fallback runs. Answers that come later are never applied, and the
+// worker runs none of the jobs still queued.
+func (q *queries) abandon() {
+	if q.abandoned.Swap(true) {
+		return
+	}
+	close(q.quit)
+	for _, f := range q.fallbacks {
+		q.dropped++
+		if f != nil {
+			f()
+		}
+	}
+	q.fallbacks = nil
+}
+
+// close stops the worker once the queued jobs ran (or were skipped).
 func (q *queries) close() { close(q.jobs) }

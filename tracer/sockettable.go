@@ -15,9 +15,10 @@ type SocketTable interface {
 	Namespaces() ([]uint32, error)
 	// Dump lists the TCP sockets (both families) of netns in the states
 	// of the mask (bit n: state n; a timewait socket's is its substate;
-	// socktable.WithTCPInfo asks for tcp_info too) that keep accepts, with
-	// Entry.NetNS set.
-	Dump(netns uint32, states uint32, keep func(*socktable.Entry) bool) ([]socktable.Entry, error)
+	// socktable.WithTCPInfo asks for tcp_info too) and ports that keep
+	// accepts, with Entry.NetNS set. ports is applied in the kernel where
+	// it can be: the sockets it leaves out never reach keep.
+	Dump(netns uint32, states uint32, ports socktable.Ports, keep func(*socktable.Entry) bool) ([]socktable.Entry, error)
 	// Lookup finds the socket with this four-tuple in netns; nil when
 	// there is none.
 	Lookup(netns uint32, local, remote netip.AddrPort) (*socktable.Entry, error)

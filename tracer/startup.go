@@ -34,7 +34,9 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 	for _, ns := range namespaces {
 		// With tcp_info: how long the sockets found have been in
 		// CLOSE_WAIT or FIN_WAIT2.
-		found, err := d.table.Dump(ns, socktable.AllStates|socktable.WithTCPInfo, d.wanted)
+		// The kernel leaves other ports' sockets out: on a busy host
+		// they are most of its table.
+		found, err := d.table.Dump(ns, socktable.AllStates|socktable.WithTCPInfo, socktable.EitherPort(ports), d.wanted)
 		if err != nil {
 			// A namespace that went away meanwhile has no sockets left;
 			// the query is counted as failed.

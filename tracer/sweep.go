@@ -88,7 +88,7 @@ func (d *Diagnoser) StartFinalSweep() bool {
 			}
 		}
 		return func() { d.sweeper.final, d.sweeper.finalDone = gone, true }
-	})
+	}, nil)
 }
 
 // FinalSweepDone applies the answers that arrived and reports whether the
@@ -148,8 +148,12 @@ func (d *Diagnoser) sweep(now uint64) {
 				d.forgetGone(gone)
 			}
 		}
-	})
+	}, nil)
 }
+
+// maxSweepPorts is how many local ports a sweep has the kernel filter by
+// (see socktable.Ports).
+const maxSweepPorts = 64
 
 // missingFrom returns the candidates the kernel's table of netns does not
 // hold, matched by cookie or, for made-up ids, by addresses; with movedOn,
@@ -178,7 +182,22 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 	if slices.ContainsFunc(cands, func(c sweepCandidate) bool { return c.cookie&event.SyntheticID != 0 }) {
 		states = socktable.AllStates
 	}
-	_, err := table.Dump(netns, states, func(e *socktable.Entry) bool {
+	// The kernel sends only the candidates' local ports: the rest of a
+	// busy host's table costs nothing. A candidate whose local port is
+	// not known (a connect's SYN_SENT comes before the port is chosen),
+	// or too many ports, and the whole table is read.
+	var ports []uint16
+	for _, c := range cands {
+		p := c.tuple.local.Port()
+		if p == 0 || len(ports) == maxSweepPorts {
+			ports = nil
+			break
+		}
+		if !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	_, err := table.Dump(netns, states, socktable.Ports{List: ports, LocalOnly: true}, func(e *socktable.Entry) bool {
 		if st, ok := cookies[e.Cookie]; ok {
 			// A timewait socket (timer 3) stands in for a full socket
 			// that is gone, even in its FIN_WAIT2 phase.

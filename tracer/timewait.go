@@ -188,7 +188,7 @@ func (d *Diagnoser) checkNamespaces(now uint64) {
 				}
 			}
 		}
-	})
+	}, nil)
 }
 
 // namespaceGone reports a timewait socket that went with its namespace.
@@ -252,7 +252,7 @@ func (d *Diagnoser) pollTimewait(now uint64) {
 				d.timewaitAnswer(a.cookie, a.w, a.ent, a.err, now)
 			}
 		}
-	})
+	}, nil)
 }
 
 // timewaitAnswer applies what the socket table said about a watched

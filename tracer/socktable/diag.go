@@ -110,7 +110,7 @@ func DumpFunc(family uint8, states uint32, keep func(*Entry) bool) ([]Entry, err
 		return nil, err
 	}
 	defer c.Close()
-	return c.query(&req, unix.NLM_F_DUMP, keep)
+	return c.query(&req, unix.NLM_F_DUMP, Ports{}, keep)
 }
 
 // Conn is a sock_diag netlink socket kept open for repeated lookups. It
@@ -171,7 +171,7 @@ func (c *Conn) Lookup(local, remote netip.AddrPort) (*Entry, error) {
 	putAddr(req.ID.Src[:], local.Addr())
 	putAddr(req.ID.Dst[:], remote.Addr())
 	req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
-	entries, err := c.query(&req, 0, nil)
+	entries, err := c.query(&req, 0, Ports{}, nil)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
@@ -191,7 +191,7 @@ func putAddr(dst []byte, a netip.Addr) {
 	copy(dst, b[:])
 }
 
-func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) ([]Entry, error) {
+func (c *Conn) query(req *inetDiagReqV2, flags uint16, ports Ports, keep func(*Entry) bool) ([]Entry, error) {
 	if req.States&WithTCPInfo != 0 {
 		req.States &^= WithTCPInfo
 		req.Ext |= 1 << (inetDiagInfo - 1)
@@ -204,14 +204,18 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) (
 	}
 	const hdrLen = unix.SizeofNlMsghdr
 	reqLen := int(unsafe.Sizeof(*req))
-	msg := make([]byte, hdrLen+reqLen)
+	msg := make([]byte, hdrLen+reqLen, hdrLen+reqLen+64)
+	copy(msg[hdrLen:], unsafe.Slice((*byte)(unsafe.Pointer(req)), reqLen))
+	bc := ports.bytecode()
+	msg = appendBytecodeAttr(msg, bc)
+	// A port list the kernel was not given is matched here.
+	matchHere := bc == nil && len(ports.List) > 0
 	hdr := (*unix.NlMsghdr)(unsafe.Pointer(&msg[0]))
 	hdr.Len = uint32(len(msg))
 	hdr.Type = sockDiagByFamily
 	hdr.Flags = unix.NLM_F_REQUEST | flags
 	c.seq++
 	hdr.Seq = c.seq
-	copy(msg[hdrLen:], unsafe.Slice((*byte)(unsafe.Pointer(req)), reqLen))
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag send: %w", err)
 	}
@@ -253,7 +257,7 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, keep func(*Entry) bool) (
 			if req.Ext != 0 {
 				e.LastAckRecvMs = lastAckRecv(m.Data[sizeofInetDiagMsg:])
 			}
-			if keep == nil || keep(&e) {
+			if (!matchHere || ports.Match(&e)) && (keep == nil || keep(&e)) {
 				out = append(out, e)
 			}
 		}

@@ -113,15 +113,16 @@ func (n *Namespaces) Conn(netns uint32) (*Conn, error) {
 	return c, nil
 }
 
-// DumpFunc is the package's DumpFunc asked inside namespace netns. The
-// entries' NetNS is netns, already when keep sees them. keep runs during
-// the query: it must not query the same namespace.
-func (n *Namespaces) DumpFunc(netns uint32, family uint8, states uint32, keep func(*Entry) bool) ([]Entry, error) {
+// DumpFunc is the package's DumpFunc asked inside namespace netns, of the
+// sockets ports selects (the kernel leaves the others out). The entries'
+// NetNS is netns, already when keep sees them. keep runs during the query:
+// it must not query the same namespace.
+func (n *Namespaces) DumpFunc(netns uint32, family uint8, states uint32, ports Ports, keep func(*Entry) bool) ([]Entry, error) {
 	var out []Entry
 	err := n.with(netns, func(c *Conn) (err error) {
 		req := inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: states}
 		req.ID.Cookie = [2]uint32{inetDiagNoCookie, inetDiagNoCookie}
-		out, err = c.query(&req, unix.NLM_F_DUMP, keep)
+		out, err = c.query(&req, unix.NLM_F_DUMP, ports, keep)
 		return err
 	})
 	return out, err

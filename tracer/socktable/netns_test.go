@@ -215,7 +215,7 @@ func TestNamespacesSameAddresses(t *testing.T) {
 
 	cookies := map[uint32]map[uint64]bool{} // namespace → its sockets
 	for _, ns := range []*testNetns{a, b} {
-		ents, err := n.DumpFunc(ns.inode, unix.AF_INET, AllStates, func(e *Entry) bool {
+		ents, err := n.DumpFunc(ns.inode, unix.AF_INET, AllStates, Ports{}, func(e *Entry) bool {
 			if e.NetNS != ns.inode {
 				t.Errorf("keep sees NetNS %d, want %d", e.NetNS, ns.inode)
 			}
@@ -311,7 +311,7 @@ func TestNamespaceGone(t *testing.T) {
 	if _, err := c.Lookup(server, a.client); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("the dropped Conn answers: %v, want it closed", err)
 	}
-	if _, err := n.DumpFunc(a.inode, unix.AF_INET, AllStates, nil); !errors.Is(err, ErrNamespaceGone) {
+	if _, err := n.DumpFunc(a.inode, unix.AF_INET, AllStates, Ports{}, nil); !errors.Is(err, ErrNamespaceGone) {
 		t.Errorf("dump of a deleted namespace: %v, want ErrNamespaceGone", err)
 	}
 	if _, err := n.Conn(a.inode); !errors.Is(err, ErrNamespaceGone) {
@@ -326,7 +326,7 @@ func TestNamespaceGone(t *testing.T) {
 	checkThreads(t, n.Self())
 
 	// Our own namespace still answers.
-	if _, err := n.DumpFunc(n.Self(), unix.AF_INET, AllStates, nil); err != nil {
+	if _, err := n.DumpFunc(n.Self(), unix.AF_INET, AllStates, Ports{}, nil); err != nil {
 		t.Error(err)
 	}
 }

@@ -4,11 +4,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
 const (
@@ -68,8 +73,40 @@ func TestDumpLookupOwners(t *testing.T) {
 		t.Fatalf("lookup of a missing four-tuple: %+v, %v", got, err)
 	}
 
+	var fd int32
+	raw, _ := s.(*net.TCPConn).SyscallConn()
+	raw.Control(func(f uintptr) { fd = int32(f) })
+	self, _ := os.ReadFile("/proc/self/comm")
+	me := FDOwner{PID: uint32(os.Getpid()), FD: fd, Comm: strings.TrimSpace(string(self))}
 	owners := OwnersOf(map[uint32]bool{accepted.Inode: true})[accepted.Inode]
-	if len(owners) != 1 || owners[0].PID != uint32(os.Getpid()) {
-		t.Fatalf("owners of the accepted socket: %+v, want this process", owners)
+	if len(owners) != 1 || owners[0] != me {
+		t.Fatalf("owners of the accepted socket: %+v, want %+v", owners, me)
+	}
+
+	// A child that inherits it as its fd 3: two owners.
+	f, err := s.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	child := exec.Command("sleep", "30")
+	child.ExtraFiles = []*os.File{f}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Wait()
+	defer child.Process.Kill()
+	var dupFD int32
+	fraw, _ := f.SyscallConn()
+	fraw.Control(func(x uintptr) { dupFD = int32(x) })
+	want := []FDOwner{me, {PID: uint32(os.Getpid()), FD: dupFD, Comm: me.Comm}, {PID: uint32(child.Process.Pid), FD: 3, Comm: "sleep"}}
+	testwait.Until(t, 5*time.Second, "the child to hold the socket", func() bool {
+		owners = OwnersOf(map[uint32]bool{accepted.Inode: true})[accepted.Inode]
+		return len(owners) == 3 && slices.ContainsFunc(owners, func(o FDOwner) bool { return o.Comm == "sleep" })
+	})
+	for _, w := range want {
+		if !slices.Contains(owners, w) {
+			t.Fatalf("owners %+v, want %+v", owners, want)
+		}
 	}
 }
