@@ -288,6 +288,18 @@ const hexDigits = "0123456789abcdef"
 // invalid bytes into \u00XX so the line stays valid JSON.
 func appendJSONString(b []byte, s []byte) []byte {
 	b = append(b, '"')
+	// Nearly every name is plain ASCII: one copy.
+	plain := true
+	for _, c := range s {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
