@@ -376,6 +376,11 @@ func runRound(cfg *config, name, mode string, port int, d time.Duration, workers
 			fmt.Printf("%s port %d capture: ", name, port)
 			c.print()
 		}
+		if t.capFile != "" && !cfg.keep {
+			// Half a gigabyte a round: the next rounds should not share
+			// the machine with its writeback and page cache.
+			os.Remove(t.capFile)
+		}
 	}
 	if r.load.conns == 0 {
 		return nil, fmt.Errorf("%s round: no connection completed: %s", name, r.load.errText())
