@@ -52,6 +52,10 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 	}
 	owners := socktable.OwnersOf(inodes)
 	now := MonoNow()
+	// The scan just read the table: the first sweep is due a full interval
+	// later (on a host with 100k sockets it took 15 MB and a second dump
+	// right after start).
+	d.sweeper.last = now
 	for _, e := range mine {
 		own := d.toOwners(owners[e.Inode])
 		if pid != 0 && !ownedBy(own, pid) {

@@ -230,32 +230,34 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, ports Ports, keep func(*E
 			}
 			return nil, fmt.Errorf("sock_diag receive: %w", err)
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag parse: %w", err)
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != c.seq {
+		for rest := buf[:n]; len(rest) > 0; {
+			var hdr unix.NlMsghdr
+			var data []byte
+			hdr, data, rest, err = nextMessage(rest)
+			if err != nil {
+				return nil, fmt.Errorf("sock_diag parse: %w", err)
+			}
+			if hdr.Seq != c.seq {
 				continue // a late answer to an earlier query
 			}
-			switch m.Header.Type {
+			switch hdr.Type {
 			case unix.NLMSG_DONE:
 				return out, nil
 			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
+				if len(data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(data)); code != 0 {
 						return out, unix.Errno(-code)
 					}
 				}
 				return out, nil
 			}
-			if len(m.Data) < sizeofInetDiagMsg {
+			if len(data) < sizeofInetDiagMsg {
 				continue
 			}
-			e := decode((*inetDiagMsg)(unsafe.Pointer(&m.Data[0])))
+			e := decode((*inetDiagMsg)(unsafe.Pointer(&data[0])))
 			e.NetNS = c.netns
 			if req.Ext != 0 {
-				e.LastAckRecvMs = lastAckRecv(m.Data[sizeofInetDiagMsg:])
+				e.LastAckRecvMs = lastAckRecv(data[sizeofInetDiagMsg:])
 			}
 			if (!matchHere || ports.Match(&e)) && (keep == nil || keep(&e)) {
 				out = append(out, e)
@@ -265,6 +267,26 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, ports Ports, keep func(*E
 			return out, nil
 		}
 	}
+}
+
+// nextMessage splits the first netlink message off b, in place: a dump of
+// a busy host's table is a hundred thousand messages, and
+// syscall.ParseNetlinkMessage allocates a list of them for every read.
+func nextMessage(b []byte) (hdr unix.NlMsghdr, data, rest []byte, err error) {
+	if len(b) < unix.SizeofNlMsghdr {
+		return hdr, nil, nil, syscall.EINVAL
+	}
+	hdr.Len = binary.NativeEndian.Uint32(b[0:4])
+	hdr.Type = binary.NativeEndian.Uint16(b[4:6])
+	hdr.Flags = binary.NativeEndian.Uint16(b[6:8])
+	hdr.Seq = binary.NativeEndian.Uint32(b[8:12])
+	hdr.Pid = binary.NativeEndian.Uint32(b[12:16])
+	l := int(hdr.Len)
+	if l < unix.SizeofNlMsghdr || l > len(b) {
+		return hdr, nil, nil, syscall.EINVAL
+	}
+	next := min((l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b))
+	return hdr, b[unix.SizeofNlMsghdr:l], b[next:], nil
 }
 
 // lastAckRecv finds tcp_info among a reply's attributes and returns its

@@ -1,6 +1,8 @@
 package socktable
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -120,5 +122,40 @@ func TestPortsFilteredInTheKernel(t *testing.T) {
 	}
 	if bc := (Ports{List: many}).bytecode(); bc != nil {
 		t.Errorf("a list of %d ports compiled to a filter of %d bytes", len(many), len(bc))
+	}
+}
+
+// nextMessage walks a read of several netlink messages, padded to 4 bytes
+// as the kernel pads them, and refuses one whose length runs past the read.
+func TestNextMessage(t *testing.T) {
+	msg := func(typ uint16, seq uint32, data string) []byte {
+		b := make([]byte, 16, 16+len(data)+3)
+		binary.NativeEndian.PutUint32(b[0:], uint32(16+len(data)))
+		binary.NativeEndian.PutUint16(b[4:], typ)
+		binary.NativeEndian.PutUint32(b[8:], seq)
+		b = append(b, data...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	read := append(append(msg(20, 7, "hello"), msg(20, 7, "abcd")...), msg(unix.NLMSG_DONE, 7, "")...)
+	var got []string
+	for rest := read; len(rest) > 0; {
+		hdr, data, r, err := nextMessage(rest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest = r
+		got = append(got, fmt.Sprintf("%d/%d/%s", hdr.Type, hdr.Seq, data))
+	}
+	if want := []string{"20/7/hello", "20/7/abcd", "3/7/"}; !slices.Equal(got, want) {
+		t.Fatalf("messages %q, want %q", got, want)
+	}
+	if _, _, _, err := nextMessage(read[:20]); err == nil {
+		t.Fatal("a message longer than the read was accepted")
+	}
+	if _, _, _, err := nextMessage(read[:10]); err == nil {
+		t.Fatal("a header cut short was accepted")
 	}
 }
