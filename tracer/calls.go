@@ -157,14 +157,15 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 			}
 			owners = d.owners.Of(inodes)
 		}
-		return func() { d.explainBind(&ev, holders, entries, owners) }
+		return func() { d.explainBind(&ev, holders, entries, owners, err == nil) }
 	}
-	d.queries.post(query, func() { d.explainBind(&ev, holders, nil, nil) })
+	d.queries.post(query, func() { d.explainBind(&ev, holders, nil, nil, false) })
 }
 
 // explainBind reports a failed bind with the holders the tracker knows and
-// those the socket table listed (entries, with the owners of their inodes).
-func (d *Diagnoser) explainBind(e *event.Event, holders []timeline.Holder, entries []socktable.Entry, owners map[uint32][]socktable.FDOwner) {
+// those the socket table listed (entries, with the owners of their inodes;
+// asked is false when the table could not be asked).
+func (d *Diagnoser) explainBind(e *event.Event, holders []timeline.Holder, entries []socktable.Entry, owners map[uint32][]socktable.FDOwner, asked bool) {
 	want := e.Local
 	now := e.MonoNs
 	for _, t := range entries {
@@ -202,8 +203,10 @@ func (d *Diagnoser) explainBind(e *event.Event, holders []timeline.Holder, entri
 	if len(holders) == 0 {
 		if e.Errno() == int32(unix.EADDRNOTAVAIL) {
 			msg += ": the address is not local, or no ephemeral port is free"
-		} else {
+		} else if asked {
 			msg += ": no socket holding it was found (it may have gone in the meantime)"
+		} else {
+			msg += ": no traced socket holds it, and the kernel's socket table could not be asked"
 		}
 	}
 	rec.Message = msg

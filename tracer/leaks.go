@@ -175,7 +175,13 @@ func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 			d.reportStuck(s, now, true)
 		}
 	}
-	d.queries.post(query, func() { d.reportStuck(s, now, false) })
+	d.queries.post(query, func() {
+		// Called at once, or at the end of tracing: by then the socket
+		// may have left CLOSE_WAIT and its struct serve another.
+		if s := d.tracker.Socket(cookie); s != nil && s.State == event.CloseWait && s.SinceNs == since {
+			d.reportStuck(s, now, false)
+		}
+	})
 }
 
 func (d *Diagnoser) reportStuck(s *timeline.Socket, now uint64, confirmed bool) {

@@ -33,6 +33,8 @@ type portAnswer struct {
 // sockets lists the sockets of netns whose local port is port: asked of
 // table, or from an answer younger than portTableReuse, with its timewait
 // timers aged since (those that ran out left). The slice is the caller's.
+// A reused answer may miss a socket that took the port since, or name one
+// that left it, within portTableReuse.
 func (p *portTable) sockets(table SocketTable, netns uint32, port uint16) ([]socktable.Entry, error) {
 	now := time.Now()
 	if p.now != nil {
@@ -51,7 +53,10 @@ func (p *portTable) sockets(table SocketTable, netns uint32, port uint16) ([]soc
 		age := uint32(now.Sub(a.at).Milliseconds())
 		out := make([]socktable.Entry, 0, len(a.entries))
 		for _, e := range a.entries {
-			if e.Inode == 0 { // a timewait socket: its timer ran meanwhile
+			// A timewait socket's timer is its end: it ran meanwhile.
+			// Other timers (an orphan's retransmits, keepalives) are armed
+			// again and again: those sockets stay.
+			if e.Timer == timewaitTimer {
 				if e.Expires <= age {
 					continue
 				}

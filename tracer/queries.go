@@ -24,7 +24,7 @@ type queries struct {
 	// fallbacks holds the fallback (nil: none) of each job posted and not
 	// yet applied, in posting order: the order the worker answers in.
 	fallbacks []func()
-	dropped   uint64 // jobs not answered: the queue was full, or abandoned
+	dropped   uint64 // diagnoses made without their answer: queue full, or abandoned
 	abandoned atomic.Bool
 	quit      chan struct{} // closed on abandon: the worker sends no more
 }
@@ -76,9 +76,6 @@ func (q *queries) post(job func() func(), fallback func()) bool {
 	return false
 }
 
-// pending is how many posted jobs wait to be applied.
-func (q *queries) pending() int { return len(q.fallbacks) }
-
 // apply runs the results of finished jobs, waiting up to wait for the
 // pending ones (0: only those already done).
 func (q *queries) apply(wait time.Duration) {
@@ -109,22 +106,36 @@ func (q *queries) apply(wait time.Duration) {
 	}
 }
 
-// abandon gives up on the jobs not yet applied: each counts as failed and
-// its fallback runs. Answers that come later are never applied, and the
-// worker runs none of the jobs still queued.
+// abandon gives up on the jobs not yet applied: each one with a fallback
+// (a diagnosis waiting for its answer) counts as failed and its fallback
+// runs; housekeeping (sweeps, polls) is just dropped. Answers that come
+// later are never applied, and the worker runs none of the jobs still
+// queued.
 func (q *queries) abandon() {
-	if q.abandoned.Swap(true) {
+	if !q.stop() {
 		return
 	}
-	close(q.quit)
 	for _, f := range q.fallbacks {
-		q.dropped++
 		if f != nil {
+			q.dropped++
 			f()
 		}
 	}
 	q.fallbacks = nil
 }
 
-// close stops the worker once the queued jobs ran (or were skipped).
-func (q *queries) close() { close(q.jobs) }
+// stop has the worker skip what is queued and send nothing more; false if
+// it was stopped already.
+func (q *queries) stop() bool {
+	if q.abandoned.Swap(true) {
+		return false
+	}
+	close(q.quit)
+	return true
+}
+
+// close stops the worker: it ends once the job it runs, if any, returns.
+func (q *queries) close() {
+	q.stop()
+	close(q.jobs)
+}

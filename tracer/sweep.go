@@ -189,11 +189,15 @@ func missingFrom(table SocketTable, netns uint32, cands []sweepCandidate, movedO
 	var ports []uint16
 	for _, c := range cands {
 		p := c.tuple.local.Port()
-		if p == 0 || len(ports) == maxSweepPorts {
+		if p == 0 {
 			ports = nil
 			break
 		}
 		if !slices.Contains(ports, p) {
+			if len(ports) == maxSweepPorts {
+				ports = nil
+				break
+			}
 			ports = append(ports, p)
 		}
 	}

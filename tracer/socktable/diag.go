@@ -198,6 +198,19 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, ports Ports, keep func(*E
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	bc := ports.bytecode()
+	out, err := c.queryLocked(req, flags, bc, bc == nil && len(ports.List) > 0, ports, keep)
+	if bc != nil && errors.Is(err, unix.EINVAL) && len(out) == 0 {
+		// A kernel that refuses the filter: every socket is sent, and
+		// matched here.
+		return c.queryLocked(req, flags, nil, true, ports, keep)
+	}
+	return out, err
+}
+
+// queryLocked sends one request with the filter bc (nil: none) and reads
+// its answer; matchHere has the ports matched in user space.
+func (c *Conn) queryLocked(req *inetDiagReqV2, flags uint16, bc []byte, matchHere bool, ports Ports, keep func(*Entry) bool) ([]Entry, error) {
 	fd := c.fd
 	if fd < 0 {
 		return nil, net.ErrClosed
@@ -206,10 +219,7 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, ports Ports, keep func(*E
 	reqLen := int(unsafe.Sizeof(*req))
 	msg := make([]byte, hdrLen+reqLen, hdrLen+reqLen+64)
 	copy(msg[hdrLen:], unsafe.Slice((*byte)(unsafe.Pointer(req)), reqLen))
-	bc := ports.bytecode()
 	msg = appendBytecodeAttr(msg, bc)
-	// A port list the kernel was not given is matched here.
-	matchHere := bc == nil && len(ports.List) > 0
 	hdr := (*unix.NlMsghdr)(unsafe.Pointer(&msg[0]))
 	hdr.Len = uint32(len(msg))
 	hdr.Type = sockDiagByFamily

@@ -2,6 +2,7 @@ package socktable
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"strconv"
 	"strings"
@@ -71,7 +72,10 @@ func (s *fdScan) process(pid uint32, inodes map[uint32]bool, out map[uint32][]FD
 		for b := s.dents[:n]; len(b) > 0; {
 			// struct linux_dirent64: ino u64, off s64, reclen u16,
 			// type u8, then the name, NUL-terminated.
-			reclen := int(b[16]) | int(b[17])<<8
+			if len(b) < 19 {
+				return
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 			if reclen < 20 || reclen > len(b) {
 				return
 			}

@@ -47,7 +47,7 @@ const maxComparisons = 128
 // The kernel's filter ops (enum in linux/inet_diag.h).
 const (
 	bcJmp  = 1
-	bcSEq  = 11 // source (local) port equal: since 4.16
+	bcSEq  = 11 // source (local) port equal (not in the oldest kernels; in 5.10 on, tested)
 	bcDEq  = 12 // destination (remote) port equal
 	bcAttr = 1  // INET_DIAG_REQ_BYTECODE
 )
