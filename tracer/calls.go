@@ -108,7 +108,7 @@ func (d *Diagnoser) portWanted(p uint16) bool { return len(d.ports) == 0 || d.po
 // tracked reports whether a traced socket (live or timewait) holds addr.
 func (d *Diagnoser) tracked(addr netip.AddrPort) bool {
 	found := false
-	d.tracker.Sockets(func(s *timeline.Socket) { found = found || holds(s.Local, addr) })
+	d.tracker.OnLocalPort(addr.Port(), func(s *timeline.Socket) { found = found || holds(s.Local, addr) })
 	for _, w := range d.timewait {
 		found = found || holds(w.local, addr)
 	}
@@ -125,7 +125,7 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 	var holders []timeline.Holder
 	seen := make(map[uint64]bool)
 	seenTuple := make(map[tuple]bool) // sockets known by a synthetic id
-	d.tracker.Sockets(func(s *timeline.Socket) {
+	d.tracker.OnLocalPort(want.Port(), func(s *timeline.Socket) {
 		if s.NetNS != ev.NetNS || !holds(s.Local, want) {
 			return
 		}

@@ -71,6 +71,12 @@ type Transition struct {
 // Tracker keeps the live sockets by cookie.
 type Tracker struct {
 	socks map[uint64]*Socket
+	// byPort counts the live sockets by local port: a failed bind on a
+	// port none of them holds (the kernel reports every failed bind on
+	// the host) costs a lookup, not a walk over tens of thousands of
+	// sockets of a busy traced port. An array, not a map: counting is on
+	// the path of every new socket (256 KiB, touched only where used).
+	byPort *[1 << 16]int32
 	// owning counts the sockets each process owns, so that process exits
 	// and forks of processes that own nothing cost a map lookup.
 	owning map[uint32]int
@@ -98,6 +104,7 @@ type Tracker struct {
 func New() *Tracker {
 	return &Tracker{
 		socks:  make(map[uint64]*Socket),
+		byPort: new([1 << 16]int32),
 		owning: make(map[uint32]int),
 	}
 }
@@ -110,6 +117,28 @@ func (t *Tracker) Sockets(fn func(*Socket)) {
 	for _, s := range t.socks {
 		fn(s)
 	}
+}
+
+// OnLocalPort calls fn for each live socket whose local port is port.
+func (t *Tracker) OnLocalPort(port uint16, fn func(*Socket)) {
+	if port == 0 || t.byPort[port] == 0 {
+		return
+	}
+	for _, s := range t.socks {
+		if s.Local.Port() == port {
+			fn(s)
+		}
+	}
+}
+
+// movePort moves a socket's count in byPort from one local port to
+// another (0: none).
+func (t *Tracker) movePort(from, to uint16) {
+	if from == to {
+		return
+	}
+	t.byPort[from]--
+	t.byPort[to]++
 }
 
 func (t *Tracker) get(e *event.Event) *Socket {
@@ -145,6 +174,7 @@ func (t *Tracker) Add(s Socket) *Socket {
 		t.owning[o.PID]++
 	}
 	t.socks[s.Cookie] = n
+	t.movePort(0, n.Local.Port())
 	t.SocketsSeen++
 	t.count(n.State, 1)
 	return n
@@ -180,6 +210,10 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 	// Keep the last non-zero addresses: a connecting socket's first
 	// transition has no local port yet, a timewait hand-over clears skc_num.
 	if e.Local.Port() != 0 || !s.Local.IsValid() {
+		if from, to := s.Local.Port(), e.Local.Port(); from != to {
+			t.byPort[from]--
+			t.byPort[to]++
+		}
 		s.Local = e.Local
 	}
 	if e.Remote.Port() != 0 || !s.Remote.IsValid() {
@@ -242,6 +276,7 @@ func (t *Tracker) Transition(e *event.Event) *Transition {
 func (t *Tracker) release(s *Socket) {
 	t.count(s.State, -1)
 	delete(t.socks, s.Cookie)
+	t.movePort(s.Local.Port(), 0)
 	for _, o := range s.Owners {
 		t.dropOwning(o.PID)
 	}
