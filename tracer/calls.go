@@ -140,6 +140,12 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 		}
 		holders = append(holders, h)
 	})
+	if want.Port() == 0 {
+		// No port to look for (bind to port 0 found no ephemeral port
+		// free): the table has nothing to say.
+		d.explainBind(&ev, holders, nil, nil, true)
+		return
+	}
 	// The kernel's table for the holders tcptrail does not know (older
 	// than the trace, not traced): off the reader's path.
 	query := func() func() {
@@ -171,7 +177,10 @@ func (d *Diagnoser) explainBind(e *event.Event, holders []timeline.Holder, entri
 	for _, t := range entries {
 		h := timeline.Holder{Cookie: t.Cookie, Local: t.Local, Remote: t.Remote, State: event.State(t.State),
 			StateNs: -1, Owners: d.toOwners(owners[t.Inode])}
-		if t.Inode == 0 {
+		// Timer 3 is a timewait socket's. An orphan (closed by its
+		// process, still sending its FIN) has no inode either, but it is
+		// a full socket in its own state.
+		if t.Timer == timewaitTimer {
 			h.Timewait = true
 			h.TimerMs = int64(t.Expires)
 			if w := d.timewait[t.Cookie]; w != nil && w.since != 0 && now >= w.since {

@@ -230,6 +230,7 @@ func (d *Diagnoser) End(now uint64) {
 	// The answers still on their way belong to the capture; those that do
 	// not come in time are counted, and their diagnoses made without.
 	d.queries.apply(d.endWait)
+	d.queries.apply(0) // answers that came with the deadline
 	d.queries.abandon()
 	for _, leak := range d.stuck {
 		end := leak.rec

@@ -28,6 +28,7 @@ func TestLeakCheckPendingAtEndOfAClosedSocket(t *testing.T) {
 	table := &blockedLookups{fakeTable: fakeTable{entries: map[uint32][]socktable.Entry{nsA: {}}}, hold: make(chan struct{})}
 	defer close(table.hold)
 	d, tr, recs := newTestDiagnoser(table)
+	defer d.Close()
 	d.endWait = 50 * time.Millisecond
 	step := func(cookie uint64, local netip.AddrPort, old, new event.State, at time.Duration) {
 		transition(d, tr, event.Event{Kind: event.KindState, Cookie: cookie, NetNS: nsA, Family: event.AFInet,

@@ -27,6 +27,7 @@ type queries struct {
 	dropped   uint64 // diagnoses made without their answer: queue full, or abandoned
 	abandoned atomic.Bool
 	quit      chan struct{} // closed on abandon: the worker sends no more
+	closed    bool          // jobs is closed
 }
 
 func newQueries() *queries {
@@ -57,8 +58,8 @@ func (q *queries) full() bool {
 	return len(q.jobs) == cap(q.jobs) || len(q.fallbacks) >= 2*maxPendingQueries
 }
 
-// post queues job. When the queue is full it runs fallback (if any) at
-// once, counts the job as failed, and returns false. Once posted, either
+// post queues job. When the queue is full it returns false, and runs
+// fallback, if any, at once, counted as a failed query. Once posted, either
 // the job's answer is applied or, if tracing ends first, its fallback runs.
 func (q *queries) post(job func() func(), fallback func()) bool {
 	if !q.abandoned.Load() {
@@ -69,8 +70,8 @@ func (q *queries) post(job func() func(), fallback func()) bool {
 		default:
 		}
 	}
-	q.dropped++
 	if fallback != nil {
+		q.dropped++
 		fallback()
 	}
 	return false
@@ -135,7 +136,12 @@ func (q *queries) stop() bool {
 }
 
 // close stops the worker: it ends once the job it runs, if any, returns.
+// Closing twice is harmless.
 func (q *queries) close() {
+	if q.closed {
+		return
+	}
+	q.closed = true
 	q.stop()
 	close(q.jobs)
 }

@@ -69,7 +69,7 @@ func (d *Diagnoser) Start(ports []uint16, pid uint32, netns uint32, cgroups []ui
 			Socket: record.SocketOf(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote),
 			State:  event.State(e.State).String(), Owners: record.Owners(own),
 		}
-		if e.Inode == 0 {
+		if e.Timer == timewaitTimer {
 			// A timewait socket: the kernel holds it, no process does.
 			rec.TimerMs = int64(e.Expires)
 			d.watchTimewait(e.Cookie, e.NetNS, e.Family, e.Local, e.Remote, e.State, now, int64(e.Expires), true)

@@ -4,7 +4,8 @@
 // and which never closes its ends. Every few seconds it samples the
 // tracer's RSS, anonymous memory, OS threads, open fds and goroutines, and
 // at the end says whether each stayed flat after the warm-up (within ±10%
-// of what it was just after it, or ±2 for counts and ±1 MiB for memory).
+// of what it was just after it, or ±2 for counts; memory also ±1 MiB, or as
+// much as it swung during the baseline).
 //
 // It needs root. Run it from the repository root after building
 // bin/tcptrail (make soak does both):
@@ -32,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -286,7 +288,7 @@ func verdict(cfg *config, samples []sample) bool {
 		return false
 	}
 	base := after[:max(1, len(after)/5)]
-	fmt.Printf("\nafter the warm-up (%d samples from %s): baseline = median of the first %d; flat = every sample within ±%.0f%% of it (integers: or ±2; memory: or ±1 MiB)\n",
+	fmt.Printf("\nafter the warm-up (%d samples from %s): baseline = median of the first %d; flat = every sample within ±%.0f%% of it (integers: or ±2; memory: or ±1 MiB, or its swing during the baseline)\n",
 		len(after), after[0].at.Round(time.Second), len(base), 100*cfg.tolerance)
 	allFlat := true
 	for _, m := range []struct {
@@ -323,9 +325,10 @@ func verdict(cfg *config, samples []sample) bool {
 		} else {
 			// The Go heap's sawtooth: a collection is due when the heap
 			// has grown by as much as was live after the last one, so a
-			// few MiB of anonymous memory swing by about one MiB with no
-			// growth at all.
-			slack = math.Max(slack, memorySlackKiB)
+			// few MiB of anonymous memory swing by a MiB or more with no
+			// growth at all. As far as it swung while the baseline was
+			// taken, and at least memorySlackKiB.
+			slack = math.Max(slack, math.Max(memorySlackKiB, slices.Max(bv)-slices.Min(bv)))
 		}
 		flat := hi <= b+slack && lo >= b-slack
 		allFlat = allFlat && flat

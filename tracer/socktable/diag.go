@@ -199,21 +199,22 @@ func (c *Conn) query(req *inetDiagReqV2, flags uint16, ports Ports, keep func(*E
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bc := ports.bytecode()
-	out, err := c.queryLocked(req, flags, bc, bc == nil && len(ports.List) > 0, ports, keep)
-	if bc != nil && errors.Is(err, unix.EINVAL) && len(out) == 0 {
-		// A kernel that refuses the filter: every socket is sent, and
-		// matched here.
-		return c.queryLocked(req, flags, nil, true, ports, keep)
+	out, sockets, err := c.queryLocked(req, flags, bc, bc == nil && len(ports.List) > 0, ports, keep)
+	if bc != nil && errors.Is(err, unix.EINVAL) && sockets == 0 {
+		// A kernel that refuses the filter (it says so before sending
+		// any socket): every socket is sent, and matched here.
+		out, _, err = c.queryLocked(req, flags, nil, true, ports, keep)
 	}
 	return out, err
 }
 
 // queryLocked sends one request with the filter bc (nil: none) and reads
-// its answer; matchHere has the ports matched in user space.
-func (c *Conn) queryLocked(req *inetDiagReqV2, flags uint16, bc []byte, matchHere bool, ports Ports, keep func(*Entry) bool) ([]Entry, error) {
+// its answer; matchHere has the ports matched in user space. sockets is
+// how many the kernel sent, kept or not.
+func (c *Conn) queryLocked(req *inetDiagReqV2, flags uint16, bc []byte, matchHere bool, ports Ports, keep func(*Entry) bool) (out []Entry, sockets int, err error) {
 	fd := c.fd
 	if fd < 0 {
-		return nil, net.ErrClosed
+		return nil, 0, net.ErrClosed
 	}
 	const hdrLen = unix.SizeofNlMsghdr
 	reqLen := int(unsafe.Sizeof(*req))
@@ -227,10 +228,9 @@ func (c *Conn) queryLocked(req *inetDiagReqV2, flags uint16, bc []byte, matchHer
 	c.seq++
 	hdr.Seq = c.seq
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag send: %w", err)
+		return nil, 0, fmt.Errorf("sock_diag send: %w", err)
 	}
 
-	var out []Entry
 	buf := c.buf
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
@@ -238,32 +238,33 @@ func (c *Conn) queryLocked(req *inetDiagReqV2, flags uint16, bc []byte, matchHer
 			if err == unix.EINTR {
 				continue
 			}
-			return nil, fmt.Errorf("sock_diag receive: %w", err)
+			return nil, sockets, fmt.Errorf("sock_diag receive: %w", err)
 		}
 		for rest := buf[:n]; len(rest) > 0; {
 			var hdr unix.NlMsghdr
 			var data []byte
 			hdr, data, rest, err = nextMessage(rest)
 			if err != nil {
-				return nil, fmt.Errorf("sock_diag parse: %w", err)
+				return nil, sockets, fmt.Errorf("sock_diag parse: %w", err)
 			}
 			if hdr.Seq != c.seq {
 				continue // a late answer to an earlier query
 			}
 			switch hdr.Type {
 			case unix.NLMSG_DONE:
-				return out, nil
+				return out, sockets, nil
 			case unix.NLMSG_ERROR:
 				if len(data) >= 4 {
 					if code := int32(binary.NativeEndian.Uint32(data)); code != 0 {
-						return out, unix.Errno(-code)
+						return out, sockets, unix.Errno(-code)
 					}
 				}
-				return out, nil
+				return out, sockets, nil
 			}
 			if len(data) < sizeofInetDiagMsg {
 				continue
 			}
+			sockets++
 			e := decode((*inetDiagMsg)(unsafe.Pointer(&data[0])))
 			e.NetNS = c.netns
 			if req.Ext != 0 {
@@ -274,7 +275,7 @@ func (c *Conn) queryLocked(req *inetDiagReqV2, flags uint16, bc []byte, matchHer
 			}
 		}
 		if flags&unix.NLM_F_DUMP == 0 {
-			return out, nil
+			return out, sockets, nil
 		}
 	}
 }

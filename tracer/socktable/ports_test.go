@@ -66,7 +66,7 @@ func TestPortsFilteredInTheKernel(t *testing.T) {
 		bc := p.bytecode()
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, err := c.queryLocked(&req, unix.NLM_F_DUMP, bc, bc == nil && len(p.List) > 0, p, func(e *Entry) bool {
+		_, _, err := c.queryLocked(&req, unix.NLM_F_DUMP, bc, bc == nil && len(p.List) > 0, p, func(e *Entry) bool {
 			sent = append(sent, *e)
 			return false
 		})
