@@ -4,8 +4,8 @@
 // and which never closes its ends. Every few seconds it samples the
 // tracer's RSS, anonymous memory, OS threads, open fds and goroutines, and
 // at the end says whether each stayed flat after the warm-up (within ±10%
-// of what it was just after it, or ±2 for counts; memory also ±1 MiB, or as
-// much as it swung during the baseline).
+// of what it was just after it, or ±2 for counts; anonymous memory, which
+// the Go heap's collections swing by MiBs, by the level it ends at).
 //
 // It needs root. Run it from the repository root after building
 // bin/tcptrail (make soak does both):
@@ -33,7 +33,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -288,20 +287,21 @@ func verdict(cfg *config, samples []sample) bool {
 		return false
 	}
 	base := after[:max(1, len(after)/5)]
-	fmt.Printf("\nafter the warm-up (%d samples from %s): baseline = median of the first %d; flat = every sample within ±%.0f%% of it (integers: or ±2; memory: or ±1 MiB, or its swing during the baseline)\n",
-		len(after), after[0].at.Round(time.Second), len(base), 100*cfg.tolerance)
+	fmt.Printf("\nafter the warm-up (%d samples from %s): baseline = median of the first %d; flat = every sample within ±%.0f%% of it (counts: or ±2); anonymous memory, which the Go heap's collections swing by MiBs, by its level: the median of the last fifth within ±%.0f%% (or 1 MiB) of it\n",
+		len(after), after[0].at.Round(time.Second), len(base), 100*cfg.tolerance, 100*cfg.tolerance)
 	allFlat := true
 	for _, m := range []struct {
 		name  string
 		get   func(sample) int64
 		scale float64
 		unit  string
+		level bool // judged by the level it ends at, not sample by sample
 	}{
-		{"RSS", func(s sample) int64 { return s.rss }, 1.0 / 1024, "MiB"},
-		{"anon RSS", func(s sample) int64 { return s.anon }, 1.0 / 1024, "MiB"},
-		{"threads", func(s sample) int64 { return s.threads }, 1, ""},
-		{"open fds", func(s sample) int64 { return s.fds }, 1, ""},
-		{"goroutines", func(s sample) int64 { return s.goroutines }, 1, ""},
+		{"RSS", func(s sample) int64 { return s.rss }, 1.0 / 1024, "MiB", false},
+		{"anon RSS", func(s sample) int64 { return s.anon }, 1.0 / 1024, "MiB", true},
+		{"threads", func(s sample) int64 { return s.threads }, 1, "", false},
+		{"open fds", func(s sample) int64 { return s.fds }, 1, "", false},
+		{"goroutines", func(s sample) int64 { return s.goroutines }, 1, "", false},
 	} {
 		if m.get(after[0]) < 0 {
 			fmt.Printf("  %-10s unknown (no goroutine count from this command)\n", m.name)
@@ -322,15 +322,17 @@ func verdict(cfg *config, samples []sample) bool {
 		slack := cfg.tolerance * b
 		if m.unit == "" {
 			slack = math.Max(slack, 2)
-		} else {
-			// The Go heap's sawtooth: a collection is due when the heap
-			// has grown by as much as was live after the last one, so a
-			// few MiB of anonymous memory swing by a MiB or more with no
-			// growth at all. As far as it swung while the baseline was
-			// taken, and at least memorySlackKiB.
-			slack = math.Max(slack, math.Max(memorySlackKiB, slices.Max(bv)-slices.Min(bv)))
 		}
 		flat := hi <= b+slack && lo >= b-slack
+		if m.level {
+			// The Go heap's sawtooth: a collection is due when the heap
+			// has grown by as much as was live after the last one, so a
+			// few MiB of anonymous memory swing by one or two MiB with no
+			// growth at all. Growth shows as a higher level at the end.
+			slack = math.Max(slack, memorySlackKiB)
+			end := median(ys[len(ys)-max(1, len(ys)/5):])
+			flat = math.Abs(end-b) <= slack
+		}
 		allFlat = allFlat && flat
 		word := "flat"
 		if !flat {
@@ -342,8 +344,8 @@ func verdict(cfg *config, samples []sample) bool {
 			}
 			return fmt.Sprintf("%.1f %s", v*m.scale, m.unit)
 		}
-		fmt.Printf("  %-10s %-8s baseline %s, min %s, max %s, last %s, trend %+.2f%% per minute\n",
-			m.name, word, f(b), f(lo), f(hi), f(ys[len(ys)-1]), 100*slope(xs, ys)/math.Max(b, 1))
+		fmt.Printf("  %-10s %-8s baseline %s, min %s, max %s, last %s, median of the last fifth %s, trend %+.2f%% per minute\n",
+			m.name, word, f(b), f(lo), f(hi), f(ys[len(ys)-1]), f(median(ys[len(ys)-max(1, len(ys)/5):])), 100*slope(xs, ys)/math.Max(b, 1))
 	}
 	if allFlat {
 		fmt.Println("soak: flat after the warm-up")
