@@ -150,11 +150,20 @@ func causeText(c *timeline.Cause) string { return string(c.AppendText(nil)) }
 // cannot be asked, the tracker's word stands.
 func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 	cookie, since, netns, local, remote := s.Cookie, s.SinceNs, s.NetNS, s.Local, s.Remote
+	// The answer comes later, and the fallback may run at the end of
+	// tracing: by then the socket may have left CLOSE_WAIT, and its struct
+	// serve another socket. Both look it up again.
+	stillThere := func() *timeline.Socket {
+		if s := d.tracker.Socket(cookie); s != nil && s.State == event.CloseWait && s.SinceNs == since {
+			return s
+		}
+		return nil
+	}
 	query := func() func() {
 		ent, err := d.table.Lookup(netns, local, remote)
 		return func() {
-			s := d.tracker.Socket(cookie)
-			if s == nil || s.State != event.CloseWait || s.SinceNs != since {
+			s := stillThere()
+			if s == nil {
 				return // it left CLOSE_WAIT meanwhile: no leak
 			}
 			if err != nil {
@@ -176,9 +185,7 @@ func (d *Diagnoser) confirmLeak(s *timeline.Socket, now uint64) {
 		}
 	}
 	d.queries.post(query, func() {
-		// Called at once, or at the end of tracing: by then the socket
-		// may have left CLOSE_WAIT and its struct serve another.
-		if s := d.tracker.Socket(cookie); s != nil && s.State == event.CloseWait && s.SinceNs == since {
+		if s := stillThere(); s != nil {
 			d.reportStuck(s, now, false)
 		}
 	})
