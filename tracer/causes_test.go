@@ -47,6 +47,29 @@ func loopbackServer(t *testing.T, port uint16) (addr netip.AddrPort, accepted ch
 	return netip.MustParseAddrPort(ln.Addr().String()), accepted
 }
 
+// closingServer listens on 127.0.0.1:port and closes every connection as
+// soon as it accepts it: the server closes first, so the TIME_WAIT sockets
+// are on its own port, not on ephemeral ports other tests' clients get.
+// Closing the listener it returns early is harmless.
+func closingServer(t *testing.T, port uint16) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
+}
+
 func dial(t *testing.T, addr netip.AddrPort) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp4", addr.String())

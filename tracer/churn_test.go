@@ -1,7 +1,6 @@
 package tracer_test
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -29,21 +28,7 @@ func TestChurnEveryTransitionOnce(t *testing.T) {
 	const port = 17410
 	s := startSession(t, tracer.Config{}, port)
 
-	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// The server closes first, as soon as it accepts.
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := closingServer(t, port)
 	// As fast as 4 clients go, but no more connections than the ring
 	// buffer holds the events of (11 each): however slow the reader (a
 	// race-detector build), nothing may be lost to a full ring.

@@ -20,20 +20,7 @@ import (
 func TestStopUnderLoadLosesNothing(t *testing.T) {
 	const port = 17130
 	s := startSession(t, tracer.Config{Kernel: kernel.Config{RingBytes: 256 << 10, WakeupBytes: 16 << 10}}, port)
-	ln, err := net.Listen("tcp4", "127.0.0.1:17130")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closingServer(t, port)
 	// About 500 connections a second: 5,500 events a second, which fill
 	// this ring in about 400 ms when nobody reads it. Slower where the
 	// reader cannot follow that (an emulated guest): see below.
