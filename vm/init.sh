@@ -50,7 +50,7 @@ for t in $(find /src -name '*.test' | sort); do
 	name=$(echo "$pkg" | tr / .)
 	log "test ./$pkg"
 	t0=$(date +%s)
-	(cd "/src/$pkg" && "$t" -test.v=test2json -test.count=1 -test.timeout=4m \
+	(cd "/src/$pkg" && "$t" -test.v=test2json -test.count=1 -test.timeout="${test_timeout:-4m}" \
 		-test.skip "$(cat /src/test-skip)") >"/out/test/$name.log" 2>&1
 	echo $? >"/out/test/$name.rc"
 	log "test ./$pkg exit status $(cat "/out/test/$name.rc") after $(($(date +%s) - t0))s"

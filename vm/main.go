@@ -57,9 +57,10 @@ func main() {
 	cache := flag.String("cache", ".cache/kernels", "downloaded packages and private apt state, reused across runs")
 	out := flag.String("out", "out/kernels", "per-kernel results: console.log, the guest's /out, the initrd")
 	jobs := flag.Int("jobs", 2, "guests run at once (each takes one host CPU)")
-	// Above the guest's own limits (2m for the demo, 4m per test package,
-	// see init.sh), so that a hung step still reports the rest.
-	timeout := flag.Duration("timeout", 20*time.Minute, "hard limit per guest, boot to power-off")
+	// 0: above the guest's own limits (2m for the demo, the architecture's
+	// testTimeout per test package, see init.sh), so that a hung step
+	// still reports the rest.
+	timeout := flag.Duration("timeout", 0, "hard limit per guest, boot to power-off (0: the guest's own limits and 5m)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./vm [flags] [kernel...]\nkernels: %s (default: all)\n", strings.Join(all, " "))
 		flag.PrintDefaults()
@@ -165,6 +166,9 @@ func runKernel(k kernel, b *build, cache, dir string, timeout time.Duration) *re
 	if err := makeInitrd(initrd, k, pkgs, b); err != nil {
 		r.err = err
 		return r
+	}
+	if timeout == 0 {
+		timeout = 5*time.Minute + 2*time.Minute + time.Duration(len(testPackages))*qemu[k.arch].testTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
