@@ -23,7 +23,7 @@ import (
 
 // caps are the capabilities every deployment grants, and the only ones:
 // see the comments in each file for why each is needed.
-var caps = []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"}
+var caps = []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_NICE"}
 
 // k8sCaps adds SYS_RESOURCE: a pod cannot lift RLIMIT_MEMLOCK (which kernels
 // before 5.11 charge BPF maps to) the way LimitMEMLOCK= and --ulimit do.

@@ -4,7 +4,10 @@
 // a tracer can do with what they write: decode each record and print one
 // short line per event to stdout. No tracking, no owners, no diagnoses.
 //
-//	sudo floor --port 7979 [--ready-file F] [--ring-size N] [--wakeup-size N]
+//	sudo floor --port 7979 [--ready-file F] [--ring-size N] [--wakeup-size N] [--priority-boost N]
+//
+// It raises its scheduling priority as tcptrail does (--priority-boost),
+// so that both compete for the CPUs alike.
 //
 // On SIGINT or SIGTERM it detaches, drains what the kernel already wrote
 // and prints a summary line in the live table's words, so that the same
@@ -25,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcptrail/tcptrail/internal/priority"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
@@ -36,8 +40,13 @@ func main() {
 		readyFile = flag.String("ready-file", "", "create this file once the programs are attached")
 		ringSize  = flag.Int("ring-size", tracer.DefaultRingBytes, "ring buffer size, a power of two")
 		wakeup    = flag.Uint64("wakeup-size", kernel.DefaultWakeupBytes, "wake the reader when this much is pending")
+		boost     = flag.Int("priority-boost", priority.DefaultBoost, "lower the nice value by this much, as tcptrail does")
 	)
 	flag.Parse()
+	if _, _, err := priority.Raise(*boost); err != nil {
+		fmt.Fprintf(os.Stderr, "floor: %v\n", err)
+		os.Exit(1)
+	}
 	if err := run(*port, *readyFile, *ringSize, *wakeup); err != nil {
 		fmt.Fprintf(os.Stderr, "floor: %v\n", err)
 		os.Exit(1)

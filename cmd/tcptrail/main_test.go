@@ -25,6 +25,11 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// The test binary as a launcher: it drops CAP_SYS_NICE and runs the
+	// command after it (see TestPriorityBoost).
+	if os.Getenv(dropSysNiceEnv) != "" {
+		execWithoutSysNice()
+	}
 	// TCPTRAIL_TEST_BINDIR: a prebuilt tcptrail, for machines that run the
 	// compiled tests without a Go toolchain (the kernel matrix, vm/).
 	if dir := os.Getenv("TCPTRAIL_TEST_BINDIR"); dir != "" {
@@ -97,6 +102,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"trace", "--pid", "4000000"}, "no such process"},
 		{[]string{"trace", "--duration", "soon"}, "invalid argument"},
 		{[]string{"trace", "--ring-size", "3000"}, "power of two"},
+		{[]string{"trace", "--priority-boost", "-1"}, "--priority-boost -1: want 0 to 39"},
+		{[]string{"watch", "--priority-boost", "40"}, "--priority-boost 40: want 0 to 39"},
 		{[]string{"watch", "--leak-after", "0s"}, "--leak-after must be positive"},
 		{[]string{"watch", "--port", "65536"}, "port 65536 is out of range (1-65535)"},
 		{[]string{"watch", "now"}, `unexpected argument "now"`},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrail/tcptrail/internal/priority"
 	"github.com/tcptrail/tcptrail/tracer"
 	"github.com/tcptrail/tcptrail/tracer/kernel"
 	"github.com/tcptrail/tcptrail/tracer/scope"
@@ -29,6 +30,7 @@ type sessionFlags struct {
 	wakeupSize byteSize
 	verbose    bool
 	hooks      string
+	boost      int
 }
 
 func (f *sessionFlags) register(fs *pflag.FlagSet, leakAfter time.Duration) {
@@ -47,6 +49,7 @@ func (f *sessionFlags) register(fs *pflag.FlagSet, leakAfter time.Duration) {
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "when the kernel rejects the BPF programs, print the verifier's whole log")
 	fs.StringVar(&f.hooks, "syscall-hooks", "auto", "hook the socket syscalls as `auto`, function (fentry/fexit), syscall-tracepoint or tracepoint (raw_syscalls)")
 	_ = fs.MarkHidden("syscall-hooks")
+	fs.IntVar(&f.boost, "priority-boost", priority.DefaultBoost, "lower tcptrail's nice value by `N` (0: keep it), so that on a saturated host it keeps up with the events instead of losing some")
 }
 
 // parse parses args with fs, which holds these flags and the command's
@@ -87,6 +90,9 @@ func (f *sessionFlags) validate(cmd string) error {
 	case "auto", string(kernel.HooksFunction), string(kernel.HooksSyscallTracepoint), string(kernel.HooksTracepoint):
 	default:
 		return usageErrorf("%s: --syscall-hooks %q: want auto, function, syscall-tracepoint or tracepoint", cmd, f.hooks)
+	}
+	if f.boost < 0 || f.boost > 39 {
+		return usageErrorf("%s: --priority-boost %d: want 0 to 39", cmd, f.boost)
 	}
 	if r := int(f.ringSize); r < os.Getpagesize() || r&(r-1) != 0 {
 		return usageErrorf("%s: --ring-size %d must be a power of two of at least %d", cmd, r, os.Getpagesize())
@@ -142,6 +148,15 @@ func (f *sessionFlags) config(stderr io.Writer) (tracer.Config, error) {
 		Version:   version,
 		Scope:     scopeName,
 	}, nil
+}
+
+// raisePriority lowers tcptrail's nice value as --priority-boost asks.
+// Without the privilege (CAP_SYS_NICE) tracing goes on, and the user
+// learns what that risks.
+func (f *sessionFlags) raisePriority(stderr io.Writer) {
+	if _, _, err := priority.Raise(f.boost); err != nil {
+		fmt.Fprintf(stderr, "tcptrail: warning: --priority-boost %d: %v: on a saturated host tcptrail may fall behind the events and lose some (they are counted)\n", f.boost, err)
+	}
 }
 
 // sessionError turns a session's failure into what the user sees: the

@@ -77,6 +77,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	f.raisePriority(stderr)
 	cfg.Kernel.TransitionsOnly = f.bare
 
 	// stdout is written from a spool, not from the ring-buffer reader: a

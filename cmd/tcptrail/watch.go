@@ -77,6 +77,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	f.raisePriority(stderr)
 
 	// SIGHUP must never end the process (its default): with -o it
 	// reopens the file, otherwise there is nothing to do.

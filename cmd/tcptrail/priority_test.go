@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcptrail/tcptrail/internal/priority"
+	"github.com/tcptrail/tcptrail/internal/privtest"
+)
+
+// dropSysNiceEnv has the test binary drop CAP_SYS_NICE and exec the
+// command given in its arguments.
+const dropSysNiceEnv = "TCPTRAIL_TEST_DROP_SYS_NICE"
+
+// execWithoutSysNice takes CAP_SYS_NICE out of the bounding set, so that
+// even root lacks it after the exec, and runs os.Args[1:].
+func execWithoutSysNice() {
+	// The bounding set belongs to a thread: drop it in the one that execs.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_NICE, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "drop CAP_SYS_NICE:", err)
+		os.Exit(125)
+	}
+	env := []string{}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, dropSysNiceEnv+"=") {
+			env = append(env, e)
+		}
+	}
+	err := unix.Exec(os.Args[1], os.Args[1:], env)
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	os.Exit(125)
+}
+
+// TestPriorityBoost: every thread of a running tracer has the nice value
+// --priority-boost asks for; without CAP_SYS_NICE it says so in one line
+// and traces all the same.
+func TestPriorityBoost(t *testing.T) {
+	privtest.Require(t)
+	own, err := priority.Nice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{nil, max(own-4, -20)},
+		{[]string{"--priority-boost", "7"}, max(own-7, -20)},
+		{[]string{"--priority-boost", "0"}, own},
+	} {
+		t.Run(fmt.Sprint(tt.args), func(t *testing.T) {
+			cmd, _, errb := startTracer(t, append([]string{"--port", fmt.Sprint(port)}, tt.args...)...)
+			// Its reader and its other goroutines run on the threads
+			// there are by now.
+			oneConnection(t, port)
+			nice, err := priority.NiceOfThreads(cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for tid, n := range nice {
+				if n != tt.want {
+					t.Errorf("thread %d of tcptrail has nice %d, want %d", tid, n, tt.want)
+				}
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			if err := waitExit(t, cmd, 30*time.Second, "SIGTERM"); err != nil {
+				t.Fatalf("exit after SIGTERM: %v\n%s", err, errb.String())
+			}
+			if strings.Contains(errb.String(), "priority") {
+				t.Errorf("stderr mentions the priority:\n%s", errb.String())
+			}
+		})
+	}
+
+	t.Run("without CAP_SYS_NICE", func(t *testing.T) {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := filepath.Join(t.TempDir(), "ready")
+		cmd := exec.Command(self, binary, "trace", "--port", fmt.Sprint(port), "--ready-file", ready, "--duration", "1s")
+		cmd.Env = append(os.Environ(), dropSysNiceEnv+"=1")
+		r := runBinary(t, cmd)
+		if r.code != 0 {
+			t.Fatalf("exit %d without CAP_SYS_NICE, want 0 (tracing goes on); stderr:\n%s", r.code, r.stderr)
+		}
+		if _, err := os.Stat(ready); err != nil {
+			t.Errorf("never ready: %v", err)
+		}
+		var warnings []string
+		for _, l := range strings.Split(r.stderr, "\n") {
+			if strings.Contains(l, "priority-boost") {
+				warnings = append(warnings, l)
+			}
+		}
+		want := fmt.Sprintf("tcptrail: warning: --priority-boost 4: setpriority to nice %d: permission denied: on a saturated host tcptrail may fall behind the events and lose some (they are counted)", max(own-4, -20))
+		if len(warnings) != 1 || warnings[0] != want {
+			t.Errorf("warning lines %q, want exactly\n%q", warnings, want)
+		}
+	})
+}
