@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,11 +24,25 @@ import (
 
 // caps are the capabilities every deployment grants, and the only ones:
 // see the comments in each file for why each is needed.
-var caps = []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_NICE"}
+var caps = []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"}
 
 // k8sCaps adds SYS_RESOURCE: a pod cannot lift RLIMIT_MEMLOCK (which kernels
 // before 5.11 charge BPF maps to) the way LimitMEMLOCK= and --ulimit do.
 var k8sCaps = append(slices.Clone(caps), "SYS_RESOURCE")
+
+// wantNoBoost checks that a deployment's command turns --priority-boost
+// off: tcptrail runs in a cgroup of its own there, where a nice value ranks
+// it only against itself, and without CAP_SYS_NICE it would warn at every
+// start. The deployment's CPU weight ranks it instead.
+func wantNoBoost(t *testing.T, what string, args []string) {
+	t.Helper()
+	for i, a := range args {
+		if a == "--priority-boost=0" || a == "--priority-boost" && i+1 < len(args) && args[i+1] == "0" {
+			return
+		}
+	}
+	t.Errorf("%s %q: want --priority-boost 0", what, args)
+}
 
 // requireTool returns the path of an external tool; without it the test
 // is skipped, except under CI=true, where it must be installed.
@@ -134,6 +149,13 @@ func TestSystemdUnit(t *testing.T) {
 	args := strings.Fields(start[0])[1:]
 	if i := slices.Index(args, "--metrics"); i < 0 || i+1 >= len(args) || args[i+1] != "127.0.0.1:9464" {
 		t.Errorf("ExecStart %q: want --metrics 127.0.0.1:9464", start[0])
+	}
+	wantNoBoost(t, "ExecStart", args)
+	// The CPU weight does what the boost would do among processes.
+	if w := set["CPUWeight"]; len(w) != 1 || w[0] == "" || w[0] == "idle" {
+		t.Errorf("CPUWeight = %q, want one weight above the default", w)
+	} else if n, err := strconv.Atoi(w[0]); err != nil || n <= 100 {
+		t.Errorf("CPUWeight = %q, want one weight above the default (100)", w[0])
 	}
 
 	// Exactly the needed capabilities, granted to the unit's own user.
@@ -501,6 +523,7 @@ func TestDaemonSet(t *testing.T) {
 	if len(args) < 2 || filepath.Base(args[0]) != "tcptrail" || args[1] != "watch" {
 		t.Fatalf("command %q, want tcptrail watch", args)
 	}
+	wantNoBoost(t, "command", args)
 	port, ok := metricsPort(args)
 	if !ok {
 		t.Fatalf("command %q has no --metrics ADDR:PORT", args)
@@ -714,6 +737,7 @@ func TestContainerfile(t *testing.T) {
 			if len(ep) < 2 || ep[0] != installed || ep[1] != "watch" {
 				t.Fatalf("ENTRYPOINT %q, want %s watch", ep, installed)
 			}
+			wantNoBoost(t, "ENTRYPOINT", ep)
 			port, ok := metricsPort(ep)
 			if !ok {
 				t.Fatalf("ENTRYPOINT %q has no --metrics ADDR:PORT", ep)
@@ -765,7 +789,7 @@ func TestDockerRunLines(t *testing.T) {
 		if !sameSet(got, caps) {
 			t.Errorf("%s: docker run adds %v, want %v", path, got, caps)
 		}
-		for _, want := range []string{"--cap-drop=ALL", "--pid=host", "/run/netns:/run/netns", "--ulimit memlock=-1"} {
+		for _, want := range []string{"--cap-drop=ALL", "--pid=host", "/run/netns:/run/netns", "--ulimit memlock=-1", "--cpu-shares="} {
 			if !strings.Contains(line, want) {
 				t.Errorf("%s: docker run has no %s", path, want)
 			}

@@ -43,6 +43,10 @@ func main() {
 		boost     = flag.Int("priority-boost", priority.DefaultBoost, "lower the nice value by this much, as tcptrail does")
 	)
 	flag.Parse()
+	if *boost < 0 || *boost > 39 {
+		fmt.Fprintf(os.Stderr, "floor: -priority-boost %d: want 0 to 39\n", *boost)
+		os.Exit(2)
+	}
 	if _, _, err := priority.Raise(*boost); err != nil {
 		fmt.Fprintf(os.Stderr, "floor: %v\n", err)
 		os.Exit(1)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,20 +16,43 @@ import (
 
 	"github.com/tcptrail/tcptrail/internal/priority"
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/syncbuf"
+	"github.com/tcptrail/tcptrail/internal/testwait"
 )
 
 // dropSysNiceEnv has the test binary drop CAP_SYS_NICE and exec the
 // command given in its arguments.
 const dropSysNiceEnv = "TCPTRAIL_TEST_DROP_SYS_NICE"
 
-// execWithoutSysNice takes CAP_SYS_NICE out of the bounding set, so that
-// even root lacks it after the exec, and runs os.Args[1:].
+// execWithoutSysNice runs os.Args[1:] without CAP_SYS_NICE, even as root:
+// root's exec grants what the bounding set and the inheritable and
+// ambient sets hold, so it goes from all three; RLIMIT_NICE 0 allows no
+// lower nice value without it.
 func execWithoutSysNice() {
-	// The bounding set belongs to a thread: drop it in the one that execs.
+	fail := func(what string, err error) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
+		os.Exit(125)
+	}
+	// Capability sets belong to a thread: change them in the one that
+	// execs.
 	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_NICE, 0, 0, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "drop CAP_SYS_NICE:", err)
-		os.Exit(125)
+		fail("drop CAP_SYS_NICE from the bounding set", err)
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		fail("clear the ambient capabilities", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		fail("capget", err)
+	}
+	data[unix.CAP_SYS_NICE/32].Inheritable &^= 1 << (unix.CAP_SYS_NICE % 32)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		fail("drop CAP_SYS_NICE from the inheritable set", err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NICE, &unix.Rlimit{}); err != nil {
+		fail("RLIMIT_NICE", err)
 	}
 	env := []string{}
 	for _, e := range os.Environ() {
@@ -55,12 +79,24 @@ func TestPriorityBoost(t *testing.T) {
 		args []string
 		want int
 	}{
-		{nil, max(own-4, -20)},
-		{[]string{"--priority-boost", "7"}, max(own-7, -20)},
-		{[]string{"--priority-boost", "0"}, own},
+		{[]string{"trace"}, max(own-4, -20)},
+		{[]string{"trace", "--priority-boost", "7"}, max(own-7, -20)},
+		{[]string{"trace", "--priority-boost", "0"}, own},
+		{[]string{"watch"}, max(own-4, -20)},
 	} {
 		t.Run(fmt.Sprint(tt.args), func(t *testing.T) {
-			cmd, _, errb := startTracer(t, append([]string{"--port", fmt.Sprint(port)}, tt.args...)...)
+			ready := filepath.Join(t.TempDir(), "ready")
+			cmd := exec.Command(binary, append(tt.args, "--port", fmt.Sprint(port), "--ready-file", ready)...)
+			var errb syncbuf.Buffer
+			cmd.Stdout, cmd.Stderr = io.Discard, &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			testwait.Until(t, 60*time.Second, "the ready file", func() bool {
+				_, err := os.Stat(ready)
+				return err == nil
+			})
 			// Its reader and its other goroutines run on the threads
 			// there are by now.
 			oneConnection(t, port)
@@ -77,13 +113,16 @@ func TestPriorityBoost(t *testing.T) {
 			if err := waitExit(t, cmd, 30*time.Second, "SIGTERM"); err != nil {
 				t.Fatalf("exit after SIGTERM: %v\n%s", err, errb.String())
 			}
-			if strings.Contains(errb.String(), "priority") {
+			if strings.Contains(errb.String(), "priority-boost") {
 				t.Errorf("stderr mentions the priority:\n%s", errb.String())
 			}
 		})
 	}
 
 	t.Run("without CAP_SYS_NICE", func(t *testing.T) {
+		if own == -20 {
+			t.Skip("the test runs at nice -20: no boost to refuse")
+		}
 		self, err := os.Executable()
 		if err != nil {
 			t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,24 +47,54 @@ func Raise(boost int) (from, to int, err error) {
 		return from, from, err
 	}
 	to = max(from-boost, -20)
-	// Twice: a thread the runtime made while the first pass ran may have
-	// inherited the old value from a thread not yet changed.
-	for range 2 {
-		tids, err := threads()
-		if err != nil {
+	// Every thread sets its own, with no thread made meanwhile (the
+	// runtime stops the world for it). Not in programs built with cgo.
+	_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_SETPRIORITY, unix.PRIO_PROCESS, 0, uintptr(to))
+	switch errno {
+	case 0:
+		return from, to, nil
+	case syscall.ENOTSUP:
+		if err := setEveryThread(to); err != nil {
+			setEveryThread(from) // raising a nice value needs no privilege
 			return from, from, err
 		}
+		return from, to, nil
+	default:
+		return from, from, fmt.Errorf("setpriority to nice %d: %w", to, errno)
+	}
+}
+
+// setEveryThread sets the nice value of each thread listed in /proc, until
+// a pass finds none to change: a thread made during a pass may have
+// inherited the old value from one not yet changed.
+func setEveryThread(nice int) error {
+	for range 100 {
+		tids, err := threads()
+		if err != nil {
+			return err
+		}
+		changed := false
 		for _, tid := range tids {
-			err := unix.Setpriority(unix.PRIO_PROCESS, tid, to)
+			p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 			if err == unix.ESRCH { // the thread has ended
 				continue
 			}
 			if err != nil {
-				return from, from, fmt.Errorf("setpriority to nice %d: %w", to, err)
+				return fmt.Errorf("getpriority: %w", err)
+			}
+			if 20-p == nice {
+				continue
+			}
+			changed = true
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("setpriority to nice %d: %w", nice, err)
 			}
 		}
+		if !changed {
+			return nil
+		}
 	}
-	return from, to, nil
+	return fmt.Errorf("setpriority to nice %d: threads kept coming", nice)
 }
 
 // NiceOfThreads returns the nice value of each thread of process pid, by
