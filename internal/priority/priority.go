@@ -27,12 +27,18 @@ const DefaultBoost = 4
 
 // Nice returns the nice value of the calling thread.
 func Nice() (int, error) {
-	// The system call returns 20 - nice, so that no value is negative.
-	p, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	n, err := niceOf(0)
 	if err != nil {
 		return 0, fmt.Errorf("getpriority: %w", err)
 	}
-	return 20 - p, nil
+	return n, nil
+}
+
+// niceOf returns the nice value of thread tid (0: the calling one).
+func niceOf(tid int) (int, error) {
+	// The system call returns 20 - nice, so that no value is negative.
+	p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	return 20 - p, err
 }
 
 // Raise lowers the nice value of every thread of the process by boost
@@ -75,14 +81,14 @@ func setEveryThread(nice int) error {
 		}
 		changed := false
 		for _, tid := range tids {
-			p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+			n, err := niceOf(tid)
 			if err == unix.ESRCH { // the thread has ended
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("getpriority: %w", err)
 			}
-			if 20-p == nice {
+			if n == nice {
 				continue
 			}
 			changed = true
