@@ -132,11 +132,14 @@ func (w *Writer) Close() error {
 // record.CallRecord, which it matches field for field). wallNs is its
 // wall-clock time. It does not allocate.
 func (w *Writer) WriteCall(e *event.Event, wallNs int64, owners []timeline.Owner) error {
-	w.buf = appendCall(w.buf, e, wallNs, owners, &w.clock)
+	w.buf = appendCall(w.buf, e, wallNs, owners, &w.clock, &w.ids)
 	return w.maybeFlush()
 }
 
-func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, clock *clockfmt.Cache) []byte {
+// appendCall appends a call's record; ids, if not nil, keeps its socket's
+// identity as for transitions: an accept comes right after its socket's
+// handshake.
+func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, clock *clockfmt.Cache, ids *identcache.Cache) []byte {
 	b = append(b, `{"type":"call","time":"`...)
 	b = clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
@@ -152,7 +155,11 @@ func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner,
 		b = append(b, name...)
 		b = append(b, '"')
 	}
-	b = appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
+	if ids != nil {
+		b = ids.Append(b, e, appendEventSocket)
+	} else {
+		b = appendEventSocket(b, e)
+	}
 	if e.Old != 0 {
 		b = append(b, `,"state":"`...)
 		b = append(b, e.Old.String()...)
@@ -188,11 +195,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	} else {
 		b = appendEventSocket(b, e)
 	}
-	b = append(b, `,"old":"`...)
-	b = append(b, e.Old.String()...)
-	b = append(b, `","new":"`...)
-	b = append(b, e.New.String()...)
-	b = append(b, `","prev_state_ns":`...)
+	b = append(b, stateText(e.Old, e.New)...)
 	if t.PrevStateNs < 0 {
 		b = append(b, "null"...)
 	} else {
@@ -213,11 +216,12 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	}
 	b = append(b, `,"cause":"`...)
 	b = t.Cause.AppendText(b)
-	b = append(b, `","cause_kind":"`...)
-	b = append(b, t.Cause.Kind.String()...)
-	b = append(b, `","owners":`...)
+	b = append(b, causeKindText(t.Cause.Kind)...)
 	b = AppendOwners(b, t.Owners)
-	if name := record.ErrnoName(e.SkErr); name != "" && e.New == event.Close {
+	if e.New != event.Close {
+		return append(b, "}\n"...)
+	}
+	if name := record.ErrnoName(e.SkErr); name != "" {
 		b = append(b, `,"sk_err":"`...)
 		b = append(b, name...)
 		b = append(b, '"')

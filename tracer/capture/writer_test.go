@@ -7,10 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
+	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -169,5 +171,69 @@ func TestCallJSONMatchesRecord(t *testing.T) {
 		if got := bytes.TrimSuffix(w.Bytes(), []byte("\n")); !bytes.Equal(got, want) {
 			t.Errorf("%d:\n got  %s\n want %s", i, got, want)
 		}
+	}
+}
+
+// The writer keeps the text of a socket's identity for its next transitions
+// and calls, and writes the stretches between fields from tables: whatever changes
+// between them (the owners, another socket in the same cache slot, every
+// pair of states and every cause), each line is the one formatted afresh.
+func TestCachedLinesMatchFresh(t *testing.T) {
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	var want []byte
+	oc := func(s string) (c [16]byte) { copy(c[:], s); return }
+	ownerSets := [][]timeline.Owner{
+		{{PID: 10, FD: 3, Comm: oc("client")}},
+		{{PID: 10, FD: 4, Comm: oc("client")}},
+		{{PID: 10, FD: 4, Comm: oc("client")}, {PID: 11, FD: 4, Comm: oc("child")}},
+		{{PID: 10, FD: 4, Comm: oc("client")}, {PID: 11, FD: 4, Comm: oc("child"), Container: "abc123"}},
+		{{PID: 10, FD: 4, Comm: oc("client")}, {PID: 11, FD: 4, Comm: oc("child")}, {PID: 12, FD: 9, Comm: oc("grandchild")}},
+		{},
+		nil,
+		{{PID: 4_000_000, FD: 1 << 30, Comm: oc("a-very-long-nam")}, {PID: 4_000_001, FD: 1 << 30, Comm: oc("another-long-na"), Container: strings.Repeat("f", 64)}},
+		{{PID: 10, FD: 3, Comm: oc("client")}},
+	}
+	wall := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC).UnixNano()
+	n := 0
+	for _, cookie := range []uint64{7, 7 + 1024, 7, 0} {
+		for _, owners := range ownerSets {
+			for old := event.State(0); int(old) <= numStates; old += 3 {
+				e := &event.Event{Kind: event.KindState, MonoNs: uint64(n), Cookie: cookie, Family: event.AFInet,
+					Local: netip.MustParseAddrPort("127.0.0.1:10001"), Remote: netip.MustParseAddrPort("127.0.0.1:7070"),
+					Old: old, New: event.State(n % (numStates + 1)), PID: 10, SkErr: 104}
+				copy(e.Comm[:], "client")
+				tr := &timeline.Transition{Event: e, PrevStateNs: int64(n) - 1,
+					Cause: timeline.Cause{Kind: timeline.CauseKind(n % (numCauseKinds + 1)), FD: 3, PID: 10}, Owners: owners}
+				n++
+				if err := w.WriteTransition(tr, wall+int64(n)); err != nil {
+					t.Fatal(err)
+				}
+				want = AppendTransition(want, tr, wall+int64(n))
+				// A call on the socket, now and then with another local port.
+				call := *e
+				call.Kind, call.Call, call.FD = event.KindCall, event.CallAccept, 5
+				if n%3 == 0 {
+					call.Local = netip.MustParseAddrPort("127.0.0.1:10002")
+				}
+				if err := w.WriteCall(&call, wall+int64(n), owners); err != nil {
+					t.Fatal(err)
+				}
+				var clock clockfmt.Cache
+				want = appendCall(want, &call, wall+int64(n), owners, &clock, nil)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		got, exp := strings.Split(out.String(), "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(got), len(exp)) {
+			if got[i] != exp[i] {
+				t.Fatalf("line %d:\n got  %s\n want %s", i, got[i], exp[i])
+			}
+		}
+		t.Fatalf("%d lines, want %d", len(got), len(exp))
 	}
 }

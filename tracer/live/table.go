@@ -81,17 +81,21 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	b = t.clock.AppendClock(b, wallNs)
 	b = fill(b, start, wTime)
 	b = t.ids.Append(b, e, appendIdent)
-	start = len(b)
-	if tr.Gap {
-		// Never paper over a gap: say what was last seen.
-		b = append(b, "(gap after "...)
-		b = append(b, tr.ExpectedOld.String()...)
-		b = append(b, ") "...)
+	if !tr.Gap && int(e.Old) < numStates && int(e.New) < numStates {
+		b = append(b, stateColumns[e.Old][e.New]...)
+	} else {
+		start = len(b)
+		if tr.Gap {
+			// Never paper over a gap: say what was last seen.
+			b = append(b, "(gap after "...)
+			b = append(b, tr.ExpectedOld.String()...)
+			b = append(b, ") "...)
+		}
+		b = append(b, e.Old.String()...)
+		b = append(b, " -> "...)
+		b = append(b, e.New.String()...)
+		b = fill(b, start, wStates)
 	}
-	b = append(b, e.Old.String()...)
-	b = append(b, " -> "...)
-	b = append(b, e.New.String()...)
-	b = fill(b, start, wStates)
 	start = len(b)
 	if tr.PrevStateNs >= 0 {
 		b = AppendDuration(b, tr.PrevStateNs)
@@ -119,6 +123,20 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	t.writeOutIfFull()
 	return t.err
 }
+
+const numStates = int(event.BoundInact) + 1
+
+// stateColumns[old][new] is the "OLD -> NEW" column, filled: made once, one
+// copy per line instead of three and the filling.
+var stateColumns = func() (t [numStates][numStates]string) {
+	for o := range numStates {
+		for n := range numStates {
+			b := []byte(event.State(o).String() + " -> " + event.State(n).String())
+			t[o][n] = string(fill(b, 0, wStates))
+		}
+	}
+	return t
+}()
 
 // appendIdent appends the columns of a socket's identity: its id, local
 // and remote address.

@@ -53,6 +53,8 @@ func (c *Cache) AppendRFC3339Nano(b []byte, ns int64) []byte {
 	}
 	b = append(b, c.prefix...)
 	if frac != 0 {
+		// Trailing zeros are dropped, as time.RFC3339Nano does; a
+		// nanosecond clock rarely has any.
 		digits := 9
 		for frac%10 == 0 {
 			frac /= 10
@@ -64,11 +66,33 @@ func (c *Cache) AppendRFC3339Nano(b []byte, ns int64) []byte {
 	return append(b, 'Z')
 }
 
+// pairs holds "00" to "99": the fraction is formatted two digits per
+// division, which halves the divisions of one digit at a time.
+const pairs = "00010203040506070809" +
+	"10111213141516171819" +
+	"20212223242526272829" +
+	"30313233343536373839" +
+	"40414243444546474849" +
+	"50515253545556575859" +
+	"60616263646566676869" +
+	"70717273747576777879" +
+	"80818283848586878889" +
+	"90919293949596979899"
+
+// appendDigits appends v (0 ≤ v < 1e9) in n (at most 9) digits, zero-padded.
 func appendDigits(b []byte, v int64, n int) []byte {
 	var d [9]byte
-	for i := n - 1; i >= 0; i-- {
-		d[i] = byte('0' + v%10)
-		v /= 10
+	u := uint32(v)
+	i := n
+	for i >= 2 {
+		q := u / 100
+		r := (u - q*100) * 2
+		i -= 2
+		d[i], d[i+1] = pairs[r], pairs[r+1]
+		u = q
+	}
+	if i == 1 {
+		d[0] = byte('0' + u%10)
 	}
 	return append(b, d[:n]...)
 }
