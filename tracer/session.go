@@ -356,12 +356,25 @@ func (s *Session) checkLosses(warn bool) {
 		return
 	}
 	if warn && now.Total() > s.lost.Total() {
-		fmt.Fprintf(s.log, "tcptrail: warning: %d events lost so far (ring buffer full %d, skipped by the kernel %d)\n",
-			now.Total(), now.RingbufFull, now.RecursionMisses)
+		hint := ""
+		if now.RingbufFull > s.lost.RingbufFull {
+			// The one loss the user can act on: say how.
+			hint = fmt.Sprintf(": the reader fell behind the kernel; a larger ring buffer (now %s) holds more", bytesText(s.cfg.Kernel.RingBytes))
+		}
+		fmt.Fprintf(s.log, "tcptrail: warning: %d events lost so far (ring buffer full %d, skipped by the kernel %d)%s\n",
+			now.Total(), now.RingbufFull, now.RecursionMisses, hint)
 	}
 	s.lost = now
 	mono := MonoNow()
 	s.emit(&record.Lost{Type: record.TypeLost, Time: s.clock.Time(mono).UTC(), MonoNs: mono, Losses: now})
+}
+
+// bytesText is n in MiB, or KiB below one MiB.
+func bytesText(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 // finalSweepWait bounds how long the end of a session waits for the final

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -400,4 +401,46 @@ func TestKilledTracerLeavesReadableCapture(t *testing.T) {
 	if !strings.Contains(r.stdout, "CUT SHORT") || !strings.Contains(r.stdout, "127.0.0.1:17203") {
 		t.Errorf("report of the killed capture:\n%s", r.stdout)
 	}
+}
+
+// TestRingFullSaysHow: when the reader falls behind and the kernel drops
+// events, tcptrail says so while it runs, with the one thing the user can
+// do about it, and the summary counts them. The tracer is stopped
+// (SIGSTOP) while connections come, so that its one-page ring fills.
+func TestRingFullSaysHow(t *testing.T) {
+	privtest.Require(t)
+	capPath := filepath.Join(t.TempDir(), "cap.jsonl")
+	page := os.Getpagesize()
+	cmd, _, errb := startTracer(t, "--port", "17206", "-q", "-o", capPath, "--ring-size", strconv.Itoa(page))
+	ln, err := net.Listen("tcp4", "127.0.0.1:17206")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// 12 transitions a connection, 128 bytes each: far more than a page.
+	for range 20 {
+		connectAndClose(t, ln)
+	}
+	waitConnectionsClosed(t, 17206)
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("a larger ring buffer (now %d KiB) holds more", page>>10)
+	testwait.Until(t, 30*time.Second, "the warning of a full ring buffer", func() bool {
+		return strings.Contains(errb.String(), want)
+	})
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := waitExit(t, cmd, 30*time.Second, "SIGINT"); err != nil {
+		t.Fatalf("exit: %v\n%s", err, errb.String())
+	}
+	lines := readJSONLines(t, capPath)
+	sum := lines[len(lines)-1]
+	lost, _ := sum["lost"].(map[string]any)
+	if sum["type"] != "summary" || lost == nil || lost["ringbuf_full"].(float64) == 0 {
+		t.Fatalf("the summary does not count the events the full ring buffer lost: %v", sum)
+	}
+	t.Logf("stderr:\n%s", errb.String())
 }
