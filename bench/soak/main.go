@@ -266,11 +266,31 @@ loop:
 		conns.Load(), elapsed.Round(time.Second), float64(conns.Load())/elapsed.Seconds(), acceptedLeaks.Load(),
 		(cpu1 - cpu0).Seconds(), 100*(cpu1-cpu0).Seconds()/elapsed.Seconds(), mib(st.HWM))
 	fmt.Printf("tracer's last words:\n  %s\n", strings.ReplaceAll(tail(stderr.String(), 4), "\n", "\n  "))
+	// When events were lost tells a stall (once) from a reader that cannot
+	// keep up (all along) or a stop that loses what came meanwhile (last).
+	if losses := lossLines(stderr.String()); len(losses) > 0 {
+		fmt.Printf("tracer's losses as they came:\n")
+		for _, l := range losses {
+			fmt.Printf("  %s\n", l)
+		}
+	}
 	if interrupted {
 		fmt.Println("soak: interrupted: no verdict")
 		return false, nil
 	}
 	return verdict(cfg, samples), nil
+}
+
+// lossLines returns the tracer's lines that report losses: watch's LOST
+// lines and trace's warnings.
+func lossLines(stderr string) []string {
+	var out []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.Contains(l, " LOST ") || strings.Contains(l, "warning:") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // verdict compares every sample after the warm-up with the figure just

@@ -190,11 +190,18 @@ func loaded(id ebpf.ProgramID) bool {
 	return true
 }
 
-// startTracer starts the binary and waits for its ready file.
+// startTracer starts the binary's trace and waits for its ready file.
 func startTracer(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
+	return startCommand(t, "trace", args...)
+}
+
+// startCommand starts the binary's command sub (trace or watch) and waits
+// for its ready file.
+func startCommand(t *testing.T, sub string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	cmd := exec.Command(binary, append([]string{"trace", "--ready-file", ready}, args...)...)
+	cmd := exec.Command(binary, append([]string{sub, "--ready-file", ready}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -404,43 +411,56 @@ func TestKilledTracerLeavesReadableCapture(t *testing.T) {
 }
 
 // TestRingFullSaysHow: when the reader falls behind and the kernel drops
-// events, tcptrail says so while it runs, with the one thing the user can
-// do about it, and the summary counts them. The tracer is stopped
+// events, trace and watch say so while they run, with the one thing the
+// user can do about it, and the summary counts them. The tracer is stopped
 // (SIGSTOP) while connections come, so that its one-page ring fills.
 func TestRingFullSaysHow(t *testing.T) {
 	privtest.Require(t)
-	capPath := filepath.Join(t.TempDir(), "cap.jsonl")
 	page := os.Getpagesize()
-	cmd, _, errb := startTracer(t, "--port", "17206", "-q", "-o", capPath, "--ring-size", strconv.Itoa(page))
-	ln, err := net.Listen("tcp4", "127.0.0.1:17206")
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		sub  string
+		want string
+	}{
+		{"trace", fmt.Sprintf("a larger ring buffer (now %d KiB) holds more", page>>10)},
+		{"watch", fmt.Sprintf("a larger --ring-size (now %dK) holds more", page>>10)},
+	} {
+		t.Run(c.sub, func(t *testing.T) {
+			capPath := filepath.Join(t.TempDir(), "cap.jsonl")
+			args := []string{"--port", "17206", "--ring-size", strconv.Itoa(page), "-o", capPath}
+			if c.sub == "trace" {
+				args = append(args, "-q")
+			}
+			cmd, _, errb := startCommand(t, c.sub, args...)
+			ln, err := net.Listen("tcp4", "127.0.0.1:17206")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			// 12 transitions a connection, 128 bytes each: far more than a page.
+			for range 20 {
+				connectAndClose(t, ln)
+			}
+			waitConnectionsClosed(t, 17206)
+			if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			testwait.Until(t, 30*time.Second, "the warning of a full ring buffer", func() bool {
+				return strings.Contains(errb.String(), c.want)
+			})
+			cmd.Process.Signal(syscall.SIGINT)
+			if err := waitExit(t, cmd, 30*time.Second, "SIGINT"); err != nil {
+				t.Fatalf("exit: %v\n%s", err, errb.String())
+			}
+			lines := readJSONLines(t, capPath)
+			sum := lines[len(lines)-1]
+			lost, _ := sum["lost"].(map[string]any)
+			if sum["type"] != "summary" || lost == nil || lost["ringbuf_full"].(float64) == 0 {
+				t.Fatalf("the summary does not count the events the full ring buffer lost: %v", sum)
+			}
+			t.Logf("stderr:\n%s", errb.String())
+		})
 	}
-	defer ln.Close()
-	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	// 12 transitions a connection, 128 bytes each: far more than a page.
-	for range 20 {
-		connectAndClose(t, ln)
-	}
-	waitConnectionsClosed(t, 17206)
-	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("a larger ring buffer (now %d KiB) holds more", page>>10)
-	testwait.Until(t, 30*time.Second, "the warning of a full ring buffer", func() bool {
-		return strings.Contains(errb.String(), want)
-	})
-	cmd.Process.Signal(syscall.SIGINT)
-	if err := waitExit(t, cmd, 30*time.Second, "SIGINT"); err != nil {
-		t.Fatalf("exit: %v\n%s", err, errb.String())
-	}
-	lines := readJSONLines(t, capPath)
-	sum := lines[len(lines)-1]
-	lost, _ := sum["lost"].(map[string]any)
-	if sum["type"] != "summary" || lost == nil || lost["ringbuf_full"].(float64) == 0 {
-		t.Fatalf("the summary does not count the events the full ring buffer lost: %v", sum)
-	}
-	t.Logf("stderr:\n%s", errb.String())
 }

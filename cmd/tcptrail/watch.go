@@ -104,7 +104,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 
-	sinks := []tracer.Sink{&diagnoses{w: capture.NewWriter(out), log: stderr}}
+	sinks := []tracer.Sink{&diagnoses{w: capture.NewWriter(out), log: stderr, ringSize: f.ringSize}}
 	if f.metrics != "" {
 		m := metrics.New(version)
 		srv, err := serveMetrics(f.metrics, m, stderr)
@@ -166,6 +166,10 @@ func serveMetrics(addr string, m *metrics.Metrics, stderr io.Writer) (*http.Serv
 type diagnoses struct {
 	w   *capture.Writer
 	log io.Writer
+	// ringSize and ringbufFull: a loss to a full ring buffer says how big
+	// the ring is, when it grows.
+	ringSize    byteSize
+	ringbufFull uint64
 }
 
 func (d *diagnoses) Begin(h *record.Header) error { return d.w.Begin(h) }
@@ -211,8 +215,13 @@ func (d *diagnoses) Record(rec any) error {
 		}
 		d.logf(r.Time, "NOTE", "%s", r.Note)
 	case *record.Lost:
-		d.logf(r.Time, "LOST", "%d events lost so far (ring buffer full %d, skipped by the kernel %d), %d gaps%s",
-			r.Total(), r.RingbufFull, r.RecursionMisses, r.Gaps, r.EndsUnseenText())
+		hint := ""
+		if r.RingbufFull > d.ringbufFull {
+			hint = fmt.Sprintf("; the reader fell behind the kernel: a larger --ring-size (now %s) holds more", d.ringSize.String())
+			d.ringbufFull = r.RingbufFull
+		}
+		d.logf(r.Time, "LOST", "%d events lost so far (ring buffer full %d, skipped by the kernel %d), %d gaps%s%s",
+			r.Total(), r.RingbufFull, r.RecursionMisses, r.Gaps, r.EndsUnseenText(), hint)
 	default:
 		return nil
 	}
