@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrail/tcptrail/internal/privtest"
+	"github.com/tcptrail/tcptrail/internal/syncbuf"
 	"github.com/tcptrail/tcptrail/internal/testwait"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 )
@@ -191,18 +192,18 @@ func loaded(id ebpf.ProgramID) bool {
 }
 
 // startTracer starts the binary's trace and waits for its ready file.
-func startTracer(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+func startTracer(t *testing.T, args ...string) (*exec.Cmd, *syncbuf.Buffer, *syncbuf.Buffer) {
 	t.Helper()
 	return startCommand(t, "trace", args...)
 }
 
 // startCommand starts the binary's command sub (trace or watch) and waits
-// for its ready file.
-func startCommand(t *testing.T, sub string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+// for its ready file. Its output may be read while it runs.
+func startCommand(t *testing.T, sub string, args ...string) (*exec.Cmd, *syncbuf.Buffer, *syncbuf.Buffer) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	cmd := exec.Command(binary, append([]string{sub, "--ready-file", ready}, args...)...)
-	var out, errb bytes.Buffer
+	var out, errb syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
