@@ -24,7 +24,10 @@ import (
 
 // Sink receives a session's output. A sink that has no use for routine
 // call records (accept, bind, dup) says so with a RoutineCalls() bool
-// method returning false, and the session does not build them.
+// method returning false, and the session does not build them. A sink
+// that tells the user of losses itself, from the Lost records, says so
+// with a ReportsLosses() bool method returning true, and the session
+// leaves its own warning out: each loss is told once.
 type Sink interface {
 	Begin(h *record.Header) error
 	// Transition is the hot path: t is reused after the call returns.
@@ -116,6 +119,8 @@ type Session struct {
 	lost       record.Losses
 	log        io.Writer
 	containers *container.Cache // container of each owner, by pid
+	// sinksReportLosses: a sink tells the user of losses (ReportsLosses).
+	sinksReportLosses bool
 }
 
 // Run traces until ctx ends or cfg.Duration passes, then detaches, drains
@@ -130,7 +135,7 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	if cfg.Kernel.RingBytes == 0 {
 		cfg.Kernel.RingBytes = DefaultRingBytes
 	}
-	s := &Session{cfg: cfg, sinks: sinks, tracker: timeline.New(), log: cfg.Log}
+	s := &Session{cfg: cfg, sinks: sinks, tracker: timeline.New(), log: cfg.Log, sinksReportLosses: reportsLosses(sinks)}
 
 	probe, err := kernel.Load(cfg.Kernel)
 	if err != nil {
@@ -300,6 +305,15 @@ func (s *Session) handle(raw []byte) error {
 	return nil
 }
 
+func reportsLosses(sinks []Sink) bool {
+	for _, sink := range sinks {
+		if q, ok := sink.(interface{ ReportsLosses() bool }); ok && q.ReportsLosses() {
+			return true
+		}
+	}
+	return false
+}
+
 func wantsRoutineCalls(sink Sink) bool {
 	q, ok := sink.(interface{ RoutineCalls() bool })
 	return !ok || q.RoutineCalls()
@@ -355,7 +369,7 @@ func (s *Session) checkLosses(warn bool) {
 	if now == s.lost {
 		return
 	}
-	if warn && now.Total() > s.lost.Total() {
+	if warn && !s.sinksReportLosses && now.Total() > s.lost.Total() {
 		hint := ""
 		if now.RingbufFull > s.lost.RingbufFull {
 			// The one loss the user can act on: say how.

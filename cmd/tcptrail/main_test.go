@@ -413,7 +413,8 @@ func TestKilledTracerLeavesReadableCapture(t *testing.T) {
 
 // TestRingFullSaysHow: when the reader falls behind and the kernel drops
 // events, trace and watch say so while they run, with the one thing the
-// user can do about it, and the summary counts them. The tracer is stopped
+// user can do about it (watch once, in its LOST line), and the summary
+// counts them. The tracer is stopped
 // (SIGSTOP) while connections come, so that its one-page ring fills.
 func TestRingFullSaysHow(t *testing.T) {
 	privtest.Require(t)
@@ -460,6 +461,13 @@ func TestRingFullSaysHow(t *testing.T) {
 			lost, _ := sum["lost"].(map[string]any)
 			if sum["type"] != "summary" || lost == nil || lost["ringbuf_full"].(float64) == 0 {
 				t.Fatalf("the summary does not count the events the full ring buffer lost: %v", sum)
+			}
+			// Each loss told once: watch's LOST lines, not the
+			// session's warning as well.
+			for _, l := range strings.Split(errb.String(), "\n") {
+				if c.sub == "watch" && strings.Contains(l, "warning:") && strings.Contains(l, "events lost so far") {
+					t.Errorf("watch told the loss in a warning besides its LOST line: %s", l)
+				}
 			}
 			t.Logf("stderr:\n%s", errb.String())
 		})

@@ -177,6 +177,10 @@ func (d *diagnoses) Begin(h *record.Header) error { return d.w.Begin(h) }
 // RoutineCalls: accepts, binds and dups are not diagnoses.
 func (d *diagnoses) RoutineCalls() bool { return false }
 
+// ReportsLosses: the LOST lines tell of losses, with their time; the
+// session's own warning would tell each twice.
+func (d *diagnoses) ReportsLosses() bool { return true }
+
 // Transition writes resets: the only transitions that are news by
 // themselves (refusals and timeouts come as connect_failed records).
 func (d *diagnoses) Transition(t *timeline.Transition, wallNs int64) error {
