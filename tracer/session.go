@@ -372,8 +372,7 @@ func (s *Session) checkLosses(warn bool) {
 	if warn && !s.sinksReportLosses && now.Total() > s.lost.Total() {
 		hint := ""
 		if now.RingbufFull > s.lost.RingbufFull {
-			// The one loss the user can act on: say how.
-			hint = fmt.Sprintf(": the reader fell behind the kernel; a larger ring buffer (now %s) holds more", bytesText(s.cfg.Kernel.RingBytes))
+			hint = ": " + RingFullHint(s.cfg.Kernel.RingBytes)
 		}
 		fmt.Fprintf(s.log, "tcptrail: warning: %d events lost so far (ring buffer full %d, skipped by the kernel %d)%s\n",
 			now.Total(), now.RingbufFull, now.RecursionMisses, hint)
@@ -383,12 +382,15 @@ func (s *Session) checkLosses(warn bool) {
 	s.emit(&record.Lost{Type: record.TypeLost, Time: s.clock.Time(mono).UTC(), MonoNs: mono, Losses: now})
 }
 
-// bytesText is n in MiB, or KiB below one MiB.
-func bytesText(n int) string {
-	if n >= 1<<20 {
-		return fmt.Sprintf("%d MiB", n>>20)
+// RingFullHint says what helps when the ring buffer of ringBytes was
+// full: the one loss a user can act on. Both the session's warning and
+// sinks that report losses themselves use it.
+func RingFullHint(ringBytes int) string {
+	size := fmt.Sprintf("%d KiB", ringBytes>>10)
+	if ringBytes >= 1<<20 {
+		size = fmt.Sprintf("%d MiB", ringBytes>>20)
 	}
-	return fmt.Sprintf("%d KiB", n>>10)
+	return "the reader fell behind the kernel; a larger ring buffer (--ring-size, now " + size + ") holds more"
 }
 
 // finalSweepWait bounds how long the end of a session waits for the final

@@ -282,11 +282,11 @@ loop:
 }
 
 // lossLines returns the tracer's lines that report losses: watch's LOST
-// lines and trace's warnings.
+// lines and trace's warnings, both "N events lost so far".
 func lossLines(stderr string) []string {
 	var out []string
 	for _, l := range strings.Split(stderr, "\n") {
-		if strings.Contains(l, " LOST ") || strings.Contains(l, "warning:") {
+		if strings.Contains(l, "events lost so far") {
 			out = append(out, l)
 		}
 	}

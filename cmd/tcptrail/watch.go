@@ -104,7 +104,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 
-	sinks := []tracer.Sink{&diagnoses{w: capture.NewWriter(out), log: stderr, ringSize: f.ringSize}}
+	sinks := []tracer.Sink{&diagnoses{w: capture.NewWriter(out), log: stderr, ringBytes: int(f.ringSize)}}
 	if f.metrics != "" {
 		m := metrics.New(version)
 		srv, err := serveMetrics(f.metrics, m, stderr)
@@ -166,9 +166,9 @@ func serveMetrics(addr string, m *metrics.Metrics, stderr io.Writer) (*http.Serv
 type diagnoses struct {
 	w   *capture.Writer
 	log io.Writer
-	// ringSize and ringbufFull: a loss to a full ring buffer says how big
-	// the ring is, when it grows.
-	ringSize    byteSize
+	// ringBytes and ringbufFull: a loss to a full ring buffer says how
+	// big the ring is, when it grows.
+	ringBytes   int
 	ringbufFull uint64
 }
 
@@ -221,7 +221,7 @@ func (d *diagnoses) Record(rec any) error {
 	case *record.Lost:
 		hint := ""
 		if r.RingbufFull > d.ringbufFull {
-			hint = fmt.Sprintf("; the reader fell behind the kernel: a larger --ring-size (now %s) holds more", d.ringSize.String())
+			hint = "; " + tracer.RingFullHint(d.ringBytes)
 			d.ringbufFull = r.RingbufFull
 		}
 		d.logf(r.Time, "LOST", "%d events lost so far (ring buffer full %d, skipped by the kernel %d), %d gaps%s%s",
