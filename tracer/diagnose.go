@@ -43,9 +43,9 @@ type Diagnoser struct {
 	leaks    []record.Leak // every leak's last record
 
 	timewait    map[uint64]*twWatch
-	twPerNS     map[uint32]int   // watched timewait sockets per namespace
-	twStartNS   map[uint32]int   // of those, found at start
-	twByTuple   map[twKey]uint64 // the same sockets by (local, remote)
+	twPerNS     map[uint32]int // watched timewait sockets per namespace
+	twStartNS   map[uint32]int // of those, found at start
+	twByTuple   tupleIndex     // the same sockets by (local, remote)
 	lastTWPoll  uint64
 	lastNSCheck uint64
 	nsChecking  bool // a namespace check is on the query worker
@@ -128,7 +128,7 @@ func NewDiagnoser(tr *timeline.Tracker, table SocketTable, clock Clock, leakAfte
 		stuck:      make(map[uint64]*stuckLeak),
 		closeWaits: make(map[uint64]uint64),
 		timewait:   make(map[uint64]*twWatch),
-		twByTuple:  make(map[twKey]uint64),
+		twByTuple:  tupleIndex{m: make(map[twKey]uint64)},
 		twPerNS:    make(map[uint32]int),
 		twStartNS:  make(map[uint32]int),
 

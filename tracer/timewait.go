@@ -37,7 +37,7 @@ func (d *Diagnoser) watchTimewait(cookie uint64, netns uint32, family uint16, lo
 	w := &twWatch{fromStart: fromStart, netns: netns, local: local, remote: remote, family: family, state: state, since: now, timerMs: timerMs}
 	d.schedule(w, now)
 	d.timewait[cookie] = w
-	d.twByTuple[twKeyOf(netns, local, remote)] = cookie
+	d.twByTuple.set(twKeyOf(netns, local, remote), cookie)
 	d.twPerNS[netns]++
 	if fromStart {
 		d.twStartNS[netns]++
@@ -75,9 +75,7 @@ func (d *Diagnoser) unwatch(cookie uint64, w *twWatch) {
 			delete(d.twStartNS, w.netns)
 		}
 	}
-	if k := twKeyOf(w.netns, w.local, w.remote); d.twByTuple[k] == cookie {
-		delete(d.twByTuple, k)
-	}
+	d.twByTuple.deleteIf(twKeyOf(w.netns, w.local, w.remote), cookie)
 }
 
 // handedOver starts following a socket the kernel just replaced with a
@@ -106,12 +104,12 @@ func (d *Diagnoser) handedOver(e *event.Event) {
 // timewait socket. The lookups confirm these and catch the rest (expiry,
 // peers on other hosts), but only every twPollInterval.
 func (d *Diagnoser) timewaitPeer(e *event.Event) {
-	if len(d.twByTuple) == 0 {
+	if len(d.twByTuple.m) == 0 {
 		return
 	}
 	// The peer's FIN: the watched socket's remote end is this socket.
 	if e.New == event.LastAck {
-		if cookie, ok := d.twByTuple[twKeyOf(e.NetNS, e.Remote, e.Local)]; ok {
+		if cookie, ok := d.twByTuple.get(e.NetNS, e.Remote, e.Local); ok {
 			w := d.timewait[cookie]
 			if w.state != uint8(event.TimeWait) {
 				w.state, w.since, w.timerMs = uint8(event.TimeWait), e.MonoNs, 60_000
@@ -127,8 +125,8 @@ func (d *Diagnoser) timewaitPeer(e *event.Event) {
 	}
 	// A new handshake on the same four-tuple, from either end.
 	if e.New == event.SynSent || e.New == event.SynRecv {
-		for _, key := range [2]twKey{twKeyOf(e.NetNS, e.Local, e.Remote), twKeyOf(e.NetNS, e.Remote, e.Local)} {
-			cookie, ok := d.twByTuple[key]
+		for _, ends := range [2][2]netip.AddrPort{{e.Local, e.Remote}, {e.Remote, e.Local}} {
+			cookie, ok := d.twByTuple.get(e.NetNS, ends[0], ends[1])
 			if !ok || cookie == e.Cookie {
 				continue
 			}
@@ -299,4 +297,46 @@ func (d *Diagnoser) timewaitAnswer(cookie uint64, w *twWatch, ent *socktable.Ent
 	}
 	w.timerMs = int64(ent.Expires)
 	d.schedule(w, now)
+}
+
+// tupleIndex finds the watched timewait sockets by namespace and four-tuple.
+// Every handshake and every LAST_ACK of a traced port looks it up, and at
+// high churn nearly every lookup misses: a count of the entries by a hash of
+// their two ports answers most misses from one array read, without making
+// and hashing the 40-byte key.
+type tupleIndex struct {
+	m      map[twKey]uint64
+	byPort [1 << portBucketBits]uint32
+}
+
+const portBucketBits = 12
+
+// portBucket is the same for both orientations of a pair of ports; a
+// server's port paired with client ports in sequence spreads evenly.
+func portBucket(a, b uint16) uint32 {
+	return (uint32(a^b) * 0x9e3779b1) >> (32 - portBucketBits)
+}
+
+func (x *tupleIndex) get(netns uint32, local, remote netip.AddrPort) (uint64, bool) {
+	if x.byPort[portBucket(local.Port(), remote.Port())] == 0 {
+		return 0, false
+	}
+	cookie, ok := x.m[twKeyOf(netns, local, remote)]
+	return cookie, ok
+}
+
+func (x *tupleIndex) set(k twKey, cookie uint64) {
+	if _, ok := x.m[k]; !ok {
+		x.byPort[portBucket(k.lport, k.rport)]++
+	}
+	x.m[k] = cookie
+}
+
+// deleteIf removes k if it still names cookie (a newer socket on the same
+// four-tuple may have taken the entry over).
+func (x *tupleIndex) deleteIf(k twKey, cookie uint64) {
+	if c, ok := x.m[k]; ok && c == cookie {
+		delete(x.m, k)
+		x.byPort[portBucket(k.lport, k.rport)]--
+	}
 }

@@ -33,6 +33,7 @@ type Writer struct {
 	err   error
 	clock clockfmt.Cache
 	ids   identcache.Cache
+	procs procCache
 }
 
 // NewWriter writes to w. When w is a regular file, or a spool over one,
@@ -79,7 +80,7 @@ func (w *Writer) Write(rec any) error {
 // WriteTransition appends a transition record. wallNs is its wall-clock
 // time. It does not allocate.
 func (w *Writer) WriteTransition(t *timeline.Transition, wallNs int64) error {
-	w.buf = appendTransition(w.buf, t, wallNs, &w.clock, &w.ids)
+	w.buf = appendTransition(w.buf, t, wallNs, &w.clock, &w.ids, &w.procs)
 	return w.maybeFlush()
 }
 
@@ -132,14 +133,14 @@ func (w *Writer) Close() error {
 // record.CallRecord, which it matches field for field). wallNs is its
 // wall-clock time. It does not allocate.
 func (w *Writer) WriteCall(e *event.Event, wallNs int64, owners []timeline.Owner) error {
-	w.buf = appendCall(w.buf, e, wallNs, owners, &w.clock, &w.ids)
+	w.buf = appendCall(w.buf, e, wallNs, owners, &w.clock, &w.ids, &w.procs)
 	return w.maybeFlush()
 }
 
 // appendCall appends a call's record; ids, if not nil, keeps its socket's
 // identity as for transitions: an accept comes right after its socket's
 // handshake.
-func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, clock *clockfmt.Cache, ids *identcache.Cache) []byte {
+func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, clock *clockfmt.Cache, ids *identcache.Cache, procs *procCache) []byte {
 	b = append(b, `{"type":"call","time":"`...)
 	b = clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
@@ -165,13 +166,11 @@ func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner,
 		b = append(b, e.Old.String()...)
 		b = append(b, '"')
 	}
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(e.PID), 10)
-	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, e.CommBytes())
+	b = append(b, ',')
+	b = procs.append(b, e.PID, &e.Comm)
 	if len(owners) > 0 {
 		b = append(b, `,"owners":`...)
-		b = AppendOwners(b, owners)
+		b = appendOwners(b, owners, procs)
 	}
 	return append(b, "}\n"...)
 }
@@ -179,12 +178,12 @@ func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner,
 // AppendTransition appends t as one JSON line.
 func AppendTransition(b []byte, t *timeline.Transition, wallNs int64) []byte {
 	var c clockfmt.Cache
-	return appendTransition(b, t, wallNs, &c, nil)
+	return appendTransition(b, t, wallNs, &c, nil, nil)
 }
 
-// appendTransition appends t; ids, if not nil, keeps the text of its
-// socket's identity for the socket's next transitions.
-func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clockfmt.Cache, ids *identcache.Cache) []byte {
+// appendTransition appends t; ids and procs, if not nil, keep the text of
+// its socket's identity and of the processes it names for the next lines.
+func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clockfmt.Cache, ids *identcache.Cache, procs *procCache) []byte {
 	e := t.Event
 	b = append(b, `{"type":"transition","time":"`...)
 	b = clock.AppendRFC3339Nano(b, wallNs)
@@ -206,10 +205,8 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 		b = append(b, t.ExpectedOld.String()...)
 		b = append(b, '"')
 	}
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(e.PID), 10)
-	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, e.CommBytes())
+	b = append(b, ',')
+	b = procs.append(b, e.PID, &e.Comm)
 	if e.Cgroup != 0 {
 		b = append(b, `,"cgroup":`...)
 		b = strconv.AppendUint(b, e.Cgroup, 10)
@@ -217,7 +214,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	b = append(b, `,"cause":"`...)
 	b = t.Cause.AppendText(b)
 	b = append(b, causeKindText(t.Cause.Kind)...)
-	b = AppendOwners(b, t.Owners)
+	b = appendOwners(b, t.Owners, procs)
 	if e.New != event.Close {
 		return append(b, "}\n"...)
 	}
@@ -254,16 +251,18 @@ func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr ne
 
 // AppendOwners appends owners as a JSON array.
 func AppendOwners(b []byte, owners []timeline.Owner) []byte {
+	return appendOwners(b, owners, nil)
+}
+
+func appendOwners(b []byte, owners []timeline.Owner, procs *procCache) []byte {
 	b = append(b, '[')
 	for i := range owners {
 		o := &owners[i]
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"pid":`...)
-		b = strconv.AppendUint(b, uint64(o.PID), 10)
-		b = append(b, `,"comm":`...)
-		b = appendJSONString(b, trimComm(o.Comm[:]))
+		b = append(b, '{')
+		b = procs.append(b, o.PID, &o.Comm)
 		b = append(b, `,"fd":`...)
 		b = strconv.AppendInt(b, int64(o.FD), 10)
 		if o.Container != "" {

@@ -201,8 +201,14 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 			for old := event.State(0); int(old) <= numStates; old += 3 {
 				e := &event.Event{Kind: event.KindState, MonoNs: uint64(n), Cookie: cookie, Family: event.AFInet,
 					Local: netip.MustParseAddrPort("127.0.0.1:10001"), Remote: netip.MustParseAddrPort("127.0.0.1:7070"),
-					Old: old, New: event.State(n % (numStates + 1)), PID: 10, SkErr: 104}
-				copy(e.Comm[:], "client")
+					Old: old, New: event.State(n % (numStates + 1)), SkErr: 104}
+				// The task: a pid that renames itself, and another in its cache slot.
+				ctx := []struct {
+					pid  uint32
+					comm string
+				}{{10, "client"}, {10, "renamed"}, {10 + procSlots, "client"}, {11, `q"uote`}}[n%4]
+				e.PID = ctx.pid
+				copy(e.Comm[:], ctx.comm)
 				tr := &timeline.Transition{Event: e, PrevStateNs: int64(n) - 1,
 					Cause: timeline.Cause{Kind: timeline.CauseKind(n % (numCauseKinds + 1)), FD: 3, PID: 10}, Owners: owners}
 				n++
@@ -220,7 +226,7 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 					t.Fatal(err)
 				}
 				var clock clockfmt.Cache
-				want = appendCall(want, &call, wall+int64(n), owners, &clock, nil)
+				want = appendCall(want, &call, wall+int64(n), owners, &clock, nil, nil)
 			}
 		}
 	}
