@@ -31,15 +31,36 @@ type Writer struct {
 	sync  func() error // set when writing a file: called on Close
 	buf   []byte
 	err   error
-	clock clockfmt.Cache
-	ids   identcache.Cache
-	procs procCache
+	cache lineCache
+}
+
+// lineCache keeps text made for one line for the next lines: each part
+// nil formats afresh, except the clock.
+type lineCache struct {
+	clock *clockfmt.Cache
+	mono  *clockfmt.Mono
+	ids   *identcache.Cache
+	procs *procCache
+}
+
+func newLineCache() lineCache {
+	return lineCache{clock: new(clockfmt.Cache), mono: new(clockfmt.Mono), ids: new(identcache.Cache), procs: new(procCache)}
+}
+
+// freshCache formats everything afresh.
+func freshCache() *lineCache { return &lineCache{clock: new(clockfmt.Cache)} }
+
+func (c *lineCache) appendIdent(b []byte, e *event.Event) []byte {
+	if c.ids == nil {
+		return appendEventSocket(b, e)
+	}
+	return c.ids.Append(b, e, appendEventSocket)
 }
 
 // NewWriter writes to w. When w is a regular file, or a spool over one,
 // Close commits it to disk.
 func NewWriter(w io.Writer) *Writer {
-	cw := &Writer{w: w, buf: make([]byte, 0, spool.ChunkSize)}
+	cw := &Writer{w: w, buf: make([]byte, 0, spool.ChunkSize), cache: newLineCache()}
 	switch f := w.(type) {
 	case *os.File:
 		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
@@ -80,7 +101,7 @@ func (w *Writer) Write(rec any) error {
 // WriteTransition appends a transition record. wallNs is its wall-clock
 // time. It does not allocate.
 func (w *Writer) WriteTransition(t *timeline.Transition, wallNs int64) error {
-	w.buf = appendTransition(w.buf, t, wallNs, &w.clock, &w.ids, &w.procs)
+	w.buf = appendTransition(w.buf, t, wallNs, &w.cache)
 	return w.maybeFlush()
 }
 
@@ -133,18 +154,18 @@ func (w *Writer) Close() error {
 // record.CallRecord, which it matches field for field). wallNs is its
 // wall-clock time. It does not allocate.
 func (w *Writer) WriteCall(e *event.Event, wallNs int64, owners []timeline.Owner) error {
-	w.buf = appendCall(w.buf, e, wallNs, owners, &w.clock, &w.ids, &w.procs)
+	w.buf = appendCall(w.buf, e, wallNs, owners, &w.cache)
 	return w.maybeFlush()
 }
 
-// appendCall appends a call's record; ids, if not nil, keeps its socket's
-// identity as for transitions: an accept comes right after its socket's
-// handshake.
-func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, clock *clockfmt.Cache, ids *identcache.Cache, procs *procCache) []byte {
+// appendCall appends a call's record, with the text c keeps from earlier
+// lines: an accept comes right after its socket's handshake, whose
+// transitions gave its identity.
+func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner, c *lineCache) []byte {
 	b = append(b, `{"type":"call","time":"`...)
-	b = clock.AppendRFC3339Nano(b, wallNs)
+	b = c.clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
-	b = strconv.AppendUint(b, e.MonoNs, 10)
+	b = c.mono.Append(b, e.MonoNs)
 	b = append(b, `,"call":"`...)
 	b = append(b, e.Call.String()...)
 	b = append(b, `","fd":`...)
@@ -156,44 +177,34 @@ func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner,
 		b = append(b, name...)
 		b = append(b, '"')
 	}
-	if ids != nil {
-		b = ids.Append(b, e, appendEventSocket)
-	} else {
-		b = appendEventSocket(b, e)
-	}
+	b = c.appendIdent(b, e)
 	if e.Old != 0 {
 		b = append(b, `,"state":"`...)
 		b = append(b, e.Old.String()...)
 		b = append(b, '"')
 	}
 	b = append(b, ',')
-	b = procs.append(b, e.PID, &e.Comm)
+	b = c.procs.append(b, e.PID, &e.Comm)
 	if len(owners) > 0 {
 		b = append(b, `,"owners":`...)
-		b = appendOwners(b, owners, procs)
+		b = appendOwners(b, owners, c.procs)
 	}
 	return append(b, "}\n"...)
 }
 
 // AppendTransition appends t as one JSON line.
 func AppendTransition(b []byte, t *timeline.Transition, wallNs int64) []byte {
-	var c clockfmt.Cache
-	return appendTransition(b, t, wallNs, &c, nil, nil)
+	return appendTransition(b, t, wallNs, freshCache())
 }
 
-// appendTransition appends t; ids and procs, if not nil, keep the text of
-// its socket's identity and of the processes it names for the next lines.
-func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clockfmt.Cache, ids *identcache.Cache, procs *procCache) []byte {
+// appendTransition appends t, with the text c keeps from earlier lines.
+func appendTransition(b []byte, t *timeline.Transition, wallNs int64, c *lineCache) []byte {
 	e := t.Event
 	b = append(b, `{"type":"transition","time":"`...)
-	b = clock.AppendRFC3339Nano(b, wallNs)
+	b = c.clock.AppendRFC3339Nano(b, wallNs)
 	b = append(b, `","mono_ns":`...)
-	b = strconv.AppendUint(b, e.MonoNs, 10)
-	if ids != nil {
-		b = ids.Append(b, e, appendEventSocket)
-	} else {
-		b = appendEventSocket(b, e)
-	}
+	b = c.mono.Append(b, e.MonoNs)
+	b = c.appendIdent(b, e)
 	b = append(b, stateText(e.Old, e.New)...)
 	if t.PrevStateNs < 0 {
 		b = append(b, "null"...)
@@ -206,7 +217,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 		b = append(b, '"')
 	}
 	b = append(b, ',')
-	b = procs.append(b, e.PID, &e.Comm)
+	b = c.procs.append(b, e.PID, &e.Comm)
 	if e.Cgroup != 0 {
 		b = append(b, `,"cgroup":`...)
 		b = strconv.AppendUint(b, e.Cgroup, 10)
@@ -214,7 +225,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, clock *clo
 	b = append(b, `,"cause":"`...)
 	b = t.Cause.AppendText(b)
 	b = append(b, causeKindText(t.Cause.Kind)...)
-	b = appendOwners(b, t.Owners, procs)
+	b = appendOwners(b, t.Owners, c.procs)
 	if e.New != event.Close {
 		return append(b, "}\n"...)
 	}

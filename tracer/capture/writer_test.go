@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tcptrail/tcptrail/tracer/event"
-	"github.com/tcptrail/tcptrail/tracer/internal/clockfmt"
 	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -199,7 +198,7 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 	for _, cookie := range []uint64{7, 7 + 1024, 7, 0} {
 		for _, owners := range ownerSets {
 			for old := event.State(0); int(old) <= numStates; old += 3 {
-				e := &event.Event{Kind: event.KindState, MonoNs: uint64(n), Cookie: cookie, Family: event.AFInet,
+				e := &event.Event{Kind: event.KindState, MonoNs: 21506419198467 + uint64(n)*337_000, Cookie: cookie, Family: event.AFInet,
 					Local: netip.MustParseAddrPort("127.0.0.1:10001"), Remote: netip.MustParseAddrPort("127.0.0.1:7070"),
 					Old: old, New: event.State(n % (numStates + 1)), SkErr: 104}
 				// The task: a pid that renames itself, and another in its cache slot.
@@ -225,8 +224,7 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 				if err := w.WriteCall(&call, wall+int64(n), owners); err != nil {
 					t.Fatal(err)
 				}
-				var clock clockfmt.Cache
-				want = appendCall(want, &call, wall+int64(n), owners, &clock, nil, nil)
+				want = appendCall(want, &call, wall+int64(n), owners, freshCache())
 			}
 		}
 	}

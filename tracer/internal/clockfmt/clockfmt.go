@@ -3,7 +3,10 @@
 // time.Time per event costs as much as everything else on the hot path.
 package clockfmt
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Cache formats wall-clock nanoseconds. The zero value is ready to use.
 type Cache struct {
@@ -95,4 +98,26 @@ func appendDigits(b []byte, v int64, n int) []byte {
 		d[0] = byte('0' + u%10)
 	}
 	return append(b, d[:n]...)
+}
+
+// Mono formats monotonic nanoseconds in decimal, as strconv does: the
+// digits above the millisecond are formatted once a millisecond (a busy
+// host's events come hundreds to a millisecond), the rest by hand. The zero
+// value is ready to use.
+type Mono struct {
+	ms   uint64
+	text []byte // the decimal digits of ms; empty: none yet
+}
+
+// Append appends ns in decimal; a nil Mono formats it afresh.
+func (m *Mono) Append(b []byte, ns uint64) []byte {
+	ms := ns / 1e6
+	if m == nil || ms == 0 {
+		return strconv.AppendUint(b, ns, 10)
+	}
+	if ms != m.ms || len(m.text) == 0 {
+		m.ms, m.text = ms, strconv.AppendUint(m.text[:0], ms, 10)
+	}
+	b = append(b, m.text...)
+	return appendDigits(b, int64(ns-ms*1e6), 6)
 }
