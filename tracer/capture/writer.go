@@ -40,11 +40,12 @@ type lineCache struct {
 	clock *clockfmt.Cache
 	mono  *clockfmt.Mono
 	ids   *identcache.Cache
+	parts *identParts
 	procs *procCache
 }
 
 func newLineCache() lineCache {
-	return lineCache{clock: new(clockfmt.Cache), mono: new(clockfmt.Mono), ids: new(identcache.Cache), procs: new(procCache)}
+	return lineCache{clock: new(clockfmt.Cache), mono: new(clockfmt.Mono), ids: new(identcache.Cache), parts: new(identParts), procs: new(procCache)}
 }
 
 // freshCache formats everything afresh.
@@ -54,7 +55,12 @@ func (c *lineCache) appendIdent(b []byte, e *event.Event) []byte {
 	if c.ids == nil {
 		return appendEventSocket(b, e)
 	}
-	return c.ids.Append(b, e, appendEventSocket)
+	return c.ids.Append(b, e, c.formatIdent)
+}
+
+// formatIdent formats e's socket identity with the parts c keeps.
+func (c *lineCache) formatIdent(b []byte, e *event.Event) []byte {
+	return appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port(), c.parts)
 }
 
 // NewWriter writes to w. When w is a regular file, or a spool over one,
@@ -239,24 +245,72 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, c *lineCac
 
 // appendEventSocket appends the identity of e's socket.
 func appendEventSocket(b []byte, e *event.Event) []byte {
-	return appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port())
+	return appendSocket(b, e.Cookie, e.NetNS, e.Family, e.Local.Addr(), e.Local.Port(), e.Remote.Addr(), e.Remote.Port(), nil)
 }
 
-func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr netip.Addr, lport uint16, raddr netip.Addr, rport uint16) []byte {
+// appendSocket appends a socket's identity; parts, if not nil, keeps the
+// text of its namespace and addresses for the next sockets.
+func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr netip.Addr, lport uint16, raddr netip.Addr, rport uint16, parts *identParts) []byte {
 	b = append(b, `,"cookie":`...)
 	b = strconv.AppendUint(b, cookie, 10)
 	b = append(b, `,"netns":`...)
-	b = strconv.AppendUint(b, uint64(netns), 10)
+	b = parts.appendNetNS(b, netns)
 	b = append(b, `,"family":"`...)
 	b = append(b, event.FamilyName(family)...)
 	b = append(b, `","laddr":"`...)
-	b = laddr.AppendTo(b)
+	b = parts.appendAddr(b, 0, laddr)
 	b = append(b, `","lport":`...)
 	b = strconv.AppendUint(b, uint64(lport), 10)
 	b = append(b, `,"raddr":"`...)
-	b = raddr.AppendTo(b)
+	b = parts.appendAddr(b, 1, raddr)
 	b = append(b, `","rport":`...)
 	b = strconv.AppendUint(b, uint64(rport), 10)
+	return b
+}
+
+// identParts keeps the text of the parts of socket identities that
+// sockets share: the namespace (nearly always the same) and the local and
+// remote addresses last written (a server's own address, a client's
+// server). A socket whose identity is not in the identity cache yet (every
+// socket at its first transition, a client again when its port is bound)
+// costs the formatting of its id and ports only.
+type identParts struct {
+	netns     uint32
+	netnsText []byte // empty: none yet
+	addrs     [2]addrText
+}
+
+type addrText struct {
+	addr netip.Addr
+	n    uint8 // 0: none yet
+	text [48]byte
+}
+
+func (p *identParts) appendNetNS(b []byte, netns uint32) []byte {
+	if p == nil {
+		return strconv.AppendUint(b, uint64(netns), 10)
+	}
+	if netns != p.netns || len(p.netnsText) == 0 {
+		p.netns, p.netnsText = netns, strconv.AppendUint(p.netnsText[:0], uint64(netns), 10)
+	}
+	return append(b, p.netnsText...)
+}
+
+// appendAddr appends a's text; role is 0 for local addresses, 1 for
+// remote ones, each with its slot.
+func (p *identParts) appendAddr(b []byte, role int, a netip.Addr) []byte {
+	if p == nil {
+		return a.AppendTo(b)
+	}
+	s := &p.addrs[role]
+	if s.n > 0 && s.addr == a {
+		return append(b, s.text[:s.n]...)
+	}
+	start := len(b)
+	b = a.AppendTo(b)
+	if n := len(b) - start; n > 0 && n <= len(s.text) {
+		s.addr, s.n = a, uint8(copy(s.text[:], b[start:]))
+	}
 	return b
 }
 

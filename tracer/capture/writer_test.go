@@ -173,10 +173,12 @@ func TestCallJSONMatchesRecord(t *testing.T) {
 	}
 }
 
-// The writer keeps the text of a socket's identity for its next transitions
-// and calls, and writes the stretches between fields from tables: whatever changes
-// between them (the owners, another socket in the same cache slot, every
-// pair of states and every cause), each line is the one formatted afresh.
+// The writer keeps text for the next lines (a socket's identity and its
+// parts, the processes, the clocks' leading digits) and writes the
+// stretches between fields from tables: whatever changes between lines
+// (the owners, the task, another socket or process in the same cache slot,
+// the addresses, the namespace, every pair of states and every cause),
+// each line is the one formatted afresh.
 func TestCachedLinesMatchFresh(t *testing.T) {
 	var out bytes.Buffer
 	w := NewWriter(&out)
@@ -199,8 +201,11 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 		for _, owners := range ownerSets {
 			for old := event.State(0); int(old) <= numStates; old += 3 {
 				e := &event.Event{Kind: event.KindState, MonoNs: 21506419198467 + uint64(n)*337_000, Cookie: cookie, Family: event.AFInet,
-					Local: netip.MustParseAddrPort("127.0.0.1:10001"), Remote: netip.MustParseAddrPort("127.0.0.1:7070"),
 					Old: old, New: event.State(n % (numStates + 1)), SkErr: 104}
+				// Identities that change part by part, now and then.
+				e.Local = netip.MustParseAddrPort([]string{"127.0.0.1:10001", "10.0.0.1:10001", "[::1]:10001"}[(n/2)%3])
+				e.Remote = netip.MustParseAddrPort([]string{"127.0.0.1:7070", "127.0.0.2:7070", "[2001:db8::1]:7070"}[(n/3)%3])
+				e.NetNS = []uint32{4026531833, 4026532001}[(n/5)%2]
 				// The task: a pid that renames itself, and another in its cache slot.
 				ctx := []struct {
 					pid  uint32
