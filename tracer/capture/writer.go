@@ -258,11 +258,11 @@ func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr ne
 	b = append(b, `,"family":"`...)
 	b = append(b, event.FamilyName(family)...)
 	b = append(b, `","laddr":"`...)
-	b = parts.appendAddr(b, 0, laddr)
+	b = parts.appendAddr(b, identcache.Local, laddr)
 	b = append(b, `","lport":`...)
 	b = strconv.AppendUint(b, uint64(lport), 10)
 	b = append(b, `,"raddr":"`...)
-	b = parts.appendAddr(b, 1, raddr)
+	b = parts.appendAddr(b, identcache.Remote, raddr)
 	b = append(b, `","rport":`...)
 	b = strconv.AppendUint(b, uint64(rport), 10)
 	return b
@@ -277,13 +277,7 @@ func appendSocket(b []byte, cookie uint64, netns uint32, family uint16, laddr ne
 type identParts struct {
 	netns     uint32
 	netnsText []byte // empty: none yet
-	addrs     [2]addrText
-}
-
-type addrText struct {
-	addr netip.Addr
-	n    uint8 // 0: none yet
-	text [48]byte
+	addrs     identcache.Addrs
 }
 
 func (p *identParts) appendNetNS(b []byte, netns uint32) []byte {
@@ -296,22 +290,11 @@ func (p *identParts) appendNetNS(b []byte, netns uint32) []byte {
 	return append(b, p.netnsText...)
 }
 
-// appendAddr appends a's text; role is 0 for local addresses, 1 for
-// remote ones, each with its slot.
-func (p *identParts) appendAddr(b []byte, role int, a netip.Addr) []byte {
+func (p *identParts) appendAddr(b []byte, role identcache.Role, a netip.Addr) []byte {
 	if p == nil {
 		return a.AppendTo(b)
 	}
-	s := &p.addrs[role]
-	if s.n > 0 && s.addr == a {
-		return append(b, s.text[:s.n]...)
-	}
-	start := len(b)
-	b = a.AppendTo(b)
-	if n := len(b) - start; n > 0 && n <= len(s.text) {
-		s.addr, s.n = a, uint8(copy(s.text[:], b[start:]))
-	}
-	return b
+	return p.addrs.Append(b, role, a)
 }
 
 // AppendOwners appends owners as a JSON array.

@@ -47,6 +47,7 @@ type Table struct {
 	more      int
 	clock     clockfmt.Cache
 	ids       identcache.Cache
+	addrs     identcache.Addrs
 	// Network namespaces: each line names its socket's once a second
 	// namespace showed up (containers reuse each other's addresses).
 	firstNS uint32
@@ -80,7 +81,7 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	start := len(b)
 	b = t.clock.AppendClock(b, wallNs)
 	b = fill(b, start, wTime)
-	b = t.ids.Append(b, e, appendIdent)
+	b = t.ids.Append(b, e, t.formatIdent)
 	if !tr.Gap && int(e.Old) < numStates && int(e.New) < numStates {
 		b = append(b, stateColumns[e.Old][e.New]...)
 	} else {
@@ -139,19 +140,23 @@ var stateColumns = func() (t [numStates][numStates]string) {
 }()
 
 // appendIdent appends the columns of a socket's identity: its id, local
-// and remote address.
-func appendIdent(b []byte, e *event.Event) []byte {
+// and remote address. addrs, if not nil, keeps the addresses' text.
+func appendIdent(b []byte, e *event.Event, addrs *identcache.Addrs) []byte {
 	start := len(b)
 	b = appendCookie(b, e.Cookie)
 	b = fill(b, start, wSocket)
 	start = len(b)
-	b = e.Local.AppendTo(b)
+	b = addrs.AppendWithPort(b, identcache.Local, e.Local)
 	b = fill(b, start, wAddr)
 	b = append(b, "-> "...)
 	start = len(b)
-	b = e.Remote.AppendTo(b)
+	b = addrs.AppendWithPort(b, identcache.Remote, e.Remote)
 	return fill(b, start, wAddr)
 }
+
+// formatIdent formats the identity of a socket not in the identity cache
+// (its first line, a client's again once its port is bound).
+func (t *Table) formatIdent(b []byte, e *event.Event) []byte { return appendIdent(b, e, &t.addrs) }
 
 // seeNetNS notes a socket's namespace and reports whether lines should
 // name it: once more than one namespace is in play.

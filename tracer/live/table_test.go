@@ -138,3 +138,34 @@ func TestManyLinesKeepTheBufferSize(t *testing.T) {
 		t.Fatalf("largest write %d bytes, buffer capacity %d: want both at most %d", w.max, cap(tb.buf), bufSize)
 	}
 }
+
+// A table keeps the text of identities and addresses for the next lines:
+// whatever changes between lines (another socket, a port bound, an address
+// of either end, IPv6), each line is the one a new table writes.
+func TestCachedLinesMatchFresh(t *testing.T) {
+	var out bytes.Buffer
+	tb := NewTable(&out)
+	var want []byte
+	locals := []string{"127.0.0.1:0", "127.0.0.1:10001", "10.0.0.1:10001", "[::1]:10001", "[fe80::1%eth0]:22"}
+	remotes := []string{"127.0.0.1:7070", "127.0.0.2:7070", "[2001:db8::1]:7070"}
+	for n := range 200 {
+		tr := transition(locals[(n/2)%len(locals)], remotes[(n/3)%len(remotes)], event.Established, event.FinWait1, int64(n))
+		tr.Event.Cookie = uint64([]int{4097, 4097 + 1024, 4098}[(n/4)%3])
+		tb.Transition(tr, int64(n)*1e6)
+		var fresh bytes.Buffer
+		ft := NewTable(&fresh)
+		ft.Transition(tr, int64(n)*1e6)
+		ft.Flush()
+		want = append(want, fresh.Bytes()...)
+	}
+	tb.Flush()
+	got, exp := strings.Split(out.String(), "\n"), strings.Split(string(want), "\n")
+	for i := range min(len(got), len(exp)) {
+		if got[i] != exp[i] {
+			t.Fatalf("line %d:\n got  %s\n want %s", i, got[i], exp[i])
+		}
+	}
+	if len(got) != len(exp) {
+		t.Fatalf("%d lines, want %d", len(got), len(exp))
+	}
+}
