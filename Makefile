@@ -73,7 +73,7 @@ check-generated: generate
 # cycles, then a moderate load; root, about five minutes), then the
 # syscall tax.
 bench: build
-	$(GO) test -run '^$$' -bench 'Decode|Transition|Pipeline' -benchmem ./tracer/ ./tracer/event ./tracer/timeline ./tracer/capture
+	$(GO) test -run '^$$' -bench 'Decode|Transition|Pipeline|Session' -benchmem ./tracer/ ./tracer/event ./tracer/timeline ./tracer/capture
 	$(GO) build -o $(BIN)/churn ./bench/churn
 	$(GO) build -o $(BIN)/floor ./bench/floor
 	$(SUDO) $(BIN)/churn -tracer $(BIN)/tcptrail -floor $(BIN)/floor

@@ -284,3 +284,38 @@ func FamilyName(f uint16) string {
 	}
 	return ""
 }
+
+// Encode writes e as the kernel would (the inverse of Decode), into b of
+// at least Size bytes: records for tests and benchmarks of what reads them.
+func Encode(b []byte, e *Event) {
+	clear(b[:Size])
+	ne.PutUint64(b[offTs:], e.MonoNs)
+	ne.PutUint64(b[offCookie:], e.Cookie)
+	ne.PutUint32(b[offPid:], e.PID)
+	ne.PutUint32(b[offTid:], e.TID)
+	ne.PutUint32(b[offFd:], uint32(e.FD))
+	ne.PutUint32(b[offRet:], uint32(e.Ret))
+	ne.PutUint32(b[offSkErr:], uint32(e.SkErr))
+	ne.PutUint32(b[offArg:], e.Arg)
+	ne.PutUint16(b[offSport:], e.Local.Port())
+	ne.PutUint16(b[offDport:], e.Remote.Port())
+	ne.PutUint16(b[offFamily:], e.Family)
+	ne.PutUint16(b[offProtocol:], e.Protocol)
+	b[offKind], b[offOld], b[offNew], b[offCall], b[offFlags] = byte(e.Kind), byte(e.Old), byte(e.New), byte(e.Call), e.Flags
+	copy(b[offComm:offComm+16], e.Comm[:])
+	ne.PutUint64(b[offCgroup:], e.Cgroup)
+	ne.PutUint32(b[offNetNS:], e.NetNS)
+	for _, end := range [2]struct {
+		off  int
+		addr netip.Addr
+	}{{offSaddr, e.Local.Addr()}, {offDaddr, e.Remote.Addr()}} {
+		switch {
+		case e.Family == AFInet && end.addr.Is4():
+			a4 := end.addr.As4()
+			copy(b[end.off:], a4[:])
+		case e.Family == AFInet6 && end.addr.IsValid():
+			a16 := end.addr.As16()
+			copy(b[end.off:], a16[:])
+		}
+	}
+}

@@ -134,3 +134,25 @@ func TestAppendID(t *testing.T) {
 		}
 	}
 }
+
+// Encode writes what Decode reads back, for both families.
+func TestEncodeDecode(t *testing.T) {
+	for _, want := range []Event{
+		{Kind: KindState, MonoNs: 21506419198467, Cookie: 297761913, PID: 27730, TID: 27731, FD: -1, SkErr: 104,
+			Family: AFInet, Protocol: 6, Local: netip.MustParseAddrPort("127.0.0.1:7979"), Remote: netip.MustParseAddrPort("10.1.2.3:35080"),
+			Old: Established, New: CloseWait, Flags: FlagPeerFIN, Cgroup: 1, NetNS: 4026531833},
+		{Kind: KindCall, Call: CallAccept, FD: 5, Ret: -11, Arg: 3, Family: AFInet6,
+			Local: netip.MustParseAddrPort("[2001:db8::1]:443"), Remote: netip.MustParseAddrPort("[2001:db8::2]:50000")},
+	} {
+		copy(want.Comm[:], "server")
+		b := make([]byte, Size)
+		Encode(b, &want)
+		var got Event
+		if err := Decode(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("decoded %+v, want %+v", got, want)
+		}
+	}
+}
