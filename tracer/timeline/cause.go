@@ -63,6 +63,26 @@ const (
 	errnoEHOSTUNREACH = 113
 )
 
+const numPairStates = 16
+
+// pairCause is the cause of the transitions whose states alone say it (a
+// table: the hot path's branches on the pair mispredicted at every other
+// transition of a busy port).
+var pairCause = func() (t [numPairStates][numPairStates]CauseKind) {
+	for old := range event.State(numPairStates) {
+		t[old][event.Listen] = CauseListen
+	}
+	t[event.Close][event.SynSent] = CauseConnect
+	t[event.Listen][event.SynRecv] = CauseSynReceived
+	t[event.SynSent][event.Established] = CauseHandshake
+	t[event.SynRecv][event.Established] = CauseHandshake
+	t[event.Established][event.CloseWait] = CausePeerFIN
+	t[event.FinWait1][event.Closing] = CausePeerFIN
+	t[event.FinWait1][event.FinWait2] = CausePeerACK
+	t[event.LastAck][event.Close] = CausePeerACK
+	return t
+}()
+
 // classify derives the cause of transition e on a socket whose known owners
 // are owners. exitedBy is the pid of an owner that exited while holding it.
 func classify(e *event.Event, exitedBy uint32) Cause {
@@ -71,26 +91,13 @@ func classify(e *event.Event, exitedBy uint32) Cause {
 		c.Call, c.FD, c.PID = e.Call, e.FD, e.PID
 	}
 	old, nw := e.Old, e.New
-	switch {
-	case old == event.Close && nw == event.SynSent:
-		c.Kind = CauseConnect
-		return c
-	case nw == event.Listen:
+	if old < numPairStates && nw < numPairStates {
+		if k := pairCause[old][nw]; k != CauseUnknown {
+			c.Kind = k
+			return c
+		}
+	} else if nw == event.Listen {
 		c.Kind = CauseListen
-		return c
-	case old == event.Listen && nw == event.SynRecv:
-		c.Kind = CauseSynReceived
-		return c
-	case (old == event.SynSent || old == event.SynRecv) && nw == event.Established:
-		c.Kind = CauseHandshake
-		return c
-	case old == event.Established && nw == event.CloseWait,
-		old == event.FinWait1 && nw == event.Closing:
-		c.Kind = CausePeerFIN
-		return c
-	case old == event.FinWait1 && nw == event.FinWait2,
-		old == event.LastAck && nw == event.Close:
-		c.Kind = CausePeerACK
 		return c
 	}
 
