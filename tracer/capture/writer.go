@@ -41,11 +41,11 @@ type lineCache struct {
 	mono  *clockfmt.Mono
 	ids   *identcache.Cache
 	parts *identParts
-	procs *procCache
+	procs *identcache.Procs
 }
 
 func newLineCache() lineCache {
-	return lineCache{clock: new(clockfmt.Cache), mono: new(clockfmt.Mono), ids: new(identcache.Cache), parts: new(identParts), procs: new(procCache)}
+	return lineCache{clock: new(clockfmt.Cache), mono: new(clockfmt.Mono), ids: new(identcache.Cache), parts: new(identParts), procs: new(identcache.Procs)}
 }
 
 // freshCache formats everything afresh.
@@ -190,7 +190,7 @@ func appendCall(b []byte, e *event.Event, wallNs int64, owners []timeline.Owner,
 		b = append(b, '"')
 	}
 	b = append(b, ',')
-	b = c.procs.append(b, e.PID, &e.Comm)
+	b = c.procs.Append(b, e.PID, &e.Comm, appendProc)
 	if len(owners) > 0 {
 		b = append(b, `,"owners":`...)
 		b = appendOwners(b, owners, c.procs)
@@ -223,7 +223,7 @@ func appendTransition(b []byte, t *timeline.Transition, wallNs int64, c *lineCac
 		b = append(b, '"')
 	}
 	b = append(b, ',')
-	b = c.procs.append(b, e.PID, &e.Comm)
+	b = c.procs.Append(b, e.PID, &e.Comm, appendProc)
 	if e.Cgroup != 0 {
 		b = append(b, `,"cgroup":`...)
 		b = strconv.AppendUint(b, e.Cgroup, 10)
@@ -297,12 +297,20 @@ func (p *identParts) appendAddr(b []byte, role identcache.Role, a netip.Addr) []
 	return p.addrs.Append(b, role, a)
 }
 
+// appendProc appends a process's fields: `"pid":N,"comm":"NAME"`.
+func appendProc(b []byte, pid uint32, comm *[16]byte) []byte {
+	b = append(b, `"pid":`...)
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	b = append(b, `,"comm":`...)
+	return appendJSONString(b, trimComm(comm[:]))
+}
+
 // AppendOwners appends owners as a JSON array.
 func AppendOwners(b []byte, owners []timeline.Owner) []byte {
 	return appendOwners(b, owners, nil)
 }
 
-func appendOwners(b []byte, owners []timeline.Owner, procs *procCache) []byte {
+func appendOwners(b []byte, owners []timeline.Owner, procs *identcache.Procs) []byte {
 	b = append(b, '[')
 	for i := range owners {
 		o := &owners[i]
@@ -310,7 +318,7 @@ func appendOwners(b []byte, owners []timeline.Owner, procs *procCache) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, '{')
-		b = procs.append(b, o.PID, &o.Comm)
+		b = procs.Append(b, o.PID, &o.Comm, appendProc)
 		b = append(b, `,"fd":`...)
 		b = strconv.AppendInt(b, int64(o.FD), 10)
 		if o.Container != "" {

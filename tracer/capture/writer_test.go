@@ -210,7 +210,7 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 				ctx := []struct {
 					pid  uint32
 					comm string
-				}{{10, "client"}, {10, "renamed"}, {10 + procSlots, "client"}, {11, `q"uote`}}[n%4]
+				}{{10, "client"}, {10, "renamed"}, {10 + 256, "client"} /* 256 slots */, {11, `q"uote`}}[n%4]
 				e.PID = ctx.pid
 				copy(e.Comm[:], ctx.comm)
 				tr := &timeline.Transition{Event: e, PrevStateNs: int64(n) - 1,

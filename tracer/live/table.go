@@ -48,6 +48,7 @@ type Table struct {
 	clock     clockfmt.Cache
 	ids       identcache.Cache
 	addrs     identcache.Addrs
+	procs     identcache.Procs
 	// Network namespaces: each line names its socket's once a second
 	// namespace showed up (containers reuse each other's addresses).
 	firstNS uint32
@@ -109,12 +110,9 @@ func (t *Table) Transition(tr *timeline.Transition, wallNs int64) error {
 	b = tr.Cause.AppendText(b)
 	b = fill(b, start, wCause)
 	start = len(b)
-	b = appendOwners(b, tr.Owners)
+	b = appendOwners(b, tr.Owners, &t.procs)
 	b = fillRunes(b, start, wOwner) // process names may be UTF-8
-	b = append(b, e.CommBytes()...)
-	b = append(b, '[')
-	b = strconv.AppendUint(b, uint64(e.PID), 10)
-	b = append(b, ']')
+	b = t.procs.Append(b, e.PID, &e.Comm, appendProc)
 	if t.seeNetNS(e.NetNS) {
 		b = append(b, "  netns "...)
 		b = strconv.AppendUint(b, uint64(e.NetNS), 10)
@@ -233,7 +231,7 @@ func (t *Table) Flush() error {
 	return t.err
 }
 
-func appendOwners(b []byte, owners []timeline.Owner) []byte {
+func appendOwners(b []byte, owners []timeline.Owner, procs *identcache.Procs) []byte {
 	if len(owners) == 0 {
 		return append(b, '-')
 	}
@@ -242,18 +240,24 @@ func appendOwners(b []byte, owners []timeline.Owner) []byte {
 			b = append(b, ',')
 		}
 		o := &owners[i]
-		for _, c := range o.Comm {
-			if c == 0 {
-				break
-			}
-			b = append(b, c)
-		}
-		b = append(b, '[')
-		b = strconv.AppendUint(b, uint64(o.PID), 10)
-		b = append(b, "]:"...)
+		b = procs.Append(b, o.PID, &o.Comm, appendProc)
+		b = append(b, ':')
 		b = strconv.AppendInt(b, int64(o.FD), 10)
 	}
 	return b
+}
+
+// appendProc appends a process as the table names it: name[pid].
+func appendProc(b []byte, pid uint32, comm *[16]byte) []byte {
+	for _, c := range comm {
+		if c == 0 {
+			break
+		}
+		b = append(b, c)
+	}
+	b = append(b, '[')
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	return append(b, ']')
 }
 
 // appendCookie prints the socket's identity (event.AppendID).

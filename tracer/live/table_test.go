@@ -139,9 +139,10 @@ func TestManyLinesKeepTheBufferSize(t *testing.T) {
 	}
 }
 
-// A table keeps the text of identities and addresses for the next lines:
-// whatever changes between lines (another socket, a port bound, an address
-// of either end, IPv6), each line is the one a new table writes.
+// A table keeps the text of identities, addresses and processes for the
+// next lines: whatever changes between lines (another socket, a port bound,
+// an address of either end, IPv6, the task, the owners), each line is the
+// one a new table writes.
 func TestCachedLinesMatchFresh(t *testing.T) {
 	var out bytes.Buffer
 	tb := NewTable(&out)
@@ -151,6 +152,15 @@ func TestCachedLinesMatchFresh(t *testing.T) {
 	for n := range 200 {
 		tr := transition(locals[(n/2)%len(locals)], remotes[(n/3)%len(remotes)], event.Established, event.FinWait1, int64(n))
 		tr.Event.Cookie = uint64([]int{4097, 4097 + 1024, 4098}[(n/4)%3])
+		// The task and the owner: a process that renames itself, another
+		// in its cache slot (256 slots).
+		proc := []struct {
+			pid  uint32
+			comm string
+		}{{4242, "client"}, {4242, "renamed"}, {4242 + 256, "client"}, {7, "ünïcode"}}[(n/5)%4]
+		tr.Event.PID, tr.Event.Comm = proc.pid, [16]byte{}
+		copy(tr.Event.Comm[:], proc.comm)
+		tr.Owners = []timeline.Owner{{PID: proc.pid, FD: int32(n % 7), Comm: tr.Event.Comm}}
 		tb.Transition(tr, int64(n)*1e6)
 		var fresh bytes.Buffer
 		ft := NewTable(&fresh)
