@@ -307,20 +307,25 @@ func (d *Diagnoser) timewaitAnswer(cookie uint64, w *twWatch, ent *socktable.Ent
 type tupleIndex struct {
 	m      map[twKey]uint64
 	byPort [1 << portBucketBits]uint32
+	probes uint64 // lookups that went to the map
 }
 
 const portBucketBits = 12
 
-// portBucket is the same for both orientations of a pair of ports; a
-// server's port paired with client ports in sequence spreads evenly.
-func portBucket(a, b uint16) uint32 {
-	return (uint32(a^b) * 0x9e3779b1) >> (32 - portBucketBits)
+// portBucket spreads a server's port paired with client ports in sequence
+// evenly.
+func portBucket(local, remote uint16) uint32 {
+	return ((uint32(local)<<16 | uint32(remote)) * 0x9e3779b1) >> (32 - portBucketBits)
 }
 
 func (x *tupleIndex) get(netns uint32, local, remote netip.AddrPort) (uint64, bool) {
-	if x.byPort[portBucket(local.Port(), remote.Port())] == 0 {
+	// A timewait socket has both ports; a connecting socket's first
+	// transition has no local port yet (every connect would land in one
+	// bucket, and pass whenever a watched socket shares it).
+	if local.Port() == 0 || remote.Port() == 0 || x.byPort[portBucket(local.Port(), remote.Port())] == 0 {
 		return 0, false
 	}
+	x.probes++
 	cookie, ok := x.m[twKeyOf(netns, local, remote)]
 	return cookie, ok
 }

@@ -52,6 +52,46 @@ func TestTupleIndex(t *testing.T) {
 	}
 }
 
+// The port counts keep nearly every lookup of a busy port (its new
+// connections, none of them watched) away from the map, and every lookup
+// of a connecting socket whose local port is not bound yet.
+func TestTupleIndexFilters(t *testing.T) {
+	srv := netip.MustParseAddrPort("127.0.0.1:7070")
+	x := tupleIndex{m: make(map[twKey]uint64)}
+	for i := range maxTimewaitWatch {
+		x.set(twKeyOf(1, srv, netip.AddrPortFrom(srv.Addr(), uint16(32768+i))), uint64(i+1))
+	}
+	const lookups = 8192
+	for i := range lookups {
+		cli := netip.AddrPortFrom(srv.Addr(), uint16(32768+maxTimewaitWatch+i))
+		for _, ends := range [][2]netip.AddrPort{{srv, cli}, {cli, srv}} {
+			if c, ok := x.get(1, ends[0], ends[1]); ok {
+				t.Fatalf("%v %v: found %d", ends[0], ends[1], c)
+			}
+		}
+	}
+	if x.probes > 2*lookups/10 {
+		t.Errorf("%d of %d lookups of unwatched four-tuples went to the map", x.probes, 2*lookups)
+	}
+	// A watched socket in the bucket of the unbound ports, as one of
+	// a few hundred watched sockets is, now and then.
+	unbound := netip.AddrPortFrom(srv.Addr(), 0)
+	for p := uint16(1); p != 0; p++ {
+		if portBucket(srv.Port(), p) == portBucket(0, srv.Port()) {
+			x.set(twKeyOf(1, srv, netip.AddrPortFrom(srv.Addr(), p)), 9999)
+			break
+		}
+	}
+	before := x.probes
+	for range 100 {
+		x.get(1, unbound, srv)
+		x.get(1, srv, unbound)
+	}
+	if x.probes != before {
+		t.Errorf("%d lookups with an unbound port went to the map", x.probes-before)
+	}
+}
+
 // BenchmarkTimewaitPeer: a busy port's handshakes and LAST_ACKs looked up
 // against a full timewait watch, nearly all missing (as at high churn).
 func BenchmarkTimewaitPeer(b *testing.B) {
