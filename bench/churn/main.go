@@ -97,7 +97,7 @@ func main() {
 	flag.BoolVar(&cfg.analyze, "analyze", false, "group every traced round's table lines by socket and print the sequences (costs harness CPU)")
 	flag.StringVar(&cfg.extra, "tracer-args", "", "extra arguments for every `tcptrail trace` (space-separated, for experiments)")
 	var vnames []string
-	flag.Func("variant", "`NAME=[KEY=VALUE ...][@BINARY ]ARGS`: one more traced round per cycle, tcptrail trace (or BINARY trace) with ARGS and that environment, e.g. 'q8M=-q --ring-size 8M' (repeatable)", func(v string) error {
+	flag.Func("variant", "`NAME=[KEY=VALUE ...][@BINARY ]ARGS`: one more traced round per cycle, tcptrail trace (or BINARY trace) with ARGS and that environment, e.g. 'q16M=-q --ring-size 16M' (repeatable)", func(v string) error {
 		name, err := parseVariant(v)
 		vnames = append(vnames, name)
 		return err

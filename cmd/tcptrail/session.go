@@ -42,7 +42,7 @@ func (f *sessionFlags) register(fs *pflag.FlagSet, leakAfter time.Duration) {
 	fs.StringVar(&f.cgroup, "cgroup", "", "trace only the sockets made in this cgroup (v2) or below: `PATH` as in /proc/PID/cgroup, e.g. /system.slice/nginx.service")
 	fs.DurationVar(&f.leakAfter, "leak-after", leakAfter, "report a socket as leaked after this long in CLOSE_WAIT")
 	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long (default: until Ctrl-C or SIGTERM)")
-	fs.Var(&f.ringSize, "ring-size", "kernel ring buffer size, a power of two (e.g. 8M)")
+	fs.Var(&f.ringSize, "ring-size", "kernel ring buffer size, a power of two (e.g. 16M)")
 	fs.StringVar(&f.readyFile, "ready-file", "", "create `FILE` once the probes are attached (for scripts)")
 	fs.Var(&f.wakeupSize, "wakeup-size", "wake the reader when this much is pending (1: as soon as anything is)")
 	_ = fs.MarkHidden("wakeup-size")

@@ -66,12 +66,12 @@ const (
 // size of its cgroup_filter map).
 const MaxCgroups = 1024
 
-// DefaultRingBytes holds 32k events (128 bytes each with the kernel's
-// header): 100 ms at 300k events/s, twice the reader's polling period, and
-// 40 ms at a loopback churn's 800k. Its pages are mapped twice (the ring
-// wraps through a second mapping) and all at once, so it counts double in
-// the RSS from the start: 8 MiB of tcptrail's 28.
-const DefaultRingBytes = 4 << 20
+// DefaultRingBytes holds 64k events (128 bytes each with the kernel's
+// header): 80 ms at a loopback churn's 800k events a second, 200 ms at
+// 300k, which is how long a reader descheduled on a busy host (a virtual
+// CPU taken by its hypervisor) may fall behind. Its pages are resident
+// from the start, mapped once (Ring): 8 MiB of tcptrail's 28.
+const DefaultRingBytes = 8 << 20
 
 // DefaultWakeupBytes batches wakeups: waking the reader on every event
 // makes the kernel skip more tracepoint invocations under load.

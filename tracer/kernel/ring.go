@@ -16,7 +16,8 @@ import (
 var ErrClosed = errors.New("ring buffer closed")
 
 // Ring reads the BPF ring buffer the programs write to, in place: a
-// record's bytes are the ring's own, valid until the next call of Next.
+// record's bytes are the ring's own (or, for a record that wraps, a copy),
+// valid until the next call of Next.
 // The kernel learns how far it has been read once per batch of records
 // (and before the reader waits), not after each one: every store of the
 // consumer position is a cache line the producing CPUs must fetch again,
@@ -27,7 +28,7 @@ var ErrClosed = errors.New("ring buffer closed")
 // Close does not wake a Next that waits.
 type Ring struct {
 	consumerPage []byte // the consumer position, written by us
-	producerPage []byte // the producer position, then the data, mapped twice
+	producerPage []byte // the producer position, then the data
 	view         ringView
 	publishEvery uint64 // publishBytes, or an eighth of a smaller ring
 	epfd         int
@@ -50,8 +51,14 @@ func publishStep(size int) uint64 { return min(publishBytes, uint64(size/8)) }
 type ringView struct {
 	consumer *uint64 // the kernel's consumer position (we write it)
 	producer *uint64 // the kernel's producer position (it writes it)
-	data     []byte  // the data area, mapped twice so that a record that wraps reads straight
-	mask     uint64
+	// data is the data area, mapped once. The kernel offers it twice
+	// in a row, so that a record that wraps reads straight, but every
+	// page mapped counts in the reader's resident memory: the second
+	// copy would cost as much memory as the ring holds, for the one
+	// record in thousands that wraps. That one is copied to wrapped.
+	data    []byte
+	mask    uint64
+	wrapped []byte
 
 	pos       uint64 // where the next record starts
 	published uint64 // the consumer position the kernel knows
@@ -96,8 +103,15 @@ func (v *ringView) next() ([]byte, error) {
 		if hdr&ringDiscardBit != 0 {
 			continue
 		}
-		off := start + ringHeaderSize
-		return v.data[off : off+n : off+n], nil
+		// The header is 8-aligned in a ring of a power of two: it never
+		// wraps; the data may.
+		off := (start + ringHeaderSize) & v.mask
+		if end := off + n; end <= uint64(len(v.data)) {
+			return v.data[off:end:end], nil
+		}
+		v.wrapped = append(v.wrapped[:0], v.data[off:]...)
+		v.wrapped = append(v.wrapped, v.data[:off+n-uint64(len(v.data))]...)
+		return v.wrapped[:n:n], nil
 	}
 }
 
@@ -120,7 +134,7 @@ func newRing(m *ebpf.Map) (*Ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("map the ring buffer's consumer page: %w", err)
 	}
-	r.producerPage, err = unix.Mmap(m.FD(), int64(page), page+2*size, unix.PROT_READ, unix.MAP_SHARED)
+	r.producerPage, err = unix.Mmap(m.FD(), int64(page), page+size, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		r.Close()
 		return nil, fmt.Errorf("map the ring buffer: %w", err)

@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// fakeRing is a ring buffer's memory as the kernel lays it out, the data
-// area mapped twice (here: every byte written to both halves).
+// fakeRing is a ring buffer's memory as the reader maps it: the data area
+// once.
 type fakeRing struct {
 	consumer, producer uint64
 	data               []byte
@@ -15,14 +15,13 @@ type fakeRing struct {
 }
 
 func newFakeRing(size uint64) (*fakeRing, *ringView) {
-	f := &fakeRing{data: make([]byte, 2*size), size: size}
+	f := &fakeRing{data: make([]byte, size), size: size}
 	return f, &ringView{consumer: &f.consumer, producer: &f.producer, data: f.data, mask: size - 1}
 }
 
 func (f *fakeRing) put(pos uint64, b []byte) {
 	for i, c := range b {
-		p := (pos + uint64(i)) & (f.size - 1)
-		f.data[p], f.data[p+f.size] = c, c
+		f.data[(pos+uint64(i))&(f.size-1)] = c
 	}
 }
 
@@ -83,14 +82,31 @@ func TestRingSkipsDiscardedAndWaitsForBusy(t *testing.T) {
 
 // A record that runs past the end of the data area reads whole: the second
 // mapping continues it.
+// Records whose data wraps past the end of the ring, and those that end
+// at it or start at its beginning, read whole (a wrapped one as a copy).
 func TestRingWraps(t *testing.T) {
+	payload := bytes.Repeat([]byte("abcdefgh"), 12) // 96 bytes
+	for _, at := range []uint64{200, 152, 248, 256, 256 + 8, 256 - 104} {
+		f, v := newFakeRing(256)
+		f.producer, f.consumer, v.pos, v.published = at, at, at, at
+		f.write(payload, 0)
+		got, err := v.next()
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("record at %d: %q, %v", at, got, err)
+		}
+		if cap(got) != len(got) {
+			t.Fatalf("record at %d: capacity %d beyond its length %d", at, cap(got), len(got))
+		}
+	}
+	// Two wrapped records in a row, over many turns of the ring.
 	f, v := newFakeRing(256)
-	f.producer, f.consumer, v.pos, v.published = 200, 200, 200, 200
-	payload := bytes.Repeat([]byte("abcdefgh"), 12) // 96 bytes: 200+8+96 > 256
-	f.write(payload, 0)
-	got, err := v.next()
-	if err != nil || !bytes.Equal(got, payload) {
-		t.Fatalf("wrapped record: %q, %v", got, err)
+	for i := range 40 {
+		p := bytes.Repeat([]byte{byte(i)}, 56+i%3*8)
+		f.write(p, 0)
+		got, err := v.next()
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("record %d at %d: %v, %v", i, v.pos, got, err)
+		}
 	}
 }
 

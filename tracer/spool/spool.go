@@ -27,7 +27,7 @@ import (
 )
 
 // DefaultLimit is how many bytes may wait in a Writer: about 11k capture
-// lines or 27k lines of the live table, beside the ring buffer's own 37k
+// lines or 27k lines of the live table, beside the ring buffer's own 65k
 // events. Queued buffers are nearly full, so this is also about the most
 // memory they take.
 const DefaultLimit = 4 << 20
