@@ -135,7 +135,13 @@ func (d *Diagnoser) bindConflict(e *event.Event) {
 			h.StateNs = int64(now - s.SinceNs)
 		}
 		seen[s.Cookie] = true
-		if s.Cookie&event.SyntheticID != 0 {
+		// A socket of the table on the same connected four-tuple is a
+		// later one (the table is asked after the failure, when a
+		// retry may have connected again from the same port): two
+		// sockets never hold one at once. Listeners may share theirs
+		// (SO_REUSEPORT). Sockets known by a synthetic id are matched
+		// by their four-tuple too.
+		if s.Cookie&event.SyntheticID != 0 || s.Remote.Port() != 0 {
 			seenTuple[tuple{s.NetNS, s.Local, s.Remote}] = true
 		}
 		holders = append(holders, h)

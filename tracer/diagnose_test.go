@@ -166,6 +166,41 @@ func TestBindConflictPerNamespace(t *testing.T) {
 	}
 }
 
+// The table is asked after the failure: by then a retry may have made a
+// new connection on the holder's four-tuple (the story's fixed client,
+// dialing from the same port as soon as the buggy one exits). Two sockets
+// never share a connected four-tuple, so that one is not named; listeners
+// may share theirs (SO_REUSEPORT), and one the tracker does not know is.
+func TestBindConflictLeavesOutLaterSockets(t *testing.T) {
+	listener := netip.MustParseAddrPort("0.0.0.0:10001")
+	table := &fakeTable{entries: map[uint32][]socktable.Entry{nsA: {
+		// The retry's connection, made after the failure.
+		{Cookie: 99, Family: event.AFInet, Local: client, Remote: server, State: uint8(event.Established), Inode: 5, NetNS: nsA},
+		// A second listener on the port, older than the trace.
+		{Cookie: 98, Family: event.AFInet, Local: listener, State: uint8(event.Listen), Inode: 6, NetNS: nsA},
+	}}}
+	d, tr, recs := newTestDiagnoser(table)
+	transition(d, tr, event.Event{Kind: event.KindState, Cookie: 11, NetNS: nsA, Family: event.AFInet,
+		Local: client, Remote: server, Old: event.Established, New: event.CloseWait, MonoNs: 10, FD: -1})
+	transition(d, tr, event.Event{Kind: event.KindState, Cookie: 12, NetNS: nsA, Family: event.AFInet,
+		Local: listener, Old: event.Close, New: event.Listen, MonoNs: 11, FD: 3, PID: 7, Call: event.CallListen})
+	d.Call(&event.Event{Kind: event.KindCall, Call: event.CallBind, NetNS: nsA, Family: event.AFInet,
+		Local: client, Ret: -98, FD: 8, PID: 42, MonoNs: 20})
+	d.queries.apply(5 * time.Second)
+	binds := records[*record.BindConflict](*recs)
+	if len(binds) != 1 {
+		t.Fatalf("%d bind conflicts, want 1", len(binds))
+	}
+	var got []uint64
+	for _, h := range binds[0].Holders {
+		got = append(got, h.Cookie)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []uint64{11, 12, 98}) {
+		t.Fatalf("holders %v, want the CLOSE_WAIT socket and both listeners (11, 12, 98): %s", got, binds[0].Message)
+	}
+}
+
 // Sockets handed to timewait during the trace take the places of those
 // found at start; a namespace that is gone takes its timewait sockets along.
 func TestTimewaitWatchPriorityAndGoneNamespace(t *testing.T) {
