@@ -2,8 +2,8 @@ package tracer_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"io"
+	"net/netip"
 	"testing"
 
 	"github.com/tcptrail/tcptrail/tracer/capture"
@@ -36,21 +36,13 @@ func rawConnection() [][]byte {
 	}
 	var out [][]byte
 	for i, s := range steps {
+		e := event.Event{Kind: event.KindState, MonoNs: uint64(1000 * (i + 1)), Cookie: s.cookie, PID: 4242, FD: 3,
+			Family: event.AFInet, Protocol: 6, Old: s.old, New: s.new, Call: s.call,
+			Local:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.sport),
+			Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.dport)}
+		copy(e.Comm[:], "client")
 		b := make([]byte, event.Size)
-		ne := binary.NativeEndian
-		ne.PutUint64(b[0:], uint64(1000*(i+1)))
-		ne.PutUint64(b[8:], s.cookie)
-		copy(b[16:], []byte{127, 0, 0, 1})
-		copy(b[32:], []byte{127, 0, 0, 1})
-		ne.PutUint32(b[48:], 4242)
-		ne.PutUint32(b[56:], 3)
-		ne.PutUint16(b[72:], s.sport)
-		ne.PutUint16(b[74:], s.dport)
-		ne.PutUint16(b[76:], event.AFInet)
-		ne.PutUint16(b[78:], 6)
-		b[80] = byte(event.KindState)
-		b[81], b[82], b[83] = byte(s.old), byte(s.new), byte(s.call)
-		copy(b[88:], "client")
+		event.Encode(b, &e)
 		out = append(out, b)
 	}
 	return out

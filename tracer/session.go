@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -143,10 +142,6 @@ func Run(ctx context.Context, cfg Config, sinks ...Sink) (*record.Summary, error
 	}
 	s.probe = probe
 	defer probe.Close()
-	// Loading parsed the kernel's BTF: megabytes of garbage. Collect it and
-	// give its pages back now, rather than have the runtime's scavenger do
-	// it while the events come.
-	debug.FreeOSMemory()
 	s.clock = NewClock()
 	s.containers = container.NewCache(container.DefaultCacheSize)
 	s.tracker.ContainerOf = s.containers.Lookup

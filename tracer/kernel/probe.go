@@ -280,7 +280,9 @@ func Load(cfg Config) (*Probe, error) {
 	// Mapping the ring buffer makes all its pages resident at once: give
 	// back the memory the kernel's BTF took first (its parse is over ten
 	// MiB, all garbage now), so that the two never count together in the
-	// process's peak.
+	// process's peak, and the runtime's scavenger does not do it while
+	// the events come. The one collection for every caller (trace, watch,
+	// the floor).
 	types, spec = nil, nil
 	debug.FreeOSMemory()
 	p.reader, err = newRing(p.coll.Maps[tcptrailMapEvents])
