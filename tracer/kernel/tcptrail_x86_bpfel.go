@@ -165,6 +165,7 @@ const (
 	tcptrailVarRingbufFull           = "ringbuf_full"
 	tcptrailVarSetStateRecovered     = "set_state_recovered"
 	tcptrailVarSocketFops            = "socket_fops"
+	tcptrailVarSynRecvsHeld          = "syn_recvs_held"
 )
 
 // loadTcptrail returns the embedded CollectionSpec for tcptrail.
@@ -284,6 +285,7 @@ type tcptrailVariableSpecs struct {
 	RingbufFull       *ebpf.VariableSpec `ebpf:"ringbuf_full"`
 	SetStateRecovered *ebpf.VariableSpec `ebpf:"set_state_recovered"`
 	SocketFops        *ebpf.VariableSpec `ebpf:"socket_fops"`
+	SynRecvsHeld      *ebpf.VariableSpec `ebpf:"syn_recvs_held"`
 }
 
 // tcptrailObjects contains all objects after they have been loaded into the kernel.
@@ -343,6 +345,7 @@ type tcptrailVariables struct {
 	RingbufFull       *ebpf.Variable `ebpf:"ringbuf_full"`
 	SetStateRecovered *ebpf.Variable `ebpf:"set_state_recovered"`
 	SocketFops        *ebpf.Variable `ebpf:"socket_fops"`
+	SynRecvsHeld      *ebpf.Variable `ebpf:"syn_recvs_held"`
 }
 
 // tcptrailPrograms contains all programs after they have been loaded into the kernel.
