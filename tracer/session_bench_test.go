@@ -12,6 +12,7 @@ import (
 	"github.com/tcptrail/tcptrail/tracer/container"
 	"github.com/tcptrail/tcptrail/tracer/event"
 	"github.com/tcptrail/tcptrail/tracer/live"
+	"github.com/tcptrail/tcptrail/tracer/record"
 	"github.com/tcptrail/tcptrail/tracer/socktable"
 	"github.com/tcptrail/tcptrail/tracer/timeline"
 )
@@ -66,7 +67,7 @@ const recordsPerConnection = 11
 // Unlike the churn bench it has no kernel and no other load: what it
 // measures moves little from run to run, so it tells small changes apart.
 func BenchmarkSession(b *testing.B) {
-	for _, mode := range []string{"capture-file", "json", "table"} {
+	for _, mode := range []string{"capture-file", "json", "table", "no-output"} {
 		b.Run(mode, func(b *testing.B) {
 			var sink Sink
 			switch mode {
@@ -81,6 +82,8 @@ func BenchmarkSession(b *testing.B) {
 				sink = capture.NewWriter(io.Discard)
 			case "table":
 				sink = live.NewTable(io.Discard)
+			case "no-output":
+				sink = noOutput{}
 			}
 			s := benchSession(b, sink)
 			// Records made beforehand, so that only the session is timed:
@@ -114,6 +117,18 @@ func BenchmarkSession(b *testing.B) {
 		})
 	}
 }
+
+// noOutput is a sink that writes nothing, routine calls included (as the
+// capture writer and the table, it takes them as events): what a record
+// costs before any output.
+type noOutput struct{}
+
+func (noOutput) Begin(*record.Header) error                            { return nil }
+func (noOutput) Transition(*timeline.Transition, int64) error          { return nil }
+func (noOutput) CallEvent(*event.Event, int64, []timeline.Owner) error { return nil }
+func (noOutput) Record(any) error                                      { return nil }
+func (noOutput) Flush() error                                          { return nil }
+func (noOutput) End(*record.Summary) error                             { return nil }
 
 // benchSession is a session as Run makes it, with its sink, but no kernel:
 // records are handed to it.
