@@ -156,9 +156,10 @@ struct {
  * hook runs for every close and dup on the host, and nearly all of them
  * stored nothing (a file, a pipe, a socket of an untraced port): a thread
  * whose bucket is 0 has no entry, and its sys_exit returns without a map
- * lookup. Incremented when an entry is created, decremented after one is
- * deleted, always by the entry's own thread (whose sys_exit is the only one
- * that reads its count): never 0 while the thread has an entry. An entry
+ * lookup; so does a state change that runs in such a thread. Incremented
+ * when an entry is created, decremented after one is deleted, always by the
+ * entry's own thread (whose sys_exit and state changes are the only ones
+ * that read its count): never 0 while the thread has an entry. An entry
  * the LRU evicts leaves its count behind, which costs lookups but never
  * misses an entry.
  */
@@ -203,11 +204,11 @@ struct syn_recv {
 /*
  * syn_recvs: new child socket -> its LISTEN->SYN_RECV, held back. Kernels
  * that change the state of a clone of the listener before giving it the
- * connection's addresses and cookie (6.12 and older) would report that first
- * step with the listener's identity and remote 0.0.0.0:0. Inserted at such a
- * LISTEN->SYN_RECV, deleted at the child's next transition, which reports it
- * first with the child's own identity. LRU: a child whose next transition was
- * skipped must not hold a place forever.
+ * connection's addresses and cookie (6.12 and older of those tested) would
+ * report that first step with the listener's identity and remote 0.0.0.0:0.
+ * Inserted at such a LISTEN->SYN_RECV, deleted at the child's next
+ * transition, which reports it first with the child's own identity. LRU: a
+ * child whose next transition was skipped must not hold a place forever.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -217,7 +218,8 @@ struct {
 } syn_recvs SEC(".maps");
 
 /* Set at the first step held back: until then (always, on kernels that
- * give a child its addresses first) no SYN_RECV change looks syn_recvs up. */
+ * give a child its addresses before its first change) no SYN_RECV change
+ * looks syn_recvs up. */
 __u32 syn_recvs_held = 0;
 
 /*
@@ -477,7 +479,13 @@ static __always_inline __u16 tp_sock_sport(const struct sock *sk)
 
 static __always_inline __u32 tp_sock_netns(const struct sock *sk)
 {
-	return sk->__sk_common.skc_net.net->ns.inum;
+	struct net *net = sk->__sk_common.skc_net.net;
+
+	/* The field is __rcu in newer kernels; where their BTF says so, the
+	 * verifier takes it for a pointer that may be NULL. */
+	if (!net)
+		return 0;
+	return net->ns.inum;
 }
 
 static __always_inline __u64 tp_sock_cgroup(const struct sock *sk)
@@ -684,7 +692,8 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		held.flags = (current_flags() & PF_EXITING) ? TT_FLAG_EXITING : 0;
 		bpf_get_current_comm(held.comm, sizeof(held.comm));
 		bpf_map_update_elem(&syn_recvs, &skaddr, &held, BPF_ANY);
-		syn_recvs_held = 1;
+		if (!syn_recvs_held) /* not a store to a shared line per child */
+			syn_recvs_held = 1;
 		return 0;
 	}
 
