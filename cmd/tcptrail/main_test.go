@@ -432,6 +432,11 @@ func TestRingFullSaysHow(t *testing.T) {
 				args = append(args, "-q")
 			}
 			cmd, _, errb := startCommand(t, c.sub, args...)
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("stderr:\n%s", errb.String())
+				}
+			})
 			ln, err := net.Listen("tcp4", "127.0.0.1:17206")
 			if err != nil {
 				t.Fatal(err)
@@ -473,7 +478,6 @@ func TestRingFullSaysHow(t *testing.T) {
 					t.Errorf("watch told the loss in a warning besides its LOST line: %s", l)
 				}
 			}
-			t.Logf("stderr:\n%s", errb.String())
 		})
 	}
 }
